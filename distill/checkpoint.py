@@ -1,0 +1,148 @@
+"""Checkpoints: safetensors weights plus a JSON state, written atomically; never pickle.
+
+A checkpoint directory holds
+    model.safetensors   the trained weights
+    ema.safetensors     the EMA weights (what sampling, evaluation and export use)
+    optim.safetensors   Adam's first and second moments and step per parameter (the
+                        parameter-space distillation preconditions with the second moments),
+                        plus the training RNG state
+    state.json          format version, config, step, data position, optimizer hyperparameters
+It is written to a temporary sibling and swapped in with renames, so a crash never leaves a
+half-written checkpoint where a resume would read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from distill.config import TrainConfig, validate_config
+from fewstep.networks import Denoiser, build_denoiser
+
+FORMAT = 1
+RNG_KEY = "__rng__.torch"
+
+
+@dataclass
+class TrainState:
+    step: int
+    batch_index: int
+    extra: dict[str, Any]
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+
+
+def optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: dict[str, torch.Tensor] = {}
+    for p, st in opt.state.items():
+        for key, val in st.items():
+            out[f"{names[id(p)]}.{key}"] = val.detach().cpu().reshape(val.shape).contiguous()
+    return out
+
+
+def load_optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    for name, p in model.named_parameters():
+        st = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            if f"{name}.{key}" in tensors:
+                st[key] = tensors[f"{name}.{key}"].to(p.device if key != "step" else "cpu")
+        if st:
+            opt.state[p] = st
+
+
+def save_checkpoint(
+    directory: str | Path,
+    cfg: TrainConfig,
+    state: TrainState,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> Path:
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_contiguous(model.state_dict()), tmp / "model.safetensors")
+    save_file(_contiguous(ema.state_dict()), tmp / "ema.safetensors")
+    tensors = optimizer_tensors(model, opt)
+    tensors[RNG_KEY] = generator.get_state().cpu()
+    save_file(tensors, tmp / "optim.safetensors")
+    meta = {
+        "format": FORMAT,
+        "step": state.step,
+        "batch_index": state.batch_index,
+        "config": cfg.model_dump(mode="json"),
+        "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt.state_dict()["param_groups"]],
+        "extra": state.extra,
+    }
+    (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def read_state(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / "state.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a checkpoint (no state.json)")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    return meta
+
+
+def checkpoint_config(directory: str | Path) -> TrainConfig:
+    return validate_config(read_state(directory)["config"])
+
+
+def load_training_state(
+    directory: str | Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> TrainState:
+    directory = Path(directory)
+    meta = read_state(directory)
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    ema.load_state_dict(load_file(directory / "ema.safetensors"))
+    tensors = load_file(directory / "optim.safetensors")
+    generator.set_state(tensors.pop(RNG_KEY))
+    load_optimizer_tensors(model, opt, tensors)
+    for group, saved in zip(opt.param_groups, meta["param_groups"], strict=True):
+        group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    return TrainState(meta["step"], meta["batch_index"], meta.get("extra", {}))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a run directory (uses its checkpoint/) or a checkpoint directory."""
+    path = Path(path)
+    if (path / "state.json").is_file():
+        return path
+    if (path / "checkpoint" / "state.json").is_file():
+        return path / "checkpoint"
+    raise FileNotFoundError(f"no checkpoint at {path} (expected state.json or checkpoint/state.json)")
+
+
+def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device = "cpu") -> tuple[Denoiser, TrainConfig]:
+    """A trained denoiser (EMA weights by default) and its config, for sampling and evaluation."""
+    ckpt = resolve_checkpoint(path)
+    cfg = checkpoint_config(ckpt)
+    model = build_denoiser(cfg.model)
+    model.load_state_dict(load_file(ckpt / f"{weights}.safetensors"))
+    return model.to(device).eval().requires_grad_(False), cfg

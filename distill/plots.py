@@ -1,0 +1,31 @@
+"""Plots people look at: the training loss curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def plot_loss(metrics_path: str | Path, out: str | Path) -> Path | None:
+    """Loss against step from metrics.jsonl (log scale), as a PNG."""
+    path = Path(metrics_path)
+    if not path.exists():
+        return None
+    rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("v-prediction MSE")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)

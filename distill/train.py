@@ -1,0 +1,293 @@
+"""Teacher training: `fewstep train --preset shapes32-cpu --out runs/teacher`.
+
+v-prediction MSE (Salimans and Ho 2022) on the VP schedule of `fewstep.schedule`, t ~ U(0, 1);
+AdamW with linear warmup and cosine decay, gradient clipping, EMA, bf16 autocast on CUDA,
+condition dropout (the caption replaced by the null caption '') so the same network is the
+unconditional model for classifier-free guidance.
+
+Runs single-process or under `torchrun` (DDP: nccl on CUDA, gloo on CPU). Every rank draws its own
+data stream; only rank 0 writes. Checkpoints (see `distill.checkpoint`) resume exactly: batch n
+of the data, the noise generator and the optimizer state all continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from distill.checkpoint import TrainState, load_training_state, read_state, save_checkpoint
+from distill.config import ConfigError, TrainConfig, config_diff, validate_config
+from distill.data import build_dataset, build_loader, to_uint8
+from distill.denoise import GuidedDenoiser, encode_cond
+from distill.grid import save_grid
+from distill.plots import plot_loss
+from distill.text import NULL_CAPTION, TextEncoder
+from fewstep import shapes
+from fewstep.networks import alpha_sigma_torch, build_denoiser, count_params
+from fewstep.rng import SeededNoise
+from fewstep.sampler import ancestral_sample
+from fewstep.schedule import v_from_x_eps
+
+log = logging.getLogger(__name__)
+
+SAMPLE_SEED = 20241  # the fixed prompts and seeds of the periodic sample grids
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_kind: str) -> tuple[Dist, torch.device]:
+    """Initialise DDP under torchrun (env RANK/WORLD_SIZE); nccl on CUDA, gloo on CPU."""
+    use_cuda = device_kind == "cuda" or (device_kind == "auto" and torch.cuda.is_available())
+    if device_kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but CUDA is not available")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        d = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    else:
+        d = Dist()
+    if use_cuda:
+        torch.cuda.set_device(d.local_rank)
+        return d, torch.device("cuda", d.local_rank)
+    return d, torch.device("cpu")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio` at the last step."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    progress = min(1.0, (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps))
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA with the usual warmup: decay_n = min(decay, (1 + n) / (10 + n))."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1 - d)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def sample_prompts(n: int = 16) -> list[str]:
+    return [shapes.sample(SAMPLE_SEED, i, "all").caption for i in range(n)]
+
+
+def write_samples(model, encoder, cfg: TrainConfig, path: Path, device: torch.device) -> None:
+    captions = sample_prompts()
+    cond = encode_cond(encoder, captions)
+    noise = SeededNoise(range(len(captions)), (cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution))
+    like = torch.zeros(1, device=device)
+    with torch.inference_mode():
+        x = ancestral_sample(GuidedDenoiser(model), cfg.sample_steps, cond, cfg.sample_guidance, noise, like)
+    save_grid(path, to_uint8(x), captions, cols=8)
+
+
+def _check_resume(out: Path, cfg: TrainConfig) -> bool:
+    ckpt = out / "checkpoint"
+    if not (ckpt / "state.json").is_file():
+        return False
+    saved = validate_config(read_state(ckpt)["config"])
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise ConfigError(
+            f"{ckpt} was trained with a different config; differing keys: {', '.join(diff)}. "
+            "Use another --out, or resume with the same config (only steps and reporting intervals may change)."
+        )
+    return True
+
+
+class MetricsLog:
+    """metrics.jsonl (always) and TensorBoard scalars (when tensorboard is installed)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "metrics.jsonl"
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:  # optional
+            log.info("tensorboard not installed; metrics go to %s only", self.path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float):
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop rows logged after the checkpoint (they will be logged again)."""
+        if self.path.exists():
+            rows = [r for r in self.path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+            self.path.write_text("".join(r + "\n" for r in rows))
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train a teacher; returns the summary also written to `out/summary.json` (rank 0)."""
+    out = Path(out)
+    d, device = setup_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    resuming = resume and _check_resume(out, cfg)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+
+    encoder = TextEncoder(cfg.text, device)
+    if encoder.dim != cfg.model.text_dim:
+        raise ConfigError(f"model.text_dim is {cfg.model.text_dim} but the text encoder gives {encoder.dim}")
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = build_denoiser(cfg.model).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([cfg.seed, d.rank, 7]).generate_state(1)[0]))
+    state = TrainState(0, 0, {"skipped": 0, "wall_s": 0.0})
+    if resuming:
+        state = load_training_state(out / "checkpoint", model, ema, opt, gen)
+        if d.main:
+            log.info("resuming %s at step %d", out, state.step)
+    if state.step >= cfg.steps:
+        log.info("already trained to step %d", state.step)
+    net = model.net
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.local_rank] if device.type == "cuda" else None)
+    metrics = MetricsLog(out) if d.main else None
+    if metrics is not None and resuming:
+        metrics.truncate_after(state.step)
+
+    remaining = max(0, cfg.steps - state.step)
+    dataset = build_dataset(cfg.data, cfg.batch_size, d.rank, state.batch_index, None)
+    loader = iter(build_loader(dataset, cfg.data.num_workers)) if remaining else iter(())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
+    )
+    bar = tqdm(total=cfg.steps, initial=state.step, disable=not (progress and d.main), dynamic_ncols=True)
+    losses: list[float] = []
+    t_window, text_s, t0 = time.perf_counter(), 0.0, time.perf_counter()
+    wall_before = float(state.extra.get("wall_s", 0.0))
+    while state.step < cfg.steps:
+        batch = next(loader)
+        state.batch_index += 1
+        state.extra["skipped"] = state.extra.get("skipped", 0) + int(batch["skipped"])
+        b = len(batch["caption"])
+        if b == 0:
+            continue
+        drop = (torch.rand(b, generator=gen, device=device) < cfg.data.cond_dropout).tolist()
+        captions = [NULL_CAPTION if dr else c for c, dr in zip(batch["caption"], drop, strict=True)]
+        t_text = time.perf_counter()
+        states, mask = encoder.encode(captions)
+        text_s += time.perf_counter() - t_text
+        x = batch["image"].to(device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t = torch.rand(b, generator=gen, device=device)
+        eps = torch.randn(x.shape, generator=gen, device=device)
+        alpha, sigma = (a[:, None, None, None] for a in alpha_sigma_torch(t))
+        z = alpha * x + sigma * eps
+        target = {"v": v_from_x_eps(x, eps, alpha, sigma), "x": x, "eps": eps}[cfg.model.prediction]
+        for g in opt.param_groups:
+            g["lr"] = cfg.optim.lr * lr_factor(state.step, cfg)
+        with autocast:
+            pred = net(z, t, states, mask)
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
+        opt.step()
+        ema_update(ema, model, cfg.optim.ema_decay, state.step)
+        state.step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+            now = time.perf_counter()
+            n = min(len(losses), cfg.log_every)
+            row = {
+                "step": state.step,
+                "loss": float(np.mean(losses[-n:])),
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": grad_norm,
+                "it_s": n / (now - t_window),
+                "text_share": text_s / (now - t_window),
+                "skipped": state.extra["skipped"],
+            }
+            t_window, text_s = now, 0.0
+            bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['it_s']:.2f}")
+            if metrics is not None:
+                metrics.write(row)
+        if d.main and (state.step % cfg.sample_every == 0 or state.step == cfg.steps):
+            write_samples(ema, encoder, cfg, out / "samples" / f"step{state.step:07d}.png", device)
+        if d.main and (state.step % cfg.ckpt_every == 0 or state.step == cfg.steps):
+            state.extra["wall_s"] = wall_before + time.perf_counter() - t0
+            save_checkpoint(out / "checkpoint", cfg, state, model, ema, opt, gen)
+            plot_loss(out / "metrics.jsonl", out / "loss.png")
+    bar.close()
+
+    digests = [weights_digest(model)]
+    if d.world > 1:
+        gathered: list[Any] = [None] * d.world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    summary = {
+        "steps": state.step,
+        "final_loss": float(np.mean(losses[-100:])) if losses else None,
+        "wall_s": wall_before + time.perf_counter() - t0,
+        "params": count_params(model),
+        "world_size": d.world,
+        "rank_weight_digests": digests,
+        "ranks_in_sync": len(set(digests)) == 1,
+        "skipped_images": state.extra.get("skipped", 0),
+        "text_cache_hit_rate": encoder.hits / max(1, encoder.hits + encoder.misses),
+    }
+    if d.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if metrics is not None:
+            metrics.close()
+    if d.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

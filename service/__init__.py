@@ -1,0 +1,1 @@
+"""Online side of fewstep: the FastAPI microservice. Never imports torch or `distill`."""
