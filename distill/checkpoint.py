@@ -50,7 +50,9 @@ def optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dic
     return out
 
 
-def load_optimizer_tensors(model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+def load_optimizer_tensors(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
+) -> None:
     for name, p in model.named_parameters():
         st = {}
         for key in ("step", "exp_avg", "exp_avg_sq"):
@@ -139,7 +141,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"no checkpoint at {path} (expected state.json or checkpoint/state.json)")
 
 
-def load_denoiser(path: str | Path, weights: str = "ema", device: str | torch.device = "cpu") -> tuple[Denoiser, TrainConfig]:
+def load_denoiser(
+    path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
+) -> tuple[Denoiser, TrainConfig]:
     """A trained denoiser (EMA weights by default) and its config, for sampling and evaluation."""
     ckpt = resolve_checkpoint(path)
     cfg = checkpoint_config(ckpt)

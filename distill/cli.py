@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
     from distill.train import train
 
     cfg = load_config(args.preset, args.config, args.set)
-    summary = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+    summary = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress, stop_at=args.stop_at)
     log.info(
         "trained to step %d in %.0f s; final loss %.4f; summary in %s",
         summary["steps"],
@@ -60,4 +60,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     tr.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--stop-at", type=int, help="checkpoint and stop at this step (resume later)")
     tr.set_defaults(handler=_train)

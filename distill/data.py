@@ -131,7 +131,7 @@ def read_captions(folder: Path) -> list[tuple[str, str]]:
             obj = json.loads(line)
             entries.append((str(obj["file"]), str(obj["caption"])))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f"{path}:{n}: expected {{\"file\": ..., \"caption\": ...}}, got {line[:80]!r} ({e})") from None
+            raise DataError(f'{path}:{n}: expected {{"file": ..., "caption": ...}}, got {line[:80]!r} ({e})') from None
     if not entries:
         raise DataError(f"{path} is empty: no images to train on")
     return entries
@@ -211,7 +211,12 @@ class WebDatasetBatches(IterableDataset):
                 skipped += 1
                 log.warning("skipping unreadable sample %s: %s", sample.get("__key__"), e)
             if len(images) == self.batch_size:
-                yield {"image": to_tensor(np.stack(images)), "caption": captions, "record": [None] * len(captions), "skipped": skipped}
+                yield {
+                    "image": to_tensor(np.stack(images)),
+                    "caption": captions,
+                    "record": [None] * len(captions),
+                    "skipped": skipped,
+                }
                 images, captions, skipped = [], [], 0
         if images or skipped:
             r = self.resolution

@@ -75,7 +75,9 @@ class TextEncoder:
             self.path = None
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
-        self.dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model)
+        self.dim = int(
+            self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.d_model
+        )
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.hits = 0
         self.misses = 0

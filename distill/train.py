@@ -162,8 +162,14 @@ class MetricsLog:
             self.tb.close()
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train a teacher; returns the summary also written to `out/summary.json` (rank 0)."""
+def train(
+    cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool = True, stop_at: int | None = None
+) -> dict[str, Any]:
+    """Train a teacher; returns the summary also written to `out/summary.json` (rank 0).
+
+    `stop_at` ends this run early at that step with a checkpoint (time-sliced or preemptible
+    training); a later call resumes it to `cfg.steps` on the same schedule.
+    """
     out = Path(out)
     d, device = setup_distributed(cfg.device)
     if cfg.threads:
@@ -195,7 +201,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool
         log.info("already trained to step %d", state.step)
     net = model.net
     if d.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[d.local_rank] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[d.local_rank] if device.type == "cuda" else None
+        )
     metrics = MetricsLog(out) if d.main else None
     if metrics is not None and resuming:
         metrics.truncate_after(state.step)
@@ -203,14 +211,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool
     remaining = max(0, cfg.steps - state.step)
     dataset = build_dataset(cfg.data, cfg.batch_size, d.rank, state.batch_index, None)
     loader = iter(build_loader(dataset, cfg.data.num_workers)) if remaining else iter(())
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
-    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
     bar = tqdm(total=cfg.steps, initial=state.step, disable=not (progress and d.main), dynamic_ncols=True)
     losses: list[float] = []
     t_window, text_s, t0 = time.perf_counter(), 0.0, time.perf_counter()
     wall_before = float(state.extra.get("wall_s", 0.0))
-    while state.step < cfg.steps:
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    while state.step < end:
         batch = next(loader)
         state.batch_index += 1
         state.extra["skipped"] = state.extra.get("skipped", 0) + int(batch["skipped"])
@@ -261,7 +268,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool
                 metrics.write(row)
         if d.main and (state.step % cfg.sample_every == 0 or state.step == cfg.steps):
             write_samples(ema, encoder, cfg, out / "samples" / f"step{state.step:07d}.png", device)
-        if d.main and (state.step % cfg.ckpt_every == 0 or state.step == cfg.steps):
+        if d.main and (state.step % cfg.ckpt_every == 0 or state.step in (cfg.steps, end)):
             state.extra["wall_s"] = wall_before + time.perf_counter() - t0
             save_checkpoint(out / "checkpoint", cfg, state, model, ema, opt, gen)
             plot_loss(out / "metrics.jsonl", out / "loss.png")

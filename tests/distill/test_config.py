@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from distill.config import PRESETS, ConfigError, config_diff, load_config
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_validate(preset):
+    cfg = load_config(preset)
+    assert cfg.preset == preset and cfg.model.resolution == cfg.data.resolution
+
+
+def test_overrides_are_typed_and_dotted():
+    cfg = load_config("tiny", overrides=["steps=7", "optim.lr=3e-4", "data.source=shapes", "model.channel_mults=[1,1]"])
+    assert cfg.steps == 7 and cfg.optim.lr == 3e-4 and cfg.model.channel_mults == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optim.lrr=1", "optim.lrr"),  # unknown key
+        ("steps=lots", "steps"),  # wrong type
+        ("steps=0", "steps"),  # impossible value
+        ("data.resolution=30", "data.resolution"),
+        ("data.cond_dropout=1.5", "data.cond_dropout"),
+        ("model.base_channels=30", "model"),  # not divisible by groups
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides=[override])
+    assert key in str(e.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="preset"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("tiny", file=tmp_path / "x.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config("tiny", file=bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"steps": 3, "data": {"seed": 5}}))
+    cfg = load_config("tiny", file=good)
+    assert cfg.steps == 3 and cfg.data.seed == 5 and cfg.data.resolution == 16
+    with pytest.raises(ConfigError, match=r"data\.path"):
+        load_config("tiny", overrides=["data.source=folder"])
+    with pytest.raises(ConfigError, match=r"model\.resolution"):
+        load_config("tiny", overrides=["data.resolution=32"])
+
+
+def test_config_diff_ignores_resumable_keys():
+    a = load_config("tiny")
+    assert config_diff(a, load_config("tiny", overrides=["steps=99", "log_every=1"])) == []
+    assert config_diff(a, load_config("tiny", overrides=["optim.lr=0.5"])) == ["optim.lr"]
