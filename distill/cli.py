@@ -41,6 +41,80 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    import json
+
+    from distill.checkpoint import pack_model
+
+    run = Path(args.run)
+    extra = {}
+    if (run / "summary.json").is_file():
+        extra["training"] = json.loads((run / "summary.json").read_text())
+    out = pack_model(run, args.out, extra)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    log.info("packed %s into %s (%.1f MB)", run, out, size)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    if args.model is None:
+        raise ValueError("--model is required (or use `fewstep eval train-evaluator`)")
+    import torch
+
+    from distill.evaluate import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    row = evaluate(
+        args.model, args.sampler, args.steps, args.guidance, args.n_images, args.name, args.out_dir,
+        args.evaluator, args.batch_size, progress=not args.no_progress,
+    )  # fmt: skip
+    a = row["adherence"]
+    log.info(
+        "%s: FD %.3f KID %.4f precision %.3f recall %.3f adherence %.3f (1 obj %.3f, 2 obj %.3f, held-out %.3f), "
+        "%.1f ms/image",
+        row["name"], row["fd"], row["kid"], row["precision"], row["recall"], a["overall"], a["one_object"],
+        a["two_objects"], a["held_out"] or float("nan"), 1000 * row["seconds_per_image"],
+    )  # fmt: skip
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from distill.report import TEACHER_GRID, teacher_table
+
+    grid = TEACHER_GRID
+    if args.samplers:
+        grid = {k: v for k, v in TEACHER_GRID.items() if k in args.samplers}
+    teacher_table(args.model, args.guidance, args.n_images, args.out_dir, grid, progress=not args.no_progress)
+    return 0
+
+
+def _guidance(args: argparse.Namespace) -> int:
+    from distill.report import guidance_sweep
+
+    rows = guidance_sweep(
+        args.model, tuple(args.weights), args.sampler, args.steps, args.n_images, args.out_dir,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    for r in rows:
+        log.info("w=%g: FD %.3f adherence %.3f", r["guidance"], r["fd"], r["adherence"]["overall"])
+    return 0
+
+
+def _train_evaluator(args: argparse.Namespace) -> int:
+    import torch
+
+    from distill.evaluator import EvaluatorConfig, train_evaluator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = EvaluatorConfig(seed=args.seed, steps=args.steps, test_images=args.test_images)
+    manifest = train_evaluator(cfg, args.out, progress=not args.no_progress)
+    worst = min(manifest["accuracy"][k] for k in ("background", "occupancy", "colour", "shape", "size"))
+    log.info("wrote %s; lowest per-attribute accuracy %.4f", args.out, worst)
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect training data")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -62,3 +136,50 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--stop-at", type=int, help="checkpoint and stop at this step (resume later)")
     tr.set_defaults(handler=_train)
+
+    pk = sub.add_parser("pack", help="pack a run's EMA weights, config and Adam moments for committing")
+    pk.add_argument("--run", required=True, help="training run or checkpoint directory")
+    pk.add_argument("--out", required=True, help="e.g. models/teacher")
+    pk.set_defaults(handler=_pack)
+
+    ev = sub.add_parser("eval", help="evaluate a model on the shapes world (or train the evaluator)")
+    ev.add_argument("--model", help="training run or checkpoint directory")
+    ev.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpmpp-2m", "unipc"])
+    ev.add_argument("--steps", type=int, default=32)
+    ev.add_argument("--guidance", type=float, default=3.0)
+    ev.add_argument("--n-images", type=int, default=2000)
+    ev.add_argument("--name", help="results file name (default: derived from the settings)")
+    ev.add_argument("--out-dir", default="results")
+    ev.add_argument("--evaluator", default="models/evaluator")
+    ev.add_argument("--batch-size", type=int, default=250)
+    ev.add_argument("--threads", type=int, help="torch CPU threads")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(handler=_eval)
+    ev_sub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
+    te = ev_sub.add_parser("train-evaluator", help="train the frozen scene evaluator from a seed")
+    te.add_argument("--out", default="models/evaluator")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--steps", type=int, default=3000)
+    te.add_argument("--test-images", type=int, default=5000)
+    te.add_argument("--threads", type=int, help="torch CPU threads")
+    te.add_argument("--no-progress", action="store_true")
+    te.set_defaults(handler=_train_evaluator)
+
+    tb = ev_sub.add_parser("table", help="the teacher's sampler x steps table (results/teacher.md)")
+    tb.add_argument("--model", required=True)
+    tb.add_argument("--guidance", type=float, required=True)
+    tb.add_argument("--n-images", type=int, default=2000)
+    tb.add_argument("--samplers", nargs="*", help="subset of ancestral ddim dpmpp-2m unipc")
+    tb.add_argument("--out-dir", default="results")
+    tb.add_argument("--no-progress", action="store_true")
+    tb.set_defaults(handler=_table)
+
+    gs = ev_sub.add_parser("guidance", help="sweep the guidance scale (results/guidance.md)")
+    gs.add_argument("--model", required=True)
+    gs.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0, 7.0])
+    gs.add_argument("--sampler", default="ancestral")
+    gs.add_argument("--steps", type=int, default=64)
+    gs.add_argument("--n-images", type=int, default=2000)
+    gs.add_argument("--out-dir", default="results")
+    gs.add_argument("--no-progress", action="store_true")
+    gs.set_defaults(handler=_guidance)

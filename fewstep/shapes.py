@@ -128,6 +128,14 @@ def _overlaps(a: tuple[float, float, float], b: tuple[float, float, float]) -> b
     return abs(a[0] - b[0]) < a[2] + b[2] and abs(a[1] - b[1]) < a[2] + b[2]
 
 
+def _place(obj: ShapeObject, rng: np.random.Generator) -> Placement:
+    """Position jitter (up to 0.03 R) around the cell centre and per-channel colour jitter."""
+    jx, jy = rng.uniform(-POSITION_JITTER, POSITION_JITTER, size=2)
+    jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
+    rgb = tuple(int(v) for v in np.clip(np.array(COLOURS[obj.colour]) + jitter, 0, 255))
+    return Placement(float(CELL_CENTRES[obj.cell % 3] + jx), float(CELL_CENTRES[obj.cell // 3] + jy), rgb)  # type: ignore[arg-type]
+
+
 def sample_scene(rng: np.random.Generator, mode: Mode = "train") -> tuple[Scene, tuple[Placement, ...]]:
     """Draw a scene and its placements.
 
@@ -148,18 +156,26 @@ def sample_scene(rng: np.random.Generator, mode: Mode = "train") -> tuple[Scene,
                 colour, shape = str(rng.choice(colours)), str(rng.choice(shapes))
                 if _pair_allowed(colour, shape, first_mode):
                     break
-            size = str(rng.choice(list(SIZES)))
-            cell = int(rng.integers(9))
-            jx, jy = rng.uniform(-POSITION_JITTER, POSITION_JITTER, size=2)
-            cx, cy = CELL_CENTRES[cell % 3] + jx, CELL_CENTRES[cell // 3] + jy
-            jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
-            base = np.array(COLOURS[colour])
-            rgb = tuple(int(v) for v in np.clip(base + jitter, 0, 255))
-            objects.append(ShapeObject(colour, shape, size, cell))
-            boxes.append((float(cx), float(cy), SIZES[size]))
-            placements.append(Placement(float(cx), float(cy), rgb))  # type: ignore[arg-type]
+            obj = ShapeObject(colour, shape, str(rng.choice(list(SIZES))), int(rng.integers(9)))
+            placement = _place(obj, rng)
+            objects.append(obj)
+            boxes.append((placement.cx, placement.cy, SIZES[obj.size]))
+            placements.append(placement)
         if n == 1 or (objects[0].cell != objects[1].cell and not _overlaps(boxes[0], boxes[1])):
             return Scene(background, tuple(objects)), tuple(placements)
+
+
+def replace(scene: Scene, rng: np.random.Generator) -> tuple[Placement, ...]:
+    """New placements (position and colour jitter) for the same record: another rendering of it.
+
+    Redraws until the objects do not overlap, which always succeeds because the record came from
+    a non-overlapping placement. Used to build a second reference set for the same prompts.
+    """
+    while True:
+        placements = tuple(_place(obj, rng) for obj in scene.objects)
+        boxes = [(p.cx, p.cy, SIZES[o.size]) for o, p in zip(scene.objects, placements, strict=True)]
+        if len(boxes) < 2 or not _overlaps(boxes[0], boxes[1]):
+            return placements
 
 
 def render(scene: Scene, placements: tuple[Placement, ...], resolution: int = 32) -> np.ndarray:
