@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher preview clean-venv serve
+.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,21 @@ lint: $(STAMP)
 preview: $(STAMP)
 	$(VENV)/bin/fewstep data preview --out runs/preview.png
 
-# The default teacher (about 80 minutes on 2 CPU cores); resumes if interrupted.
+# The default teacher (about 80 minutes on 2 CPU cores); resumes if interrupted. Packs the EMA
+# weights, config and fp16 Adam second moments into models/teacher (committed).
 teacher: $(STAMP)
 	$(VENV)/bin/fewstep train --preset shapes32-cpu --out runs/teacher
+	$(VENV)/bin/fewstep pack --run runs/teacher --out models/teacher
+
+# The frozen scene evaluator (committed in models/evaluator).
+evaluator: $(STAMP)
+	$(VENV)/bin/fewstep eval train-evaluator --out models/evaluator
+
+# results/guidance.md and results/teacher.md with their JSON rows and plot (hours on 2 CPU cores).
+GUIDANCE ?= 3
+results-teacher: $(STAMP)
+	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images 500
+	$(VENV)/bin/fewstep eval table --model models/teacher --guidance $(GUIDANCE)
 
 serve: $(STAMP)
 	@echo "The service arrives with the service issue; until then: make teacher, make preview." >&2

@@ -141,12 +141,50 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"no checkpoint at {path} (expected state.json or checkpoint/state.json)")
 
 
+# A packed model: what gets committed (`fewstep pack`). Small, inference-ready, plus Adam's second
+# moments in half precision for the parameter-space distillation's preconditioner.
+PACKED_WEIGHTS = "model.safetensors"
+PACKED_CONFIG = "config.json"
+PACKED_ADAM_V = "adam_v.safetensors"
+
+
+def pack_model(run: str | Path, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write EMA weights, config and fp16 Adam second moments of a run's checkpoint to `out`."""
+    ckpt = resolve_checkpoint(run)
+    meta = read_state(ckpt)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ema = load_file(ckpt / "ema.safetensors")
+    save_file({k: v.contiguous() for k, v in ema.items()}, out / PACKED_WEIGHTS)
+    optim = load_file(ckpt / "optim.safetensors")
+    adam_v = {k.removesuffix(".exp_avg_sq"): v.half() for k, v in optim.items() if k.endswith(".exp_avg_sq")}
+    save_file(adam_v, out / PACKED_ADAM_V)
+    info = {"config": meta["config"], "step": meta["step"], "source": str(ckpt), **(extra or {})}
+    (out / PACKED_CONFIG).write_text(json.dumps(info, indent=2))
+    return out
+
+
+def load_adam_second_moments(path: str | Path) -> dict[str, torch.Tensor]:
+    """Adam's exp_avg_sq per parameter name (float32), from a packed model or a checkpoint."""
+    path = Path(path)
+    if (path / PACKED_ADAM_V).is_file():
+        return {k: v.float() for k, v in load_file(path / PACKED_ADAM_V).items()}
+    optim = load_file(resolve_checkpoint(path) / "optim.safetensors")
+    return {k.removesuffix(".exp_avg_sq"): v for k, v in optim.items() if k.endswith(".exp_avg_sq")}
+
+
 def load_denoiser(
     path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
 ) -> tuple[Denoiser, TrainConfig]:
-    """A trained denoiser (EMA weights by default) and its config, for sampling and evaluation."""
-    ckpt = resolve_checkpoint(path)
-    cfg = checkpoint_config(ckpt)
+    """A trained denoiser and its config, from a packed model or a run/checkpoint (EMA by default)."""
+    path = Path(path)
+    if (path / PACKED_CONFIG).is_file() and (path / PACKED_WEIGHTS).is_file() and weights == "ema":
+        cfg = validate_config(json.loads((path / PACKED_CONFIG).read_text())["config"])
+        file = path / PACKED_WEIGHTS
+    else:
+        ckpt = resolve_checkpoint(path)
+        cfg = checkpoint_config(ckpt)
+        file = ckpt / f"{weights}.safetensors"
     model = build_denoiser(cfg.model)
-    model.load_state_dict(load_file(ckpt / f"{weights}.safetensors"))
+    model.load_state_dict(load_file(file))
     return model.to(device).eval().requires_grad_(False), cfg

@@ -224,6 +224,20 @@ class WebDatasetBatches(IterableDataset):
             yield {"image": to_tensor(arr), "caption": captions, "record": [None] * len(captions), "skipped": skipped}
 
 
+def check_source(cfg: DataConfig) -> None:
+    """Fail early, with a clear message, on a data source that cannot work."""
+    if cfg.source == "folder":
+        read_captions(Path(cfg.path or ""))
+    elif cfg.source == "webdataset":
+        import braceexpand
+
+        urls = list(braceexpand.braceexpand(cfg.path or ""))
+        local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
+        missing = [u for u in local if not Path(u).is_file()]
+        if not urls or missing:
+            raise DataError(f"data.path: shard(s) not found: {', '.join(missing[:3]) or cfg.path}")
+
+
 def build_dataset(
     cfg: DataConfig, batch_size: int, rank: int = 0, start_batch: int = 0, num_batches: int | None = None
 ) -> IterableDataset:

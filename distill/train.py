@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from distill.checkpoint import TrainState, load_training_state, read_state, save_checkpoint
 from distill.config import ConfigError, TrainConfig, config_diff, validate_config
-from distill.data import build_dataset, build_loader, to_uint8
+from distill.data import build_dataset, build_loader, check_source, to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond
 from distill.grid import save_grid
 from distill.plots import plot_loss
@@ -174,14 +174,15 @@ def train(
     d, device = setup_distributed(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Every check that can fail runs before anything is written.
     resuming = resume and _check_resume(out, cfg)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-
+    check_source(cfg.data)
     encoder = TextEncoder(cfg.text, device)
     if encoder.dim != cfg.model.text_dim:
         raise ConfigError(f"model.text_dim is {cfg.model.text_dim} but the text encoder gives {encoder.dim}")
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_denoiser(cfg.model).to(device)
     if cfg.channels_last:

@@ -89,6 +89,26 @@ def _step_noise(noise: NoiseSource, j: int, like: Any) -> Any:
     return eps if isinstance(eps, type(like)) else as_array_like(eps, like)
 
 
+def _sample(
+    denoise: Denoise,
+    steps: int | StepPlan,
+    cond: Any,
+    w: Any,
+    noise: NoiseSource,
+    like: Any | None,
+    update: Callable[[Any, Any, StepPlan, int], Any],
+) -> Any:
+    """The loop both samplers share: denoise at t_i, then `update` to z at s_i; return the last x_hat."""
+    plan = steps if isinstance(steps, StepPlan) else step_plan(steps)
+    z = _initial_z(noise, like)
+    x_hat = z
+    for i in range(plan.steps):
+        x_hat = denoise(z, batch_vector(plan.t[i], z), cond, w)
+        if i < plan.steps - 1:
+            z = update(z, x_hat, plan, i)
+    return x_hat
+
+
 def ancestral_sample(
     denoise: Denoise,
     steps: int | StepPlan,
@@ -103,16 +123,12 @@ def ancestral_sample(
     z_s ~ q(z_s | z_t, x_tilde); the last step returns x_tilde. `like` fixes the array type of
     the noise (pass a torch tensor on the right device for the torch path).
     """
-    plan = steps if isinstance(steps, StepPlan) else step_plan(steps)
-    z = _initial_z(noise, like)
-    x_hat = z
-    for i in range(plan.steps):
-        x_hat = denoise(z, batch_vector(plan.t[i], z), cond, w)
-        if i == plan.steps - 1:
-            break
+
+    def update(z: Any, x_hat: Any, plan: StepPlan, i: int) -> Any:
         eps = _step_noise(noise, i, z)
-        z = ancestral_step(z, x_hat, float(plan.c_z[i]), float(plan.c_x[i]), float(plan.std[i]), eps)
-    return x_hat
+        return ancestral_step(z, x_hat, float(plan.c_z[i]), float(plan.c_x[i]), float(plan.std[i]), eps)
+
+    return _sample(denoise, steps, cond, w, noise, like, update)
 
 
 def ddim_sample(
@@ -124,22 +140,12 @@ def ddim_sample(
     like: Any | None = None,
 ) -> Any:
     """k-step deterministic DDIM from z_1 ~ N(0, I); returns the last x_hat."""
-    plan = steps if isinstance(steps, StepPlan) else step_plan(steps)
-    z = _initial_z(noise, like)
-    x_hat = z
-    for i in range(plan.steps):
-        x_hat = denoise(z, batch_vector(plan.t[i], z), cond, w)
-        if i == plan.steps - 1:
-            break
-        z = ddim_step(
-            z,
-            x_hat,
-            float(plan.alpha_t[i]),
-            float(plan.sigma_t[i]),
-            float(plan.alpha_s[i]),
-            float(plan.sigma_s[i]),
-        )
-    return x_hat
+
+    def update(z: Any, x_hat: Any, plan: StepPlan, i: int) -> Any:
+        coeffs = (plan.alpha_t[i], plan.sigma_t[i], plan.alpha_s[i], plan.sigma_s[i])
+        return ddim_step(z, x_hat, *(float(c) for c in coeffs))
+
+    return _sample(denoise, steps, cond, w, noise, like, update)
 
 
 SAMPLERS: dict[str, Callable[..., Any]] = {"ancestral": ancestral_sample, "ddim": ddim_sample}

@@ -83,6 +83,13 @@ def test_cli_errors_are_clear(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "y").exists()
+    r = subprocess.run(
+        [exe, "train", "--preset", "tiny", "--set", "data.source=webdataset", "--set",
+         f"data.path={tmp_path}/shard-{{000..003}}.tar", "--out", str(tmp_path / "z")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 2 and "shard-000.tar" in r.stderr and not (tmp_path / "z").exists()
 
 
 @pytest.mark.timeout(300)
@@ -98,3 +105,21 @@ def test_torchrun_two_gloo_processes_stay_in_sync(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6
     assert len(summary["rank_weight_digests"]) == 2 and summary["ranks_in_sync"]
+
+
+def test_pack_keeps_ema_weights_and_half_precision_second_moments(tmp_path):
+    import torch
+
+    from distill.checkpoint import load_adam_second_moments, load_denoiser, pack_model
+
+    train(_tiny(steps=3), tmp_path / "run", progress=False)
+    packed = pack_model(tmp_path / "run", tmp_path / "packed")
+    from_run, cfg_run = load_denoiser(tmp_path / "run")
+    from_pack, cfg_pack = load_denoiser(packed)
+    assert cfg_run == cfg_pack
+    for (k, a), (_, b) in zip(from_run.state_dict().items(), from_pack.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    v = load_adam_second_moments(packed)
+    v_full = load_adam_second_moments(tmp_path / "run")
+    assert set(v) == {n for n, _ in from_run.named_parameters()} == set(v_full)
+    assert all(torch.allclose(v[k], v_full[k], rtol=1e-2, atol=1e-7) for k in v)
