@@ -53,3 +53,42 @@ def test_missing_encoder_dir_names_the_key(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"text\.encoder"):
         TextEncoder(TextConfig(encoder=str(tmp_path / "nope")))
+
+
+def _word_tokenizer(path):
+    """A word-level fast tokenizer saved as a Hugging Face directory (no vocab download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {
+        w: i for i, w in enumerate(["<pad>", "<unk>", "</s>", "a", "red", "blue", "circle", "square", "on", "the"])
+    }
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
+    fast.save_pretrained(path)
+    return len(vocab)
+
+
+def test_t5_and_clip_text_encoders_load_by_config(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    t5_dir, clip_dir = tmp_path / "t5", tmp_path / "clip"
+    n = _word_tokenizer(t5_dir)
+    _word_tokenizer(clip_dir)
+    T5EncoderModel(T5Config(vocab_size=n, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        t5_dir
+    )
+    clip_cfg = CLIPTextConfig(
+        vocab_size=n, hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, pad_token_id=0, eos_token_id=2, bos_token_id=2,
+    )  # fmt: skip
+    CLIPTextModel(clip_cfg).save_pretrained(clip_dir)
+    for path, dim in ((t5_dir, 16), (clip_dir, 24)):
+        enc = TextEncoder(TextConfig(encoder=str(path), max_tokens=8, cache_size=0))
+        states, mask = enc.encode(["a red circle", "a blue square on the red circle"])
+        assert enc.dim == dim and states.shape == (2, 8, dim)
+        assert mask.sum(1).tolist() == [3, 7]
+        again, _ = enc.encode(["a red circle"])
+        torch.testing.assert_close(again[0], states[0])
