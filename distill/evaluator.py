@@ -149,7 +149,7 @@ def attribute_accuracy(pred: list[shapes.Scene], truth: list[shapes.Scene]) -> d
             ok["colour"] += q is not None and q.colour == o.colour
             ok["shape"] += q is not None and q.shape == o.shape
             ok["size"] += q is not None and q.size == o.size
-        ok["scene"] += p == t
+        ok["scene"] += p.background == t.background and pc == tc
     denom = {"background": n_bg, "occupancy": n_occ, "colour": n_obj, "shape": n_obj, "size": n_obj, "scene": n_bg}
     return {k: ok[k] / max(1, denom[k]) for k in ok}
 
