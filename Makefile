@@ -43,10 +43,9 @@ evaluator: $(STAMP)
 	$(VENV)/bin/fewstep eval train-evaluator --out models/evaluator
 
 # results/guidance.md and results/teacher.md with their JSON rows and plot (hours on 2 CPU cores).
-GUIDANCE ?= 3
 results-teacher: $(STAMP)
 	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images 500
-	$(VENV)/bin/fewstep eval table --model models/teacher --guidance $(GUIDANCE)
+	$(VENV)/bin/fewstep eval table --model models/teacher
 
 serve: $(STAMP)
 	@echo "The service arrives with the service issue; until then: make teacher, make preview." >&2

@@ -80,9 +80,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
+    import json
+
     from distill.report import TEACHER_GRID, teacher_table
 
     grid = TEACHER_GRID
+    if args.guidance is None:
+        best = Path(args.out_dir) / "guidance" / "best.json"
+        if not best.is_file():
+            raise ValueError(f"--guidance not given and {best} does not exist (run `fewstep eval guidance` first)")
+        args.guidance = json.loads(best.read_text())["guidance"]
+        log.info("guidance %g from %s", args.guidance, best)
     if args.samplers:
         grid = {k: v for k, v in TEACHER_GRID.items() if k in args.samplers}
     teacher_table(args.model, args.guidance, args.n_images, args.out_dir, grid, progress=not args.no_progress)
@@ -167,7 +175,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     tb = ev_sub.add_parser("table", help="the teacher's sampler x steps table (results/teacher.md)")
     tb.add_argument("--model", required=True)
-    tb.add_argument("--guidance", type=float, required=True)
+    tb.add_argument("--guidance", type=float, help="default: the best of `fewstep eval guidance`")
     tb.add_argument("--n-images", type=int, default=2000)
     tb.add_argument("--samplers", nargs="*", help="subset of ancestral ddim dpmpp-2m unipc")
     tb.add_argument("--out-dir", default="results")
