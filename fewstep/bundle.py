@@ -1,0 +1,179 @@
+"""The bundle: the seam between offline export and online serving (`architecture.md`).
+
+A bundle is a directory of ONNX graphs, tokenizer files and `manifest.json`. The manifest is a
+versioned pydantic model recording everything the service needs and nothing it must recompute:
+the resolution, each supported step count's time grid and float64-derived posterior
+coefficients, the guidance range, the text encoder, the graphs' input/output names, dtypes and
+dynamic axes (one declaration that drives both the ONNX export and the TensorRT build), the
+sha256 of every file, and the model's evaluation figures. `load_manifest` trusts nothing else:
+it refuses a bundle whose files are missing or whose hashes differ, naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from fewstep.config import StrictModel, format_validation_error
+from fewstep.schedule import StepPlan, step_plan
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be served: the message names the file or the manifest key."""
+
+
+class TensorSpec(StrictModel):
+    """One graph input or output. String dimensions are dynamic axes (named, e.g. 'batch')."""
+
+    name: str
+    dtype: Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
+    shape: tuple[int | str, ...]
+
+
+class GraphSpec(StrictModel):
+    """A graph file and its I/O, plus the batch range its engines must support."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(16, ge=1)
+    max_batch: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _batches(self) -> GraphSpec:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError("need min_batch <= opt_batch <= max_batch")
+        return self
+
+
+class StepSchedule(StrictModel):
+    """A `fewstep.schedule.StepPlan`, stored so serving never recomputes schedule maths."""
+
+    t: tuple[float, ...]
+    s: tuple[float, ...]
+    alpha_t: tuple[float, ...]
+    sigma_t: tuple[float, ...]
+    alpha_s: tuple[float, ...]
+    sigma_s: tuple[float, ...]
+    c_z: tuple[float, ...]
+    c_x: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @staticmethod
+    def from_plan(plan: StepPlan) -> StepSchedule:
+        return StepSchedule.model_validate(plan.to_dict())
+
+    def to_plan(self) -> StepPlan:
+        import numpy as np
+
+        return StepPlan(**{k: np.asarray(getattr(self, k), dtype=np.float64) for k in StepPlan.__dataclass_fields__})
+
+
+class GuidanceSpec(StrictModel):
+    min: float = Field(1.0, ge=0)
+    max: float = Field(8.0, ge=0)
+    default: float = Field(3.0, ge=0)
+    network_input: bool = Field(False, description="the denoiser takes w (a student): one evaluation per step")
+
+
+class TextSpec(StrictModel):
+    name: str
+    max_tokens: int = Field(ge=2)
+    hidden: int = Field(ge=1)
+    tokenizer_files: tuple[str, ...]
+    null_prompt: str = ""
+
+
+class Manifest(StrictModel):
+    format_version: Literal[1] = FORMAT_VERSION
+    name: str
+    resolution: int = Field(ge=8)
+    channels: int = Field(3, ge=1)
+    sampler: Literal["ancestral", "ddim"] = "ancestral"
+    steps: dict[int, StepSchedule]
+    default_steps: int
+    guidance: GuidanceSpec
+    text: TextSpec
+    graphs: dict[str, GraphSpec]
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.default_steps not in self.steps:
+            raise ValueError(f"default_steps {self.default_steps} is not among steps {sorted(self.steps)}")
+        g = self.guidance
+        if not g.min <= g.default <= g.max:
+            raise ValueError("guidance needs min <= default <= max")
+        for k, sched in self.steps.items():
+            if len(sched.t) != k:
+                raise ValueError(f"steps.{k} has {len(sched.t)} entries")
+        missing = {"text_encoder", "denoiser"} - set(self.graphs)
+        if missing:
+            raise ValueError(f"graphs lacks {sorted(missing)}")
+        return self
+
+    def plan(self, steps: int) -> StepPlan:
+        if steps not in self.steps:
+            raise BundleError(f"bundle {self.name!r} supports steps {sorted(self.steps)}, not {steps}")
+        return self.steps[steps].to_plan()
+
+
+def step_schedules(step_counts: list[int]) -> dict[int, StepSchedule]:
+    return {k: StepSchedule.from_plan(step_plan(k)) for k in step_counts}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    """Hash every file in the bundle (but the manifest) into `files` and write manifest.json."""
+    directory = Path(directory)
+    files = {
+        str(p.relative_to(directory)): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    final = manifest.model_copy(update={"files": files})
+    path = directory / MANIFEST
+    path.write_text(final.model_dump_json(indent=2))
+    return path
+
+
+def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
+    """Read and validate a bundle's manifest; with `verify`, check every file's sha256."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a bundle: {MANIFEST} is missing")
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON: {e}") from None
+    except ValidationError as e:
+        raise BundleError(f"{path} is invalid:\n" + format_validation_error(e, "  ")) from None
+    referenced = {g.file for g in manifest.graphs.values()} | set(manifest.text.tokenizer_files)
+    unlisted = sorted(referenced - set(manifest.files))
+    if unlisted:
+        raise BundleError(f"{path}: files {unlisted} are used but have no sha256 in the manifest")
+    if verify:
+        for rel, digest in manifest.files.items():
+            f = directory / rel
+            if not f.is_file():
+                raise BundleError(f"bundle {directory}: file {rel} is missing")
+            if sha256_file(f) != digest:
+                raise BundleError(f"bundle {directory}: file {rel} does not match its sha256 in {MANIFEST}")
+    return manifest
