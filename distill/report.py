@@ -79,12 +79,15 @@ def teacher_table(
     out_dir = Path(out_dir)
     rows_dir = out_dir / "teacher"
     rows = []
-    for sampler, steps_list in (grid or TEACHER_GRID).items():
-        for steps in steps_list:
-            name = f"{sampler}-{steps}"
-            rows.append(evaluate(model, sampler, steps, guidance, n_images, name, rows_dir, progress=progress))
-            log.info("%s: FD %.3f adherence %.3f", name, rows[-1]["fd"], rows[-1]["adherence"]["overall"])
-    write_table(rows, out_dir / "teacher.md", out_dir / "teacher_fd_nfe.png", "Teacher baselines", model)
+    # Cheapest rows first, and the table is rewritten after every row, so an interrupted run
+    # still leaves a consistent (shorter) table.
+    plan = sorted(((steps, sampler) for sampler, ss in (grid or TEACHER_GRID).items() for steps in ss))
+    for steps, sampler in plan:
+        name = f"{sampler}-{steps}"
+        rows.append(evaluate(model, sampler, steps, guidance, n_images, name, rows_dir, progress=progress))
+        log.info("%s: FD %.3f adherence %.3f", name, rows[-1]["fd"], rows[-1]["adherence"]["overall"])
+        ordered = sorted(rows, key=lambda r: (list(TEACHER_GRID).index(r["sampler"]), r["steps"]))
+        write_table(ordered, out_dir / "teacher.md", out_dir / "teacher_fd_nfe.png", "Teacher baselines", model)
     return rows
 
 
