@@ -43,6 +43,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _pack(args: argparse.Namespace) -> int:
     import json
+    import shutil
 
     from distill.checkpoint import pack_model
 
@@ -51,6 +52,11 @@ def _pack(args: argparse.Namespace) -> int:
     if (run / "summary.json").is_file():
         extra["training"] = json.loads((run / "summary.json").read_text())
     out = pack_model(run, args.out, extra)
+    # Pictures people look at, beside the weights: the loss curve and the last sample grid.
+    samples = sorted((run / "samples").glob("step*.png"))
+    for src, name in ((run / "loss.png", "loss.png"), (samples[-1] if samples else None, "samples.png")):
+        if src is not None and src.is_file():
+            shutil.copyfile(src, out / name)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     log.info("packed %s into %s (%.1f MB)", run, out, size)
     return 0
