@@ -32,7 +32,7 @@ lint: $(STAMP)
 preview: $(STAMP)
 	$(VENV)/bin/fewstep data preview --out runs/preview.png
 
-# The default teacher (about 80 minutes on 2 CPU cores); resumes if interrupted. Packs the EMA
+# The default teacher (about 75 minutes on 2 CPU cores); resumes if interrupted. Packs the EMA
 # weights, config and fp16 Adam second moments into models/teacher (committed).
 teacher: $(STAMP)
 	$(VENV)/bin/fewstep train --preset shapes32-cpu --out runs/teacher

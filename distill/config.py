@@ -81,7 +81,7 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # 1.7M params; about 0.7 s a step at batch 64 on 2 CPU cores (text encoding included): ~80 min.
+    # 1.66M params; 0.67-0.69 s a step at batch 64 on 2 CPU cores (text encoding included): ~75 min.
     "shapes32-cpu": {
         "model": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
         "data": {"resolution": 32, "num_workers": 1},
