@@ -160,7 +160,12 @@ def _tv(gen: Counter, ref: Counter) -> float:
 def score(evaluator, images: np.ndarray, ref: np.ndarray, items: list[EvalItem]) -> dict[str, Any]:
     pred, feats = predict(evaluator, images)
     _, ref_feats = predict(evaluator, ref)
-    kid, kid_std = kernel_inception_distance(ref_feats, feats)
+    # KID's cubic kernel (x.y / d + 1)^3 assumes features of order one (Inception pool features);
+    # ours are unnormalised, so centre both sets on the reference mean and divide by the
+    # reference's overall standard deviation (one scalar: per-dimension scaling would blow up
+    # near-constant dimensions), or a few huge kernel values dominate the estimate.
+    mu, sd = ref_feats.mean(0), float(ref_feats.std()) + 1e-12
+    kid, kid_std = kernel_inception_distance((ref_feats - mu) / sd, (feats - mu) / sd)
     precision, recall = precision_recall(ref_feats, feats)
     return {
         "fd": frechet_distance(ref_feats, feats),

@@ -57,6 +57,7 @@ def test_rendered_images_score_near_perfect(evaluator, items, reference):
     assert s["precision"] > 0.8 and s["recall"] > 0.8
     s_blur = score(evaluator, _blurred(other), reference, items)
     assert s_blur["fd"] > 5 * max(s["fd"], 1e-3), (s["fd"], s_blur["fd"])
+    assert abs(s["kid"]) < 0.05, s["kid"]  # unbiased: near zero for the same distribution
     assert s["free_attribute_tv"]["background"] < 0.05
 
 
