@@ -155,7 +155,7 @@ def pack_model(run: str | Path, out: str | Path, extra: dict[str, Any] | None = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ema = load_file(ckpt / "ema.safetensors")
-    save_file({k: v.contiguous() for k, v in ema.items()}, out / PACKED_WEIGHTS)
+    save_file(_contiguous(ema), out / PACKED_WEIGHTS)
     optim = load_file(ckpt / "optim.safetensors")
     adam_v = {k.removesuffix(".exp_avg_sq"): v.half() for k, v in optim.items() if k.endswith(".exp_avg_sq")}
     save_file(adam_v, out / PACKED_ADAM_V)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fewstep.schedule import StepPlan, alpha_sigma, step_plan
+from fewstep.schedule import StepPlan, step_plan
 
 Denoise = Callable[[Any, Any, Any, Any], Any]
 
@@ -45,13 +45,6 @@ def batch_vector(value: float | np.ndarray, like: Any) -> Any:
     """A (B,) float32 vector of `value` (scalar or per-image array) of the array type of `like`."""
     batch = like.shape[0]
     return as_array_like(np.broadcast_to(np.asarray(value, np.float32), (batch,)).copy(), like)
-
-
-def per_image(coeff: float | np.ndarray, like: Any) -> Any:
-    """A coefficient to multiply (B, C, H, W) arrays: a float, or a (B, 1, 1, 1) array."""
-    if np.ndim(coeff) == 0:
-        return float(coeff)
-    return as_array_like(np.asarray(coeff, np.float32).reshape(-1, 1, 1, 1), like)
 
 
 def guidance_combine(x_cond: Any, x_null: Any, w: Any) -> Any:
@@ -149,9 +142,3 @@ def ddim_sample(
 
 
 SAMPLERS: dict[str, Callable[..., Any]] = {"ancestral": ancestral_sample, "ddim": ddim_sample}
-
-
-def forward_diffuse(x: Any, eps: Any, t: float) -> Any:
-    """z_t = alpha_t x + sigma_t eps for a scalar t (float64 coefficients)."""
-    alpha, sigma = alpha_sigma(t)
-    return float(alpha) * x + float(sigma) * eps

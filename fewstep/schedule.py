@@ -29,19 +29,18 @@ LOGSNR_MAX = 15.0
 
 COSINE_B = math.atan(math.exp(-0.5 * LOGSNR_MAX))
 COSINE_A = math.atan(math.exp(-0.5 * LOGSNR_MIN)) - COSINE_B
-_A, _B = COSINE_A, COSINE_B
 
 
 def logsnr(t: Any) -> np.ndarray:
     """Truncated-cosine log-SNR lambda_t (float64)."""
     t = np.asarray(t, dtype=np.float64)
-    return -2.0 * np.log(np.tan(_A * t + _B))
+    return -2.0 * np.log(np.tan(COSINE_A * t + COSINE_B))
 
 
 def t_from_logsnr(lam: Any) -> np.ndarray:
     """Inverse of `logsnr` (float64)."""
     lam = np.asarray(lam, dtype=np.float64)
-    return (np.arctan(np.exp(-0.5 * lam)) - _B) / _A
+    return (np.arctan(np.exp(-0.5 * lam)) - COSINE_B) / COSINE_A
 
 
 def alpha_sigma(t: Any) -> tuple[np.ndarray, np.ndarray]:
