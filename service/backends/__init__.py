@@ -1,0 +1,1 @@
+"""Denoiser and text-encoder backends behind one protocol (`base.py`): onnxruntime, tensorrt, torch."""

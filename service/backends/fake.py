@@ -1,0 +1,112 @@
+"""Fakes of the backend boundary for tests of everything above it (pipeline, engine, HTTP).
+
+The fake denoiser is a cheap deterministic function of (z, t, text, w), row by row, so a batch's
+images do not depend on their neighbours, with an optional sleep per call to model compute time
+(batching and load tests need a cost that grows slowly with batch size, as on a real backend).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from fewstep.bundle import GraphSpec, GuidanceSpec, Manifest, TensorSpec, TextSpec, step_schedules
+from service.pipeline import Pipeline
+from service.text import PromptEncoder
+
+
+class FakeTokenizer:
+    def __init__(self, max_tokens: int = 8, vocab: int = 97) -> None:
+        self.max_tokens, self.vocab = max_tokens, vocab
+
+    def __call__(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.zeros((len(prompts), self.max_tokens), np.int64)
+        mask = np.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            words = [1 + zlib.crc32(w.encode()) % (self.vocab - 1) for w in p.split()][: self.max_tokens]
+            ids[i, : len(words)] = words
+            mask[i, : len(words)] = 1
+        return ids, mask
+
+
+class FakeTextEncoder:
+    def __init__(self, vocab: int = 97, hidden: int = 4) -> None:
+        self.table = np.random.default_rng(0).standard_normal((vocab, hidden)).astype(np.float32)
+        self.calls = 0
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.table[input_ids] * attention_mask[..., None]
+
+
+class FakeDenoiser:
+    """x_hat = tanh(z / 2 + text mean [+ w / 10]) per row, sleeping `delay_s + per_image_s * B`."""
+
+    def __init__(self, max_batch: int = 64, delay_s: float = 0.0, per_image_s: float = 0.0) -> None:
+        self.max_batch, self.delay_s, self.per_image_s = max_batch, delay_s, per_image_s
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, z, t, states, mask, w=None) -> np.ndarray:
+        b = z.shape[0]
+        if b > self.max_batch:
+            raise ValueError(f"batch {b} over max_batch {self.max_batch}")
+        self.batch_sizes.append(b)
+        if self.delay_s or self.per_image_s:
+            time.sleep(self.delay_s + self.per_image_s * b)
+        m = mask[..., None].astype(np.float32)
+        text = (states * m).sum((1, 2)) / np.maximum(m.sum((1, 2)), 1.0)
+        shift = text + (0.0 if w is None else w / 10.0)
+        return np.tanh(z / 2 + shift[:, None, None, None] * (1.0 - t[:, None, None, None])).astype(np.float32)
+
+
+def fake_manifest(
+    name: str = "fake",
+    resolution: int = 8,
+    steps: Sequence[int] = (4, 8),
+    default_steps: int | None = None,
+    network_input: bool = False,
+    max_tokens: int = 8,
+    hidden: int = 4,
+) -> Manifest:
+    dims = ("batch",)
+    denoiser_inputs = [
+        TensorSpec(name="z", dtype="float32", shape=(*dims, 3, resolution, resolution)),
+        TensorSpec(name="t", dtype="float32", shape=dims),
+        TensorSpec(name="text_states", dtype="float32", shape=(*dims, max_tokens, hidden)),
+        TensorSpec(name="text_mask", dtype="int64", shape=(*dims, max_tokens)),
+    ]
+    if network_input:
+        denoiser_inputs.append(TensorSpec(name="w", dtype="float32", shape=dims))
+    return Manifest(
+        name=name,
+        resolution=resolution,
+        steps=step_schedules(list(steps)),
+        default_steps=default_steps or min(steps),
+        guidance=GuidanceSpec(min=1.0, max=8.0, default=3.0, network_input=network_input),
+        text=TextSpec(name="fake", max_tokens=max_tokens, hidden=hidden, tokenizer_files=()),
+        graphs={
+            "text_encoder": GraphSpec(
+                file="text_encoder.onnx",
+                inputs=(
+                    TensorSpec(name="input_ids", dtype="int64", shape=(*dims, max_tokens)),
+                    TensorSpec(name="attention_mask", dtype="int64", shape=(*dims, max_tokens)),
+                ),
+                outputs=(TensorSpec(name="text_states", dtype="float32", shape=(*dims, max_tokens, hidden)),),
+            ),
+            "denoiser": GraphSpec(
+                file="denoiser.onnx",
+                inputs=tuple(denoiser_inputs),
+                outputs=(TensorSpec(name="x_hat", dtype="float32", shape=(*dims, 3, resolution, resolution)),),
+            ),
+        },
+    )
+
+
+def fake_pipeline(name: str = "fake", denoiser: FakeDenoiser | None = None, **manifest_kw) -> Pipeline:
+    """A real `Pipeline` over fake backends: what engine and HTTP tests run against."""
+    m = fake_manifest(name, **manifest_kw)
+    prompts = PromptEncoder(FakeTokenizer(m.text.max_tokens), FakeTextEncoder(hidden=m.text.hidden))
+    return Pipeline(m, prompts, denoiser or FakeDenoiser(), backend="fake")

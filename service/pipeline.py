@@ -1,0 +1,127 @@
+"""A loaded bundle as an image generator: prompts, seeds, steps and guidance in, uint8 images out.
+
+The k-step loop is `fewstep.sampler` (the one home of the sampling maths) with the step plan the
+manifest stores (float64 coefficients computed at export), over a backend's `Denoiser`. Teachers
+get classifier-free guidance as one doubled batch (conditional and null/negative halves) combined
+by `fewstep.sampler.guidance_combine`; students take w as a network input (one evaluation per
+step). Each image's noise comes from its own seed (`fewstep.rng.SeededNoise`), so an image is the
+same alone or inside any batch, which is what lets the service batch freely.
+
+`fewstep generate` and the service both call `Pipeline.generate`; nothing else samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fewstep.bundle import Manifest
+from fewstep.images import to_uint8
+from fewstep.rng import SeededNoise, check_seed
+from fewstep.sampler import SAMPLERS, guidance_combine
+from service.backends.base import Denoiser, chunked
+from service.text import PromptEncoder
+
+
+class JobError(ValueError):
+    """A job the bundle cannot run; `field` names the request field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image: everything that determines it."""
+
+    prompt: str
+    seed: int
+    steps: int
+    guidance: float
+    negative_prompt: str | None = None
+
+
+class Pipeline:
+    """Generates images for one bundle through one backend."""
+
+    def __init__(self, manifest: Manifest, prompts: PromptEncoder, denoiser: Denoiser, backend: str = "?") -> None:
+        self.manifest = manifest
+        self.prompts = prompts
+        self.denoiser = denoiser
+        self.backend = backend
+        self._sample = SAMPLERS[manifest.sampler]
+        self._plans = {k: manifest.plan(k) for k in manifest.steps}
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def evaluations_per_image_step(self) -> int:
+        """Network evaluations per image per step (guidance doubles it for a teacher)."""
+        return 1 if self.manifest.guidance.network_input else 2
+
+    def check(self, job: ImageJob) -> None:
+        """Raise `JobError` naming the field if this bundle cannot run `job`."""
+        m = self.manifest
+        if job.steps not in self._plans:
+            raise JobError("steps", f"model {m.name!r} supports steps {sorted(self._plans)}, not {job.steps}")
+        g = m.guidance
+        if not g.min <= job.guidance <= g.max:
+            raise JobError("guidance_scale", f"model {m.name!r} accepts guidance in [{g.min:g}, {g.max:g}]")
+        if job.negative_prompt and g.network_input:
+            raise JobError(
+                "negative_prompt", f"model {m.name!r} has guidance distilled into the network: no negative prompt"
+            )
+        try:
+            check_seed(job.seed)
+        except ValueError as e:
+            raise JobError("seed", str(e)) from None
+
+    def generate(self, jobs: Sequence[ImageJob]) -> np.ndarray:
+        """uint8 (N, R, R, C) images, one per job. All jobs must share `steps`."""
+        if not jobs:
+            return np.zeros((0, self.manifest.resolution, self.manifest.resolution, self.manifest.channels), np.uint8)
+        steps = jobs[0].steps
+        for job in jobs:
+            self.check(job)
+            if job.steps != steps:
+                raise JobError("steps", "one generate() call runs one step count")
+        x = self.sample(jobs, steps)
+        return to_uint8(x)
+
+    def sample(self, jobs: Sequence[ImageJob], steps: int) -> np.ndarray:
+        """The final x_hat, float32 (N, C, R, R) in about [-1, 1] (parity tests compare this)."""
+        m = self.manifest
+        states, mask = self.prompts([j.prompt for j in jobs])
+        w = np.array([j.guidance for j in jobs], dtype=np.float32)
+        null = None
+        if not m.guidance.network_input and np.any(w != 1.0):
+            null = self.prompts([j.negative_prompt or m.text.null_prompt for j in jobs])
+        noise = SeededNoise([j.seed for j in jobs], (m.channels, m.resolution, m.resolution))
+        cond = (states, mask, null)
+        return self._sample(self._denoise, self._plans[steps], cond, w, noise, np.zeros(1, np.float32))
+
+    def _denoise(self, z: np.ndarray, t: np.ndarray, cond, w: np.ndarray) -> np.ndarray:
+        states, mask, null = cond
+        run = self.denoiser
+        if self.manifest.guidance.network_input:
+            return chunked(run, run.max_batch, z, t, states, mask, w)
+        if null is None:
+            return chunked(run, run.max_batch, z, t, states, mask)
+        null_states, null_mask = null
+        x = chunked(
+            run,
+            run.max_batch,
+            np.concatenate([z, z]),
+            np.concatenate([t, t]),
+            np.concatenate([states, null_states]),
+            np.concatenate([mask, null_mask]),
+        )
+        x_cond, x_null = np.split(x, 2)
+        # w = 1 images take x_cond exactly, as they would alone (no rounding through the difference).
+        w4 = w.reshape(-1, 1, 1, 1)
+        return np.where(w4 == 1.0, x_cond, guidance_combine(x_cond, x_null, w4))
