@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve
+.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ evaluator: $(STAMP)
 results-teacher: $(STAMP)
 	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images 500
 	$(VENV)/bin/fewstep eval table --model models/teacher
+
+# Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
+# its weights and reused while they match; the text encoder graph is generated from the installed
+# package), tokenizer and a hashed manifest. Rebuilt when the weights or this recipe change.
+BUNDLE_MODELS := teacher
+bundles: $(foreach m,$(BUNDLE_MODELS),bundles/$(m)/manifest.json)
+
+bundles/teacher/manifest.json: $(STAMP) models/teacher/model.safetensors models/teacher/config.json
+	$(VENV)/bin/fewstep export --model models/teacher --out bundles/teacher \
+		--evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json
 
 serve: $(STAMP)
 	@echo "The service arrives with the service issue; until then: make teacher, make preview." >&2

@@ -1,4 +1,4 @@
-"""Offline subcommands: `fewstep data preview`, `fewstep train` (later: eval, distill, export).
+"""Offline subcommands: `fewstep data preview`, `train`, `pack`, `eval`, `export`.
 
 Handlers import torch lazily so that listing commands works on the service-only install.
 """
@@ -129,7 +129,44 @@ def _train_evaluator(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_KEYS = ("sampler", "steps", "guidance", "nfe", "n_images", "fd", "kid", "precision", "recall", "adherence",
+             "seconds_per_image", "machine", "git_sha")  # fmt: skip
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from distill.export import export_bundle
+
+    evaluation = {}
+    for f in args.evaluation:
+        row = json.loads(Path(f).read_text())
+        evaluation[f"{row['sampler']}-{row['steps']}-w{row['guidance']:g}"] = {k: row.get(k) for k in EVAL_KEYS}
+    manifest = export_bundle(
+        args.model, args.out, args.name, args.steps, args.default_steps, args.guidance, evaluation, args.cache_dir,
+        args.max_batch,
+    )  # fmt: skip
+    log.info(
+        "bundle %s: steps %s (default %d), guidance %g..%g (default %g), %d files",
+        manifest.name, sorted(manifest.steps), manifest.default_steps, manifest.guidance.min, manifest.guidance.max,
+        manifest.guidance.default, len(manifest.files),
+    )  # fmt: skip
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser("export", help="export a trained model to a bundle (ONNX graphs + tokenizer + manifest)")
+    ex.add_argument("--model", required=True, help="packed model (models/NAME) or training run")
+    ex.add_argument("--out", required=True, help="bundle directory, e.g. bundles/teacher")
+    ex.add_argument("--name", help="model name served (default: the --out directory's name)")
+    ex.add_argument("--steps", type=int, nargs="+", help="supported step counts (teacher default: 8 16 32 64)")
+    ex.add_argument("--default-steps", type=int, help="default step count (teacher: 16)")
+    ex.add_argument("--guidance", type=float, nargs=3, metavar=("MIN", "DEFAULT", "MAX"), help="guidance range")
+    ex.add_argument("--evaluation", action="append", default=[], metavar="JSON", help="results row(s) to record")
+    ex.add_argument("--cache-dir", help="where the text encoder graph is cached (default: OUT/../.cache)")
+    ex.add_argument("--max-batch", type=int, default=64, help="largest batch the graphs' engines must support")
+    ex.set_defaults(handler=_export)
+
     data = sub.add_parser("data", help="inspect training data")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     pv = data_sub.add_parser("preview", help="write a captioned grid of shapes-world scenes")

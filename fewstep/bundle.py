@@ -54,6 +54,50 @@ class GraphSpec(StrictModel):
         return self
 
 
+def denoiser_graph(
+    resolution: int,
+    channels: int,
+    max_tokens: int,
+    hidden: int,
+    network_input: bool,
+    file: str = "denoiser.onnx",
+    max_batch: int = 64,
+    opt_batch: int = 16,
+) -> GraphSpec:
+    """The denoiser graph's one declaration: ONNX export names and dynamic axes, TensorRT profiles.
+
+    One network evaluation x_hat = D(z, t, text, [w]); 'batch' is the only dynamic axis.
+    """
+    inputs = [
+        TensorSpec(name="z", dtype="float32", shape=("batch", channels, resolution, resolution)),
+        TensorSpec(name="t", dtype="float32", shape=("batch",)),
+        TensorSpec(name="text_states", dtype="float32", shape=("batch", max_tokens, hidden)),
+        TensorSpec(name="text_mask", dtype="int64", shape=("batch", max_tokens)),
+    ]
+    if network_input:
+        inputs.append(TensorSpec(name="w", dtype="float32", shape=("batch",)))
+    out = TensorSpec(name="x_hat", dtype="float32", shape=("batch", channels, resolution, resolution))
+    return GraphSpec(
+        file=file, inputs=tuple(inputs), outputs=(out,), opt_batch=min(opt_batch, max_batch), max_batch=max_batch
+    )
+
+
+def text_encoder_graph(
+    max_tokens: int, hidden: int, file: str = "text_encoder.onnx", max_batch: int = 64, opt_batch: int = 16
+) -> GraphSpec:
+    """The text encoder graph's declaration: token ids and mask (padded to max_tokens) to states."""
+    return GraphSpec(
+        file=file,
+        inputs=(
+            TensorSpec(name="input_ids", dtype="int64", shape=("batch", max_tokens)),
+            TensorSpec(name="attention_mask", dtype="int64", shape=("batch", max_tokens)),
+        ),
+        outputs=(TensorSpec(name="text_states", dtype="float32", shape=("batch", max_tokens, hidden)),),
+        opt_batch=min(opt_batch, max_batch),
+        max_batch=max_batch,
+    )
+
+
 class StepSchedule(StrictModel):
     """A `fewstep.schedule.StepPlan`, stored so serving never recomputes schedule maths."""
 
@@ -103,6 +147,12 @@ class Manifest(StrictModel):
     guidance: GuidanceSpec
     text: TextSpec
     graphs: dict[str, GraphSpec]
+    precision: dict[str, str] = Field(
+        default_factory=lambda: {"onnxruntime": "fp32", "torch": "fp32", "tensorrt": "fp16"},
+        description="recommended precision per backend (chosen on the evaluator's figures)",
+    )
+    source: dict[str, Any] = Field(default_factory=dict, description="weights, config and git sha exported from")
+    parity: dict[str, float] = Field(default_factory=dict, description="export-time checks against torch")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
     evaluation: dict[str, Any] = Field(default_factory=dict)
 

@@ -1,8 +1,9 @@
 """The `fewstep` console command: the composition root that gathers each package's subcommands.
 
-Subcommands register themselves from `distill.cli` (offline, needs the `distill` extra) and
-`service.cli` (online). Heavy imports (torch, transformers) happen inside the command handlers,
-so `fewstep --help` is instant and the base install, without torch, still lists every command.
+Subcommands register themselves from `distill.cli` (offline, needs the `distill` extra),
+`service.cli` (online) and `service.local` (in-process generation and benchmarks). Heavy imports
+(torch, transformers) happen inside the command handlers, so `fewstep --help` is instant and the
+base install, without torch, still lists every command.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from distill.cli import add_commands as add_distill
     from service.cli import add_commands as add_service
+    from service.local import add_commands as add_local
 
     parser = argparse.ArgumentParser(prog="fewstep", description="Few-step text-to-image: train, distill, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_distill(sub)
     add_service(sub)
+    add_local(sub)
     return parser
 
 

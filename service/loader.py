@@ -1,17 +1,103 @@
-"""Bundle directory -> `Pipeline`: verify the manifest's hashes, then open the backend's sessions."""
+"""Bundle directory -> `Pipeline`: verify the manifest's hashes, then open the backend's sessions.
+
+The text encoder always runs in ONNX Runtime (on the GPU's CUDA provider when the denoiser does);
+the denoiser runs in the chosen backend. Loading warms both at the batch sizes the service will
+use, so that lazy allocations, kernel selection and TensorRT engine builds happen before
+`/readyz`, never inside a request.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from fewstep.bundle import load_manifest
-from service.backends.base import BackendSettings
-from service.pipeline import Pipeline
+import numpy as np
+
+from fewstep.bundle import Manifest, load_manifest
+from service.backends.base import BackendError, BackendSettings, Denoiser
+from service.pipeline import ImageJob, Pipeline
+from service.text import BundleTokenizer, PromptEncoder
+
+log = logging.getLogger(__name__)
 
 
-def load_pipeline(bundle_dir: str | Path, settings: BackendSettings | None = None) -> Pipeline:
+def resolve_precision(manifest: Manifest, settings: BackendSettings) -> str:
+    if settings.precision != "auto":
+        return settings.precision
+    return manifest.precision.get(settings.kind, "fp32")
+
+
+def make_denoiser(bundle: Path, manifest: Manifest, settings: BackendSettings) -> Denoiser:
+    spec = manifest.graphs["denoiser"]
+    precision = resolve_precision(manifest, settings)
+    if settings.kind == "onnxruntime":
+        from service.backends.onnxruntime import OrtDenoiser
+
+        if precision != "fp32":
+            raise BackendError(f"onnxruntime serves fp32 graphs here, not {precision} (try backend torch for bf16)")
+        return OrtDenoiser(bundle / spec.file, spec, settings)
+    if settings.kind == "torch":
+        from service.backends.torch import TorchDenoiser
+
+        return TorchDenoiser(bundle, spec, settings.model_copy(update={"precision": precision}))
+    if settings.kind == "tensorrt":
+        from service.backends.tensorrt import TensorRTDenoiser
+
+        return TensorRTDenoiser(bundle / spec.file, spec, settings.model_copy(update={"precision": precision}))
+    raise BackendError(f"backend.kind: unknown backend {settings.kind!r}")
+
+
+def load_pipeline(
+    bundle_dir: str | Path, settings: BackendSettings | None = None, warmup: Sequence[int] = (1,)
+) -> Pipeline:
     """Load a bundle for serving. Raises `fewstep.bundle.BundleError` naming a bad or missing file,
-    `service.backends.base.BackendError` if the backend cannot run here."""
+    `BackendError` if the backend cannot run here. `warmup` lists image batch sizes to run once."""
     settings = settings or BackendSettings()
-    manifest = load_manifest(bundle_dir)
-    raise NotImplementedError(f"backend {settings.kind} for {manifest.name}: landing with the export issue")
+    bundle = Path(bundle_dir)
+    t0 = time.perf_counter()
+    manifest = load_manifest(bundle)
+    from service.backends.onnxruntime import OrtTextEncoder
+
+    text_settings = settings.model_copy(update={"kind": "onnxruntime", "precision": "fp32"})
+    try:
+        text = OrtTextEncoder(
+            bundle / manifest.graphs["text_encoder"].file, manifest.graphs["text_encoder"], text_settings
+        )
+    except BackendError:
+        if settings.device == "cpu":
+            raise
+        text = OrtTextEncoder(
+            bundle / manifest.graphs["text_encoder"].file,
+            manifest.graphs["text_encoder"],
+            text_settings.model_copy(update={"device": "cpu"}),
+        )
+    tokenizer = BundleTokenizer(bundle / manifest.text.tokenizer_files[0], manifest.text.max_tokens)
+    pipeline = Pipeline(
+        manifest, PromptEncoder(tokenizer, text), make_denoiser(bundle, manifest, settings), settings.kind
+    )
+    for b in warmup:
+        jobs = [ImageJob("warm-up", i, manifest.default_steps, manifest.guidance.default) for i in range(b)]
+        pipeline.generate(jobs[:1])  # the text encoder and the first kernels
+        pipeline.sample(jobs, min(manifest.steps))
+    log.info("loaded %s from %s (%s, %.1f s)", manifest.name, bundle, settings.kind, time.perf_counter() - t0)
+    return pipeline
+
+
+def denoiser_inputs(manifest: Manifest, batch: int, seed: int = 0) -> list[np.ndarray]:
+    """Random inputs of the denoiser's declared shapes (parity checks and benchmarks)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for spec in manifest.graphs["denoiser"].inputs:
+        shape = tuple(batch if d == "batch" else int(d) for d in spec.shape)
+        if spec.name == "text_mask":
+            lengths = rng.integers(2, shape[1] + 1, batch)
+            out.append((np.arange(shape[1])[None] < lengths[:, None]).astype(np.int64))
+        elif spec.name == "t":
+            out.append(rng.random(shape, dtype=np.float32))
+        elif spec.name == "w":
+            out.append((1 + 4 * rng.random(shape)).astype(np.float32))
+        else:
+            out.append(rng.standard_normal(shape, dtype=np.float32))
+    return out

@@ -27,8 +27,10 @@ BackendKind = Literal["onnxruntime", "tensorrt", "torch"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
-class BackendError(RuntimeError):
-    """A backend that cannot run here (missing package, no GPU, unsupported precision)."""
+class BackendError(ValueError):
+    """A backend that cannot run here (missing package, no GPU, unsupported precision).
+
+    A ValueError so the CLI reports it as one line, like other configuration errors."""
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fewstep.bundle import GraphSpec, GuidanceSpec, Manifest, TensorSpec, TextSpec, step_schedules
+from fewstep.bundle import GuidanceSpec, Manifest, TextSpec, denoiser_graph, step_schedules, text_encoder_graph
 from service.pipeline import Pipeline
 from service.text import PromptEncoder
 
@@ -71,15 +71,6 @@ def fake_manifest(
     max_tokens: int = 8,
     hidden: int = 4,
 ) -> Manifest:
-    dims = ("batch",)
-    denoiser_inputs = [
-        TensorSpec(name="z", dtype="float32", shape=(*dims, 3, resolution, resolution)),
-        TensorSpec(name="t", dtype="float32", shape=dims),
-        TensorSpec(name="text_states", dtype="float32", shape=(*dims, max_tokens, hidden)),
-        TensorSpec(name="text_mask", dtype="int64", shape=(*dims, max_tokens)),
-    ]
-    if network_input:
-        denoiser_inputs.append(TensorSpec(name="w", dtype="float32", shape=dims))
     return Manifest(
         name=name,
         resolution=resolution,
@@ -88,19 +79,8 @@ def fake_manifest(
         guidance=GuidanceSpec(min=1.0, max=8.0, default=3.0, network_input=network_input),
         text=TextSpec(name="fake", max_tokens=max_tokens, hidden=hidden, tokenizer_files=()),
         graphs={
-            "text_encoder": GraphSpec(
-                file="text_encoder.onnx",
-                inputs=(
-                    TensorSpec(name="input_ids", dtype="int64", shape=(*dims, max_tokens)),
-                    TensorSpec(name="attention_mask", dtype="int64", shape=(*dims, max_tokens)),
-                ),
-                outputs=(TensorSpec(name="text_states", dtype="float32", shape=(*dims, max_tokens, hidden)),),
-            ),
-            "denoiser": GraphSpec(
-                file="denoiser.onnx",
-                inputs=tuple(denoiser_inputs),
-                outputs=(TensorSpec(name="x_hat", dtype="float32", shape=(*dims, 3, resolution, resolution)),),
-            ),
+            "text_encoder": text_encoder_graph(max_tokens, hidden),
+            "denoiser": denoiser_graph(resolution, 3, max_tokens, hidden, network_input),
         },
     )
 
