@@ -1,25 +1,118 @@
-"""The app factory. Until the service issue lands it serves liveness and an honest readiness.
+"""The app factory and its lifespan: settings in, a FastAPI app out; nothing happens at import.
 
-`/readyz` answers 503 because no bundles can be loaded yet; nothing here pretends to generate.
+`create_app(settings)` builds the routes and the metrics registry. The lifespan then loads the
+bundles (`service.loader.load_pipeline`, verifying their hashes; a bad bundle stops start-up with a
+message naming it), starts the engine, and warms every model in the background: /healthz answers
+at once, /readyz turns 200 when warm-up is done. On shutdown the engine drains what it accepted.
+
+Tests pass `pipelines=` (fake backends) to skip loading; everything else is the production path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 import fewstep
+from fewstep.bundle import MANIFEST
+from service.api import errors, routes
+from service.api import openai as openai_routes
+from service.api.auth import KeyChecker
+from service.api.middleware import ServiceMiddleware
+from service.engine import Engine, EngineConfig
+from service.metrics import Metrics
+from service.pipeline import Pipeline
+from service.settings import ServiceSettings, SettingsError
+
+log = logging.getLogger(__name__)
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="fewstep", version=fewstep.__version__)
+def discover_bundles(paths: Sequence[Path]) -> list[Path]:
+    """Each path is a bundle (has manifest.json) or a folder of bundles; SettingsError if none is found."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / MANIFEST).is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if (p / MANIFEST).is_file()))
+        else:
+            raise SettingsError(f"FEWSTEP_BUNDLES: {path} does not exist (build bundles with `make bundles`)")
+    if not found:
+        where = ", ".join(str(p) for p in paths) or "(empty list)"
+        raise SettingsError(f"FEWSTEP_BUNDLES: no bundle ({MANIFEST}) in {where} (build them with `make bundles`)")
+    return found
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        return JSONResponse({"status": "not ready", "reason": "no model bundles are loaded"}, status_code=503)
+def load_pipelines(settings: ServiceSettings) -> list[Pipeline]:
+    """Load every configured bundle with the configured backend (blocking; run off the event loop)."""
+    from service.loader import load_pipeline
 
+    pipelines = []
+    for path in discover_bundles(settings.bundles):
+        log.info("loading bundle %s (%s, %s)", path, settings.backend.kind, settings.backend.device)
+        try:
+            pipelines.append(load_pipeline(path, settings.backend))
+        except Exception as e:
+            log.error("cannot load bundle %s: %s", path, e)
+            raise
+    return pipelines
+
+
+def engine_config(settings: ServiceSettings) -> EngineConfig:
+    return EngineConfig(
+        max_batch_images=settings.max_batch_images,
+        max_wait_s=settings.max_wait_s,
+        queue_limit_images=settings.queue_limit_images,
+        request_timeout_s=settings.request_timeout_s,
+    )
+
+
+def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipeline] | None = None) -> FastAPI:
+    """The service. `pipelines` replaces loading `settings.bundles` (tests inject fakes this way)."""
+    settings = settings or ServiceSettings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = list(pipelines) if pipelines is not None else await asyncio.to_thread(load_pipelines, settings)
+        engine = Engine(loaded, engine_config(settings), metrics)
+        default = settings.default_model or next(iter(engine.pipelines))
+        if default not in engine.pipelines:
+            raise SettingsError(
+                f"FEWSTEP_DEFAULT_MODEL: {default!r} is not among the loaded {sorted(engine.pipelines)}"
+            )
+        app.state.default_model = default
+        await engine.start()
+        app.state.engine = engine
+        warm = asyncio.create_task(engine.warm_up(settings.warmup), name="fewstep-warm-up")
+        try:
+            yield
+        finally:
+            if not warm.done():
+                warm.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warm
+            await engine.stop(settings.drain_timeout_s)
+            app.state.engine = None
+
+    app = FastAPI(
+        title="fewstep",
+        version=fewstep.__version__,
+        description="Few-step text-to-image generation with dynamic batching.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = None
+    app.state.default_model = settings.default_model
+    keys = KeyChecker([k.get_secret_value() for k in settings.api_keys])
+    errors.install(app, metrics)
+    app.include_router(routes.build_router(keys))
+    app.include_router(openai_routes.build_router(keys))
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -1,10 +1,67 @@
-"""Online subcommands. `fewstep serve` and `fewstep bench` arrive with the service issue."""
+"""Online subcommands: `fewstep serve`.
+
+Command-line flags override the `FEWSTEP_*` environment (see `service.settings`); anything not
+given on the command line comes from the environment or the defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """No online subcommands yet: the service lands with its own issue."""
-    del sub
+    p = sub.add_parser(
+        "serve",
+        help="serve model bundles over HTTP (uvicorn, one worker)",
+        description="Serve bundles: POST /generate, /v1/images/generations, /metrics, / (playground). "
+        "Every option can also be set as a FEWSTEP_* environment variable.",
+    )
+    p.add_argument("--bundles", nargs="+", type=Path, help="bundle directories or folders of bundles")
+    p.add_argument("--model", dest="default_model", help="model used when a request names none")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--backend", dest="backend_kind", choices=["onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, help="backend intra-op threads (CPU)")
+    p.add_argument("--max-batch-images", type=int)
+    p.add_argument("--max-wait-s", type=float)
+    p.add_argument("--queue-limit-images", type=int)
+    p.add_argument("--request-timeout-s", type=float)
+    p.add_argument("--drain-timeout-s", type=float)
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(handler=_serve)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """ServiceSettings from the environment with the flags that were given on top."""
+    from service.settings import load_settings
+
+    fields = (
+        "bundles",
+        "default_model",
+        "host",
+        "port",
+        "max_batch_images",
+        "max_wait_s",
+        "queue_limit_images",
+        "request_timeout_s",
+        "drain_timeout_s",
+        "log_level",
+    )
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    backend = {"kind": args.backend_kind, "device": args.device, "threads": args.threads}
+    backend = {k: v for k, v in backend.items() if v is not None}
+    if backend:
+        overrides["backend"] = backend
+    return load_settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.app import discover_bundles
+    from service.server import serve
+
+    settings = settings_from_args(args)
+    discover_bundles(settings.bundles)  # a missing bundle folder fails here, naming FEWSTEP_BUNDLES
+    return serve(settings)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# System packages the end-to-end tests need, installed only when missing (called by .ci/run).
+#   prometheus: a real Prometheus scrapes the live service; promtool checks a live scrape.
+#   chromium:   the playground page is clicked through in headless Chromium (driven by playwright).
+# Each is optional for `make test`: the tests that need one skip with a reason when it is absent,
+# so a machine without root or without Debian still runs everything else.
+set -euo pipefail
+
+need=()
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+
+if [ ${#need[@]} -eq 0 ]; then
+    echo "install-system-deps: prometheus, promtool and chromium are present"
+    exit 0
+fi
+# Deduplicate (prometheus is listed twice when both binaries are missing).
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-system-deps: no apt-get; missing ${need[*]} (the tests that need them will skip)" >&2
+    exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "install-system-deps: not root and no sudo; missing ${need[*]} (their tests will skip)" >&2
+        exit 0
+    fi
+fi
+echo "install-system-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends keeps Chromium's and Prometheus's footprint small; the services that
+# Debian would start (prometheus.service) are not started in a container without systemd anyway.
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

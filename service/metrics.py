@@ -1,0 +1,109 @@
+"""Prometheus metrics of one app, in their own registry (so tests can build many apps).
+
+Base units (seconds, images), histograms whose buckets reach past the 60 s default deadline (the
+client library's defaults stop at 10 s, which would put every slow request in +Inf), and labels
+with bounded values only: route templates (never raw paths), status codes, the names of loaded
+models (anything else is "unknown") and fixed rejection reasons. Prompts never become labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from service.pipeline import Pipeline
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+BATCH_BUCKETS_IMAGES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# The only values the `reason` label of the rejection counter takes.
+REJECT_REASONS = (
+    "invalid",
+    "unauthorized",
+    "unknown_model",
+    "too_large",
+    "queue_full",
+    "not_ready",
+    "draining",
+    "deadline",
+    "disconnected",
+    "backend_error",
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """Every metric the service exports; the engine and the HTTP layer update them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_duration = Histogram(
+            "fewstep_http_request_duration_seconds",
+            "HTTP request duration from receipt to the last byte of the response.",
+            ["route", "status", "model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "fewstep_queue_wait_seconds",
+            "Time a request waited in the queue before its batch started.",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fewstep_batch_size_images",
+            "Images in each batch run by the backend.",
+            ["model"],
+            buckets=BATCH_BUCKETS_IMAGES,
+            registry=r,
+        )
+        self.batch_compute = Histogram(
+            "fewstep_batch_compute_seconds",
+            "Backend time to generate one batch (all steps).",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.images = Counter("fewstep_images_generated_total", "Images generated.", ["model"], registry=r)
+        self.batch_failures = Counter(
+            "fewstep_batch_failures_total", "Batches whose backend call raised.", ["model"], registry=r
+        )
+        self.rejected = Counter(
+            "fewstep_requests_rejected_total", "Requests refused or dropped, by reason.", ["reason"], registry=r
+        )
+        self.queue_depth = Gauge("fewstep_queue_depth_requests", "Requests waiting in the queue.", registry=r)
+        self.queue_images = Gauge("fewstep_queue_depth_images", "Images waiting in the queue.", registry=r)
+        self.in_flight = Gauge(
+            "fewstep_in_flight_requests", "Generation requests admitted and not yet answered.", registry=r
+        )
+        self.ready = Gauge("fewstep_ready", "1 when warmed up and admitting requests, else 0.", registry=r)
+        self.model_info = Gauge(
+            "fewstep_model_info",
+            "Loaded models (value 1) with their resolution, step counts and backend.",
+            ["model", "resolution", "steps", "backend", "guidance_in_network"],
+            registry=r,
+        )
+        for reason in REJECT_REASONS:  # export zeros so rate() and alerts see every series from the start
+            self.rejected.labels(reason)
+
+    def add_models(self, pipelines: list[Pipeline]) -> None:
+        """Record the loaded models; their names become the only accepted `model` label values."""
+        for p in pipelines:
+            m = p.manifest
+            self.model_info.labels(
+                p.name,
+                str(m.resolution),
+                ",".join(str(k) for k in sorted(m.steps)),
+                p.backend,
+                str(m.guidance.network_input).lower(),
+            ).set(1)
+            self.images.labels(p.name)
+            self.batch_failures.labels(p.name)
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(reason if reason in REJECT_REASONS else "invalid").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,97 @@
+"""Service settings, from `FEWSTEP_*` environment variables (pydantic-settings) or keyword arguments.
+
+Everything the service reads from its environment is declared here, once, with its unit in the
+name (`_s` seconds, `_bytes`, `_images`). `load_settings` turns a validation failure into a
+`SettingsError` that names the environment variable at fault, so a bad deployment says which key
+to fix instead of printing a pydantic traceback.
+
+Nested backend settings use `__`: `FEWSTEP_BACKEND__KIND=onnxruntime`, `FEWSTEP_BACKEND__THREADS=2`.
+Lists (`FEWSTEP_BUNDLES`, `FEWSTEP_API_KEYS`) take a JSON list or a comma-separated string.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.backends.base import BackendSettings
+
+ENV_PREFIX = "FEWSTEP_"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names its environment variable."""
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `a,b` as well as `["a", "b"]` for list settings given as one environment string."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    """How the service loads bundles, batches requests and admits clients."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    bundles: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("bundles")],
+        description="bundle directories, or directories whose subdirectories are bundles (each with manifest.json)",
+    )
+    default_model: str | None = Field(None, description="model used when a request names none; None = first loaded")
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+
+    max_batch_images: int = Field(8, ge=1, le=1024, description="most images one batch may hold")
+    max_wait_s: float = Field(0.01, ge=0, le=10, description="longest a request waits for a fuller batch")
+    queue_limit_images: int = Field(256, ge=1, description="images queued before new requests get 429")
+    request_timeout_s: float = Field(60.0, gt=0, description="deadline of one request, queue and compute (504)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long accepted work may take to finish")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger request bodies get 413")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted bearer keys; empty = no authentication"
+    )
+    warmup: bool = Field(True, description="run one batch per model and step count before /readyz turns ready")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
+
+    @field_validator("bundles", "api_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _keys_not_blank(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        if any(not k.get_secret_value().strip() for k in keys):
+            raise ValueError("an empty key would accept an empty Authorization header")
+        return keys
+
+
+def env_name(loc: tuple[Any, ...]) -> str:
+    """The environment variable for a pydantic error location, e.g. ('backend', 'kind') -> FEWSTEP_BACKEND__KIND."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + "__".join(parts).upper() if parts else ENV_PREFIX + "*"
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """Settings from the environment with `overrides` on top; a `SettingsError` naming the key on failure."""
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in e.errors())
+        raise SettingsError(f"invalid service settings: {problems}") from None
+    except ValueError as e:  # a list setting that is neither JSON nor comma-separated text
+        raise SettingsError(f"invalid service settings: {e}") from None
