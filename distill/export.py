@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ class TextGraph(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
 
 
-def example_inputs(spec: GraphSpec, batch: int, seed: int = 0) -> list[torch.Tensor]:
+def example_inputs(spec: GraphSpec, batch: int, seed: int = 0, vocab: int = 1000) -> list[torch.Tensor]:
     """Random inputs matching the declaration (masks: leading ones, like padded prompts)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -90,7 +91,7 @@ def example_inputs(spec: GraphSpec, batch: int, seed: int = 0) -> list[torch.Ten
             lengths = torch.randint(2, shape[1] + 1, (batch,), generator=gen)
             out.append((torch.arange(shape[1])[None] < lengths[:, None]).long())
         elif i.name == "input_ids":
-            out.append(torch.randint(1000, 3000, shape, generator=gen))
+            out.append(torch.randint(1, vocab, shape, generator=gen))
         elif i.name == "t":
             out.append(torch.rand(shape, generator=gen))
         elif i.name == "w":
@@ -100,7 +101,7 @@ def example_inputs(spec: GraphSpec, batch: int, seed: int = 0) -> list[torch.Ten
     return out
 
 
-def export_onnx(module: nn.Module, spec: GraphSpec, path: Path) -> None:
+def export_onnx(module: nn.Module, spec: GraphSpec, path: Path, vocab: int = 1000) -> None:
     """torch.onnx.export (dynamo) driven by the graph declaration: names and dynamic axes."""
     dims: dict[str, torch.export.Dim] = {}
     dynamic: dict[str, dict[int, Any]] = {}
@@ -111,8 +112,16 @@ def export_onnx(module: nn.Module, spec: GraphSpec, path: Path) -> None:
             if isinstance(d, str)
         }
         dynamic[i.name] = axes
-    args = tuple(example_inputs(spec, batch=2))
+    args = tuple(example_inputs(spec, batch=2, vocab=vocab))
     path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # One Dim object serves every input's batch axis; the exporter still warns once per input.
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+        _export(module, args, path, spec, dynamic)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic: dict) -> None:
     torch.onnx.export(
         module.eval(),
         args,
@@ -126,14 +135,16 @@ def export_onnx(module: nn.Module, spec: GraphSpec, path: Path) -> None:
     )
 
 
-def onnx_parity(module: nn.Module, spec: GraphSpec, path: Path, batches: Sequence[int] = (1, 5)) -> float:
+def onnx_parity(
+    module: nn.Module, spec: GraphSpec, path: Path, batches: Sequence[int] = (1, 5), vocab: int = 1000
+) -> float:
     """Max abs difference ONNX Runtime (CPU, fp32) vs torch on random inputs at several batch sizes."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for b in batches:
-        args = example_inputs(spec, b, seed=b)
+        args = example_inputs(spec, b, seed=b, vocab=vocab)
         with torch.inference_mode():
             ref = module(*args).float().numpy()
         got = sess.run([spec.outputs[0].name], {i.name: a.numpy() for i, a in zip(spec.inputs, args, strict=True)})[0]
@@ -185,19 +196,20 @@ def text_encoder_onnx(text: TextConfig, spec: GraphSpec, cache_dir: Path) -> tup
     graph, tokenizer = out / spec.file, out / "tokenizer.json"
     model, tok = load_hf_encoder(src)
     module = TextGraph(model)
+    vocab = int(model.config.vocab_size)
     if not (graph.is_file() and tokenizer.is_file()):
         log.info("exporting text encoder %s to %s", src, graph)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache_dir))
         tmp.chmod(0o755)
         try:
-            export_onnx(module, spec, tmp / spec.file)
+            export_onnx(module, spec, tmp / spec.file, vocab=vocab)
             tok.backend_tokenizer.save(str(tmp / "tokenizer.json"))
             shutil.rmtree(out, ignore_errors=True)
             tmp.rename(out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return graph, tokenizer, onnx_parity(module, spec, graph, batches=(1, 3))
+    return graph, tokenizer, onnx_parity(module, spec, graph, batches=(1, 3), vocab=vocab)
 
 
 def _place(src: Path, dst: Path) -> None:

@@ -39,3 +39,69 @@ def tiny_bert_dir(tmp_path_factory):
     )
     BertModel(cfg).save_pretrained(path)
     return path
+
+
+def make_packed_model(path, encoder_dir, guidance_input: bool = False, seed: int = 0, text_dim: int = 32):
+    """A packed model (`fewstep pack` layout) of a tiny UNet with random, non-trivial weights.
+
+    The UNet zero-initialises its output layers (so training starts at the identity-like
+    prediction); every parameter is perturbed here so that export/parity checks compare real
+    computations rather than zeros.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from distill.config import load_config
+    from fewstep.networks import build_denoiser
+
+    overrides = [f"text.encoder={encoder_dir}", f"model.text_dim={text_dim}", "text.max_tokens=16"]
+    if guidance_input:
+        overrides.append("model.guidance_input=true")
+    cfg = load_config("tiny", None, overrides)
+    torch.manual_seed(seed)
+    model = build_denoiser(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path / "model.safetensors")
+    (path / "config.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "step": 0}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_bert_dir):
+    """A real bundle (ONNX graphs, tokenizer, manifest) of a tiny random teacher: steps 2, 4."""
+    from distill.export import export_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    model = make_packed_model(root / "models" / "tiny", tiny_bert_dir)
+    export_bundle(model, root / "tiny", steps=(2, 4), default_steps=2, cache_dir=root / ".cache", max_batch=8)
+    return root / "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_student_bundle(tmp_path_factory, tiny_bert_dir):
+    """A tiny random student (guidance scale as a network input): steps 1, 2."""
+    from distill.export import export_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    model = make_packed_model(root / "models" / "tiny-student", tiny_bert_dir, guidance_input=True, seed=1)
+    export_bundle(model, root / "tiny-student", steps=(1, 2), cache_dir=root / ".cache", max_batch=8)
+    return root / "tiny-student"
+
+
+@pytest.fixture(scope="session")
+def default_bundles():
+    """The directory of the default bundles (`make bundles`); built here if missing (about 20 s)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bundles = root / "bundles"
+    if not (bundles / "teacher" / "manifest.json").is_file():
+        import subprocess
+
+        subprocess.run(["make", "-C", str(root), "bundles"], check=True)
+    return bundles

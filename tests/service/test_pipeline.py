@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from service.backends.fake import FakeDenoiser, fake_pipeline
+from service.pipeline import ImageJob, JobError
+
+
+def test_an_image_is_the_same_alone_or_in_any_batch():
+    p = fake_pipeline()
+    jobs = [ImageJob(f"prompt {i}", 10 + i, 4, [1.0, 2.0, 3.5][i % 3]) for i in range(7)]
+    batch = p.generate(jobs)
+    assert batch.shape == (7, 8, 8, 3) and batch.dtype == np.uint8
+    for i in (0, 3, 6):
+        np.testing.assert_array_equal(p.generate([jobs[i]])[0], batch[i])
+    np.testing.assert_array_equal(p.generate(jobs[::-1])[::-1], batch)
+
+
+def test_teacher_guidance_doubles_the_batch_and_students_do_not():
+    den = FakeDenoiser()
+    fake_pipeline(denoiser=den).generate([ImageJob("a", 0, 4, 3.0), ImageJob("b", 1, 4, 3.0)])
+    assert den.batch_sizes == [4] * 4
+    den = FakeDenoiser()
+    fake_pipeline(denoiser=den).generate([ImageJob("a", 0, 4, 1.0)])
+    assert den.batch_sizes == [1] * 4  # w = 1: the conditional prediction alone
+    den = FakeDenoiser()
+    fake_pipeline(denoiser=den, network_input=True).generate([ImageJob("a", 0, 4, 3.0)] * 3)
+    assert den.batch_sizes == [3] * 4
+
+
+def test_the_backend_max_batch_is_respected():
+    den = FakeDenoiser(max_batch=3)
+    p = fake_pipeline(denoiser=den)
+    out = p.generate([ImageJob("a", i, 4, 2.0) for i in range(4)])  # 8 rows with guidance
+    assert max(den.batch_sizes) <= 3
+    np.testing.assert_array_equal(out, fake_pipeline().generate([ImageJob("a", i, 4, 2.0) for i in range(4)]))
+
+
+def test_guidance_and_negative_prompt_change_the_image():
+    p = fake_pipeline()
+    base = p.generate([ImageJob("a cat", 1, 4, 3.0)])
+    assert not np.array_equal(base, p.generate([ImageJob("a cat", 1, 4, 6.0)]))
+    assert not np.array_equal(base, p.generate([ImageJob("a cat", 1, 4, 3.0, negative_prompt="a dog")]))
+    assert not np.array_equal(base, p.generate([ImageJob("a cat", 2, 4, 3.0)]))
+
+
+@pytest.mark.parametrize(
+    ("job", "field", "network_input"),
+    [
+        (ImageJob("a", 0, 5, 3.0), "steps", False),
+        (ImageJob("a", 0, 4, 9.0), "guidance_scale", False),
+        (ImageJob("a", 0, 4, 0.5), "guidance_scale", False),
+        (ImageJob("a", -1, 4, 3.0), "seed", False),
+        (ImageJob("a", 0, 4, 3.0, negative_prompt="b"), "negative_prompt", True),
+    ],
+)
+def test_bad_jobs_name_the_field(job, field, network_input):
+    p = fake_pipeline(network_input=network_input)
+    with pytest.raises(JobError) as e:
+        p.generate([job])
+    assert e.value.field == field
+    if field == "steps":
+        assert "supports steps [4, 8], not 5" in str(e.value)
+
+
+def test_one_call_runs_one_step_count():
+    p = fake_pipeline()
+    with pytest.raises(JobError, match="one step count"):
+        p.generate([ImageJob("a", 0, 4, 3.0), ImageJob("a", 0, 8, 3.0)])
+    assert p.generate([]).shape == (0, 8, 8, 3)
+
+
+def test_served_images_match_the_torch_sampler_on_the_default_teacher(default_bundles):
+    """The ONNX Runtime pipeline against the evaluation path (torch model, torch text encoder,
+    the same fewstep sampler and seeds): final images at most 2/255 apart."""
+    import torch
+
+    from distill.checkpoint import load_denoiser
+    from distill.denoise import GuidedDenoiser, encode_cond
+    from distill.text import TextEncoder
+    from fewstep import shapes
+    from fewstep.images import to_uint8
+    from fewstep.rng import SeededNoise
+    from fewstep.sampler import ancestral_sample
+    from service.loader import load_pipeline
+
+    pipe = load_pipeline(default_bundles / "teacher", warmup=())
+    captions = [shapes.sample(9, i).caption for i in range(6)]
+    jobs = [ImageJob(c, 500 + i, 8, 3.0) for i, c in enumerate(captions)]
+    served = pipe.generate(jobs)
+    model, cfg = load_denoiser("models/teacher")
+    with torch.inference_mode():
+        x = ancestral_sample(
+            GuidedDenoiser(model),
+            pipe.manifest.plan(8),
+            encode_cond(TextEncoder(cfg.text), captions),
+            3.0,
+            SeededNoise([j.seed for j in jobs], (3, 32, 32)),
+            torch.zeros(1),
+        )
+    diff = np.abs(served.astype(int) - to_uint8(x.numpy()).astype(int))
+    assert diff.max() <= 2, diff.max()
