@@ -93,6 +93,7 @@ class Engine:
         self._busy = False
         self._loop_task: asyncio.Task[None] | None = None
         self._batch_task: asyncio.Task[None] | None = None
+        self._running: list[_Ticket] = []
         self._batch_s_ema: float | None = None
         self.state: State = "starting"
         self.failure: str | None = None
@@ -161,6 +162,9 @@ class Engine:
         for t in self._queue:
             if not t.future.done():
                 t.future.set_exception(NotReady("the service stopped before this request ran", "draining"))
+        for t in self._running:  # a batch still computing after the drain timeout: its result is abandoned
+            if not t.future.done():
+                t.future.set_exception(NotReady("the service stopped while this request computed", "draining"))
         self._queue.clear()
         self._update_gauges()
         for task in (self._loop_task, self._batch_task):
@@ -293,6 +297,7 @@ class Engine:
             self.metrics.queue_wait.labels(model).observe(now - t.enqueued_at)
         self._update_gauges()
         self._busy = True
+        self._running = batch
         self._batch_task = asyncio.create_task(self._run(batch), name="fewstep-batch")
 
     async def _run(self, batch: list[_Ticket]) -> None:
@@ -334,4 +339,5 @@ class Engine:
                     t.future.set_result(result)
         finally:
             self._busy = False
+            self._running = []
             self._wake.set()
