@@ -95,7 +95,7 @@ def test_a_lone_request_waits_about_max_wait_for_company():
 
 def test_a_full_batch_does_not_wait():
     async def scenario():
-        engine = await started_engine(max_batch_images=4, max_wait_s=0.0)
+        engine = await started_engine(max_batch_images=4, max_wait_s=5.0)
         result = await engine.generate(GenerateRequest("fake", "many", seed=3, n=4))
         await engine.stop()
         return result
