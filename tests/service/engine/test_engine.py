@@ -226,7 +226,9 @@ def test_an_image_is_identical_alone_and_inside_a_mixed_batch():
         holder = await hold_runner(engine, gated)
         tasks = [
             asyncio.create_task(engine.generate(GenerateRequest("fake", "noise before", seed=1, n=3, guidance=1.0))),
-            asyncio.create_task(engine.generate(GenerateRequest("fake", "the same prompt", seed=42, n=2, guidance=4.0))),
+            asyncio.create_task(
+                engine.generate(GenerateRequest("fake", "the same prompt", seed=42, n=2, guidance=4.0))
+            ),
             asyncio.create_task(engine.generate(GenerateRequest("fake", "noise after", seed=5, n=1, guidance=7.0))),
         ]
         await wait_until(lambda: len(engine._queue) == 3)

@@ -1,0 +1,46 @@
+"""The real app over fake pipelines, through Starlette's TestClient (lifespan included)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.backends.fake import fake_pipeline
+from service.pipeline import Pipeline
+from service.settings import ServiceSettings
+
+
+def default_pipelines() -> list[Pipeline]:
+    return [fake_pipeline("fake"), fake_pipeline("student", network_input=True, steps=(1, 2, 4))]
+
+
+@contextmanager
+def serving(pipelines: Sequence[Pipeline] | None = None, **settings) -> Iterator[TestClient]:
+    """A started app (warm-up finished, /readyz 200) with the given settings."""
+    app = create_app(ServiceSettings(**settings), pipelines or default_pipelines())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(500):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the app never became ready")
+        yield client
+
+
+def assert_error(response, status: int, param: str | None = None, code: str | None = None) -> dict:
+    """The response is our JSON error shape with this status (and param/code when given)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert "Traceback" not in error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error

@@ -1,0 +1,170 @@
+"""Every error path of the API is JSON in one shape, names the field at fault, and is counted."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.backends.fake import FakeDenoiser, fake_pipeline
+from tests.service.api.conftest import assert_error, serving
+from tests.service.engine.conftest import GatedDenoiser
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 1001}, "prompt"),
+        ({"prompt": "p", "n": 9}, "n"),
+        ({"prompt": "p", "n": 0}, "n"),
+        ({"prompt": "p", "steps": 3}, "steps"),
+        ({"prompt": "p", "guidance_scale": 9.5}, "guidance_scale"),
+        ({"prompt": "p", "width": 64}, "width"),
+        ({"prompt": "p", "height": 16}, "height"),
+        ({"prompt": "p", "seed": -1}, "seed"),
+        ({"prompt": "p", "output_format": "gif"}, "output_format"),
+        ({"prompt": "p", "guidance": 2}, "guidance"),
+        ({"prompt": "p", "model": "student", "negative_prompt": "blur"}, "negative_prompt"),
+        ({"n": 1}, "prompt"),
+    ],
+)
+def test_invalid_fields_are_422_naming_the_field(body: dict, param: str):
+    with serving() as client:
+        error = assert_error(client.post("/generate", json=body), 422, param=param)
+    assert param in error["message"]
+
+
+def test_a_wrong_size_says_which_size_exists():
+    with serving() as client:
+        error = assert_error(client.post("/generate", json={"prompt": "p", "width": 64}), 422, param="width")
+    assert "8x8" in error["message"]
+
+
+def test_a_body_that_is_not_json_is_422():
+    with serving() as client:
+        r = client.post("/generate", content=b"{nope", headers={"content-type": "application/json"})
+    assert "not valid JSON" in assert_error(r, 422)["message"]
+
+
+def test_unknown_model_is_404_naming_the_loaded_ones():
+    with serving() as client:
+        error = assert_error(client.post("/generate", json={"prompt": "p", "model": "nope"}), 404, "model")
+    assert error["code"] == "model_not_found" and "'fake'" in error["message"]
+
+
+def test_unknown_route_and_wrong_method_are_json():
+    with serving() as client:
+        assert_error(client.get("/nowhere"), 404)
+        assert_error(client.get("/generate"), 405)
+
+
+def test_an_oversized_body_is_413_by_length_and_by_stream():
+    with serving(max_body_bytes=2048) as client:
+        assert_error(client.post("/generate", json={"prompt": "p", "pad": "x" * 4000}), 413, code="request_too_large")
+
+        def chunks():
+            for _ in range(10):
+                yield b"x" * 500
+
+        assert_error(client.post("/generate", content=chunks()), 413)
+        metrics = client.get("/metrics").text
+    assert 'fewstep_requests_rejected_total{reason="too_large"} 2.0' in metrics
+
+
+def test_a_full_queue_is_429_with_retry_after():
+    gated = GatedDenoiser()
+    with serving([fake_pipeline("fake", gated)], queue_limit_images=2, max_wait_s=0.0) as client:
+        gated.gate.clear()
+        with ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(client.post, "/generate", json={"prompt": "holder", "seed": 0})
+            assert gated.entered.wait(5)
+            queued = pool.submit(client.post, "/generate", json={"prompt": "queued", "seed": 0, "n": 2})
+            for _ in range(200):
+                if "fewstep_queue_depth_images 2.0" in client.get("/metrics").text:
+                    break
+                time.sleep(0.01)
+            refused = client.post("/generate", json={"prompt": "refused", "seed": 0})
+            gated.gate.set()
+            assert holder.result().status_code == 200 and queued.result().status_code == 200
+    assert_error(refused, 429, code="queue_full")
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_past_the_deadline_is_504():
+    slow = FakeDenoiser(delay_s=0.1)  # 4 steps: about 0.4 s a batch
+    with serving([fake_pipeline("fake", slow)], request_timeout_s=0.15) as client:
+        r = client.post("/generate", json={"prompt": "p"})
+        assert_error(r, 504, code="timeout")
+        assert client.get("/readyz").status_code == 200
+
+
+def test_a_backend_error_is_a_500_for_that_batch_only_and_the_service_stays_ready():
+    gated = GatedDenoiser()
+    with serving([fake_pipeline("fake", gated)]) as client:
+        gated.fail = True
+        error = assert_error(client.post("/generate", json={"prompt": "p"}), 500)
+        assert "backend" in error["message"]
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/generate", json={"prompt": "p"}).status_code == 200
+
+
+def test_draining_is_503_for_new_requests_and_readiness():
+    with serving() as client:
+        client.app.state.engine.begin_drain()
+        assert_error(client.post("/generate", json={"prompt": "p"}), 503, code="draining")
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "draining" in r.json()["reason"]
+
+
+def test_an_unexpected_exception_is_a_json_500_without_its_traceback():
+    with serving() as client:
+
+        async def broken(request):
+            raise KeyError("internal detail")
+
+        client.app.state.engine.generate = broken
+        error = assert_error(client.post("/generate", json={"prompt": "p"}), 500)
+    assert error["message"] == "internal server error"
+
+
+def test_auth_401_without_or_with_a_wrong_key_and_200_with_one():
+    with serving(api_keys="k1,k2") as client:
+        assert_error(client.post("/generate", json={"prompt": "p"}), 401, code="invalid_api_key")
+        bad = client.post("/generate", json={"prompt": "p"}, headers={"Authorization": "Bearer nope"})
+        assert_error(bad, 401)
+        assert bad.headers["www-authenticate"] == "Bearer"
+        assert_error(client.get("/v1/models"), 401)
+        ok = client.post("/generate", json={"prompt": "p"}, headers={"Authorization": "Bearer k2"})
+        assert ok.status_code == 200
+        assert client.post("/generate", json={"prompt": "p"}, headers={"X-API-Key": "k1"}).status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+        metrics = client.get("/metrics").text
+    assert 'fewstep_requests_rejected_total{reason="unauthorized"} 3.0' in metrics
+
+
+def test_the_key_check_compares_every_key_in_constant_time(monkeypatch):
+    import hmac
+
+    from service.api.auth import KeyChecker
+
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    checker = KeyChecker(["short", "a-much-longer-key"])
+    assert checker.matches("short") and not checker.matches("x")
+    assert calls == [(32, 32)] * 4  # both keys each time, as equal-length digests, no early exit
+
+
+def test_concurrent_refusals_do_not_break_the_next_request():
+    with serving() as client:
+        with ThreadPoolExecutor(4) as pool:
+            bad = list(pool.map(lambda i: client.post("/generate", json={"prompt": "p", "steps": 3}), range(8)))
+        assert {r.status_code for r in bad} == {422}
+        assert client.post("/generate", json={"prompt": "p"}).status_code == 200

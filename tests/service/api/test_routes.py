@@ -1,0 +1,118 @@
+"""POST /generate, GET /v1/models, the probes and the playground, through the real app."""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from service.backends.fake import FakeDenoiser, fake_pipeline
+from tests.service.api.conftest import assert_error, serving
+
+
+def decode(b64: str) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
+
+
+def test_generate_returns_images_seeds_timings_and_the_model_defaults():
+    with serving() as client:
+        r = client.post("/generate", json={"prompt": "a red circle", "n": 3, "seed": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["seeds"] == [10, 11, 12] and [i["seed"] for i in body["images"]] == [10, 11, 12]
+    assert (body["model"], body["steps"], body["guidance_scale"]) == ("fake", 4, 3.0)
+    assert (body["width"], body["height"], body["output_format"]) == (8, 8, "png")
+    assert all(decode(i["b64"]).size == (8, 8) for i in body["images"])
+    t = body["timings"]
+    assert 0 <= t["queue_s"] <= t["total_s"] and t["compute_s"] > 0
+    assert body["batch_images"] == 3
+
+
+def test_a_seed_is_chosen_and_returned_when_none_is_given():
+    with serving() as client:
+        body = client.post("/generate", json={"prompt": "p", "n": 2}).json()
+    assert body["seeds"][1] == body["seeds"][0] + 1
+
+
+def test_accept_png_with_one_image_returns_the_png_itself_with_its_seed():
+    with serving() as client:
+        raw = client.post("/generate", json={"prompt": "p", "seed": 3}, headers={"Accept": "image/png"})
+        as_json = client.post("/generate", json={"prompt": "p", "seed": 3}).json()
+    assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
+    assert raw.headers["x-seed"] == "3" and float(raw.headers["x-total-seconds"]) > 0
+    assert raw.content == base64.b64decode(as_json["images"][0]["b64"])
+
+
+@pytest.mark.parametrize(("fmt", "pil"), [("jpeg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")])
+def test_output_formats(fmt: str, pil: str):
+    with serving() as client:
+        body = client.post("/generate", json={"prompt": "p", "seed": 1, "output_format": fmt}).json()
+    assert decode(body["images"][0]["b64"]).format == pil
+
+
+def test_a_request_gives_byte_identical_png_alone_and_inside_a_batch():
+    slow = FakeDenoiser(delay_s=0.02)
+    target = {"prompt": "the same prompt", "seed": 99, "n": 2, "guidance_scale": 4.5, "steps": 8}
+    with serving([fake_pipeline("fake", slow)], max_wait_s=0.2) as client:
+        alone = client.post("/generate", json=target).json()
+        others = [
+            {"prompt": f"other {i}", "seed": i, "n": 1 + i % 2, "guidance_scale": 1.0 + i, "steps": 8} for i in range(4)
+        ]
+        with ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(client.post, "/generate", json=b) for b in [*others[:2], target, *others[2:]]]
+            batched = futures[2].result().json()
+            assert all(f.result().status_code == 200 for f in futures)
+    assert alone["batch_images"] == 2 and batched["batch_images"] > 2
+    assert [i["b64"] for i in batched["images"]] == [i["b64"] for i in alone["images"]]
+
+
+def test_models_lists_each_bundle_with_steps_guidance_and_resolution():
+    with serving() as client:
+        body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    cards = {m["id"]: m for m in body["data"]}
+    assert cards["fake"]["steps"] == [4, 8] and cards["fake"]["default_steps"] == 4
+    assert cards["student"]["guidance"]["network_input"] is True
+    assert cards["student"]["resolution"] == 8 and cards["student"]["object"] == "model"
+
+
+def test_the_request_model_picks_the_bundle():
+    with serving() as client:
+        body = client.post("/generate", json={"prompt": "p", "model": "student", "steps": 2}).json()
+    assert (body["model"], body["steps"]) == ("student", 2)
+
+
+def test_default_model_setting():
+    with serving(default_model="student") as client:
+        assert client.post("/generate", json={"prompt": "p"}).json()["model"] == "student"
+
+
+def test_probes_docs_and_playground():
+    with serving() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["models"] == ["fake", "student"]
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/generate", "/v1/images/generations", "/v1/models"} <= set(paths)
+        assert client.get("/docs").status_code == 200
+        page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="generate"' in page.text and "/generate" in page.text
+
+
+def test_readiness_is_503_until_the_bundles_are_loaded():
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    client = TestClient(create_app(ServiceSettings(), [fake_pipeline()]))  # lifespan not started
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "loading" in r.json()["reason"]
+    assert client.get("/healthz").status_code == 200
+    assert_error(client.post("/generate", json={"prompt": "p"}), 503)

@@ -1,0 +1,45 @@
+"""Settings from FEWSTEP_* variables; a bad value names its variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import SettingsError, load_settings
+
+
+def test_environment_with_lists_and_nested_backend(monkeypatch):
+    monkeypatch.setenv("FEWSTEP_BUNDLES", "a, b/c")
+    monkeypatch.setenv("FEWSTEP_API_KEYS", '["k1", "k2"]')
+    monkeypatch.setenv("FEWSTEP_BACKEND__THREADS", "2")
+    monkeypatch.setenv("FEWSTEP_MAX_WAIT_S", "0.05")
+    s = load_settings(port=9000)
+    assert s.bundles == [Path("a"), Path("b/c")]
+    assert [k.get_secret_value() for k in s.api_keys] == ["k1", "k2"]
+    assert s.backend.threads == 2 and s.backend.kind == "onnxruntime"
+    assert s.max_wait_s == 0.05 and s.port == 9000
+    assert "k1" not in repr(s)  # keys never reach logs
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("FEWSTEP_MAX_BATCH_IMAGES", "0"),
+        ("FEWSTEP_BACKEND__KIND", "cuda-magic"),
+        ("FEWSTEP_REQUEST_TIMEOUT_S", "soon"),
+        ("FEWSTEP_API_KEYS", "k1, ,"),
+        ("FEWSTEP_LOG_LEVEL", "loud"),
+    ],
+)
+def test_a_bad_value_names_its_variable(monkeypatch, var: str, value: str):
+    monkeypatch.setenv(var, value)
+    if var == "FEWSTEP_API_KEYS":
+        monkeypatch.setenv(var, '["k1", " "]')
+    with pytest.raises(SettingsError, match=var):
+        load_settings()
+
+
+def test_unknown_keyword_is_refused_by_name():
+    with pytest.raises(SettingsError, match="FEWSTEP_MAX_BATCH"):
+        load_settings(max_batch=4)
