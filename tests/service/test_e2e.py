@@ -1,0 +1,279 @@
+"""End to end: a real `fewstep serve` process (uvicorn) on the default bundles, a real Prometheus
+scraping it, promtool on a live scrape, and the playground clicked through in headless Chromium.
+
+Slow (bundles load, the teacher samples on CPU): run with `pytest -m slow tests/service/test_e2e.py`.
+Each part skips with its reason when what it needs is missing: the `default_bundles` fixture
+(tests/conftest.py, `make bundles`), Debian's `prometheus`/`promtool`/`chromium`
+(scripts/install-system-deps.sh), or the `playwright` package (the `dev` extra).
+The tests run in file order and share one server; the last one stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL_KEY = "ancestral-16-w3"  # the manifest's evaluation row the served defaults reproduce (16 steps, w = 3)
+N_REQUESTS = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 40) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, bundles: Path, log: Path) -> None:
+        self.proc, self.url, self.bundles, self.log = proc, url, bundles, log
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    try:
+        bundles = Path(request.getfixturevalue("default_bundles"))
+    except pytest.FixtureLookupError:
+        pytest.skip("no `default_bundles` fixture (tests/conftest.py): the e2e test serves the default bundles")
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    fewstep = Path(sys.executable).parent / "fewstep"
+    cmd = [str(fewstep), "serve", "--bundles", str(bundles), "--port", str(port)]
+    cmd += ["--max-batch-images", "16", "--max-wait-s", "0.05", "--drain-timeout-s", "30"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/readyz", 180, proc)
+    except AssertionError:
+        stop(proc)
+        raise AssertionError(log.read_text()[-4000:]) from None
+    yield Server(proc, url, bundles, log)
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def default_model(server: Server) -> dict:
+    return httpx.get(f"{server.url}/v1/models").json()["data"][0]
+
+
+@pytest.fixture(scope="module")
+def prometheus(server: Server, tmp_path_factory) -> Iterator[str]:
+    """A real Prometheus scraping the service every second; yields its HTTP API address."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("Debian's `prometheus` is not installed (scripts/install-system-deps.sh)")
+    work = tmp_path_factory.mktemp("prometheus")
+    target = urllib.parse.urlparse(server.url).netloc
+    (work / "prometheus.yml").write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [{"job_name": "fewstep", "static_configs": [{"targets": [target]}]}],
+            }
+        )
+    )
+    port = free_port()
+    cmd = [
+        "prometheus",
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--storage.tsdb.path={work / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with (work / "prometheus.log").open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/-/ready", 60, proc)
+        yield url
+    finally:
+        stop(proc, timeout_s=20)
+
+
+@pytest.fixture(scope="module")
+def burst(server: Server, default_model: dict, prometheus_or_none) -> list[tuple[dict, dict]]:
+    """32 concurrent requests for the first evaluation prompts with their evaluation seeds."""
+    from distill.evaluate import eval_set
+
+    items = eval_set(500)[:N_REQUESTS]  # in-distribution items, seeds 0..31: the evaluation's own
+    row = default_model["evaluation"].get(EVAL_KEY, {})
+    steps, guidance = row.get("steps", default_model["default_steps"]), row.get("guidance", 3.0)
+    bodies = [
+        {
+            "prompt": e.item.caption,
+            "seed": e.seed,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "model": default_model["id"],
+        }
+        for e in items
+    ]
+    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(N_REQUESTS) as pool:
+        responses = list(pool.map(lambda b: client.post(f"{server.url}/generate", json=b), bodies))
+    for r in responses:
+        assert r.status_code == 200, r.text
+    return [(b, r.json()) for b, r in zip(bodies, responses, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def prometheus_or_none(request) -> str | None:
+    """Prometheus if it can run, started before the burst so that it scrapes before and after."""
+    try:
+        return request.getfixturevalue("prometheus")
+    except pytest.skip.Exception:
+        return None
+
+
+def test_32_concurrent_requests_all_decode_and_ran_in_batches(burst, server: Server):
+    for body, result in burst:
+        assert result["seeds"] == [body["seed"]]
+        image = Image.open(io.BytesIO(base64.b64decode(result["images"][0]["b64"])))
+        image.load()
+        assert image.size == (result["width"], result["height"])
+    assert max(result["batch_images"] for _, result in burst) > 1
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)}
+    buckets = {
+        s.labels["le"]: s.value for s in families["fewstep_batch_size_images"].samples if s.name.endswith("_bucket")
+    }
+    assert buckets["+Inf"] > buckets["1.0"], "every batch held one image"
+
+
+def test_served_adherence_is_within_sampling_error_of_the_manifest(burst, default_model: dict):
+    row = default_model["evaluation"].get(EVAL_KEY)
+    if not row or "adherence" not in row:
+        pytest.skip(f"the bundle's manifest has no {EVAL_KEY!r} adherence figure")
+    from distill.evaluate import adherence, eval_set
+    from distill.evaluator import load_evaluator, predict
+
+    evaluator_dir = ROOT / "models" / "evaluator"
+    if not (evaluator_dir / "manifest.json").is_file():
+        pytest.skip("no committed evaluator in models/evaluator")
+    evaluator, _ = load_evaluator(evaluator_dir)
+    images = np.stack(
+        [np.asarray(Image.open(io.BytesIO(base64.b64decode(r["images"][0]["b64"]))).convert("RGB")) for _, r in burst]
+    )
+    predicted, _ = predict(evaluator, images)
+    served = adherence(predicted, eval_set(500)[:N_REQUESTS])["overall"]
+    expected = row["adherence"]["overall"]
+    three_sigma = 3 * math.sqrt(expected * (1 - expected) / N_REQUESTS)
+    assert abs(served - expected) <= three_sigma + 1e-9, (served, expected, three_sigma)
+
+
+def test_prometheus_scrapes_and_answers_a_histogram_quantile(burst, prometheus_or_none):
+    if prometheus_or_none is None:
+        pytest.skip("Debian's `prometheus` is not installed (scripts/install-system-deps.sh)")
+    query = (
+        "histogram_quantile(0.9, sum by (le) "
+        '(rate(fewstep_http_request_duration_seconds_bucket{route="/generate"}[1m])))'
+    )
+    value = None
+    for _ in range(60):
+        r = httpx.get(f"{prometheus_or_none}/api/v1/query", params={"query": query}).json()
+        result = r.get("data", {}).get("result", [])
+        if r.get("status") == "success" and result and result[0]["value"][1] not in ("NaN", "+Inf"):
+            value = float(result[0]["value"][1])
+            break
+        time.sleep(1)
+    assert value is not None and value > 0, "no quantile from Prometheus"
+
+
+def test_promtool_check_metrics_on_a_live_scrape(burst, server: Server):
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool is not installed (scripts/install-system-deps.sh, package prometheus)")
+    scrape = httpx.get(f"{server.url}/metrics").text
+    r = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+
+
+def test_playground_in_headless_chromium(server: Server, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's `chromium` is not installed (scripts/install-system-deps.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the `playwright` package (dev extra) is missing")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            page.wait_for_selector("#model option", state="attached")
+            page.fill("#prompt", "a green triangle")
+            page.fill("#seed", "5")
+            page.fill("#n", "2")
+            page.click("#generate")
+            page.wait_for_function("document.querySelectorAll('img.result').length === 2", timeout=60_000)
+            widths = page.eval_on_selector_all("img.result", "els => els.map(e => e.naturalWidth)")
+            captions = page.inner_text("#images")
+            status = page.inner_text("#status")
+            page.screenshot(path=str(tmp_path / "playground.png"))
+        finally:
+            browser.close()
+    assert all(w > 0 for w in widths) and "seed 5" in captions and "seed 6" in captions
+    assert "compute" in status and "ms" in status
+
+
+def test_sigterm_drains_accepted_requests_then_exits(server: Server):
+    """Runs last: stops the shared server."""
+    body = {"prompt": "a red circle", "steps": 64, "n": 4}
+    with httpx.Client(timeout=120) as client, ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client.post, f"{server.url}/generate", json={**body, "seed": i}) for i in range(6)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # all six admitted (queued or running) before the signal
+            m = client.get(f"{server.url}/metrics").text
+            if "fewstep_in_flight_requests 6.0" in m:
+                break
+            time.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        try:
+            late = client.post(f"{server.url}/generate", json={**body, "seed": 99}, timeout=10).status_code
+        except httpx.TransportError:
+            late = None  # already closed: refused, which is also not admitted
+        statuses = [f.result().status_code for f in futures]
+    assert statuses == [200] * 6
+    assert late in (503, None)
+    assert server.proc.wait(60) == 0
