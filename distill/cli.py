@@ -154,7 +154,41 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from distill.distill_config import load_distill_config
+    from distill.distiller import distill
+
+    overrides = [f"method={args.method}", f"steps={args.steps}", *args.set]
+    cfg = load_distill_config(args.preset, args.config, overrides)
+    summary = distill(
+        cfg, args.teacher, args.out, not args.no_resume, not args.no_progress, args.stop_at,
+        None if args.max_minutes is None else 60 * args.max_minutes, args.pack_unfinished,
+    )  # fmt: skip
+    log.info(
+        "%s K=%d: %d iterations in %.0f s (%.2g image forward passes); student in %s",
+        cfg.method, cfg.steps, summary["iters"], summary["wall_s"], summary["network_forward_images"],
+        Path(args.out) / "student"
+        if summary["finished"] or args.pack_unfinished
+        else "(unfinished: resume with the same command)",
+    )  # fmt: skip
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    di = sub.add_parser("distill", help="distill a few-step student from the teacher (moment matching)")
+    di.add_argument("--teacher", required=True, help="packed teacher (models/teacher) or its training run")
+    di.add_argument("--method", default="mm-alt", choices=["mm-alt", "mm-param", "pd", "cd"])
+    di.add_argument("--steps", type=int, default=8, help="K, the student's sampling steps")
+    di.add_argument("--preset", default="shapes32-cpu", help="shapes32-cpu | shapes32-gpu | tiny")
+    di.add_argument("--config", help="JSON config file (merged over the preset)")
+    di.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. iters=500")
+    di.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
+    di.add_argument("--no-resume", action="store_true")
+    di.add_argument("--no-progress", action="store_true")
+    di.add_argument("--stop-at", type=int, help="checkpoint and stop at this iteration (resume later)")
+    di.add_argument("--max-minutes", type=float, help="time box: checkpoint and stop after this long")
+    di.add_argument("--pack-unfinished", action="store_true", help="pack the student even if the run stopped early")
+    di.set_defaults(handler=_distill)
     ex = sub.add_parser("export", help="export a trained model to a bundle (ONNX graphs + tokenizer + manifest)")
     ex.add_argument("--model", required=True, help="packed model (models/NAME) or training run")
     ex.add_argument("--out", required=True, help="bundle directory, e.g. bundles/teacher")

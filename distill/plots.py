@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 
-def plot_loss(metrics_path: str | Path, out: str | Path) -> Path | None:
-    """Loss against step from metrics.jsonl (log scale), as a PNG."""
+def plot_loss(
+    metrics_path: str | Path, out: str | Path, key: str = "loss", label: str = "v-prediction MSE"
+) -> Path | None:
+    """`key` (default the loss) against step from metrics.jsonl (log scale), as a PNG."""
     path = Path(metrics_path)
     if not path.exists():
         return None
@@ -20,9 +22,9 @@ def plot_loss(metrics_path: str | Path, out: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.plot([r["step"] for r in rows], [r[key] for r in rows])
     ax.set_xlabel("step")
-    ax.set_ylabel("v-prediction MSE")
+    ax.set_ylabel(label)
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     fig.tight_layout()
