@@ -14,6 +14,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bench.cli import add_commands as add_bench
     from distill.cli import add_commands as add_distill
     from service.cli import add_commands as add_service
     from service.local import add_commands as add_local
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill(sub)
     add_service(sub)
     add_local(sub)
+    add_bench(sub)
     return parser
 
 

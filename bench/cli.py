@@ -1,0 +1,109 @@
+"""`fewstep bench ...`: sampler throughput, reduced-precision quality, the GPU check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _sampler(args: argparse.Namespace) -> int:
+    from bench.paths import DEFAULT_PATHS, PATHS
+    from bench.sampler import markdown, run_sampler_bench, write_results
+
+    names = list(PATHS) if args.backends == ["all"] else args.backends or list(DEFAULT_PATHS)
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        raise ValueError(f"--backends: unknown {unknown}; choose from {list(PATHS)} or 'all'")
+    doc = run_sampler_bench(
+        args.model,
+        names,
+        batches=args.batches,
+        steps=args.steps,
+        device=args.device,
+        threads=args.threads,
+        min_repeats=args.repeats,
+        min_cell_seconds=args.min_cell_seconds,
+    )
+    doc["command"] = (
+        f"fewstep bench sampler --model {args.model} --backends {' '.join(names)} "
+        f"--batches {' '.join(map(str, args.batches))} --steps {' '.join(map(str, args.steps))} --device {args.device}"
+    )
+    json_path, md_path = write_results(doc, args.out)
+    print(markdown(doc))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    from bench.quality import quality_row
+
+    row = quality_row(
+        args.model,
+        args.backend,
+        args.precision,
+        n_images=args.n_images,
+        steps=args.steps,
+        guidance=args.guidance,
+        compile=args.compile,
+        out_dir=args.out,
+        images_dir=args.images,
+        evaluator_path=args.evaluator,
+        batch_size=args.batch_size,
+    )
+    a = row["adherence"]
+    print(
+        f"{row['name']}: FD {row['fd']:.1f} (bootstrap sd {row['fd_bootstrap_sd']:.1f}), adherence "
+        f"{a['overall']:.3f} (se {row['adherence_se']:.3f}), held-out {a['held_out']:.3f}, "
+        f"{row['seconds_per_image'] * 1000:.1f} ms/image"
+    )
+    if row.get("vs_reference"):
+        v = row["vs_reference"]
+        print(
+            f"  vs {v['reference']}: mean |diff| {v['mean_abs_255']:.2f}/255, max {v['max_abs_255']}/255, "
+            f"FD delta {v['fd_delta']:+.1f}, adherence delta {v['adherence_delta']:+.3f}, "
+            f"same verdict on {v['same_verdict_share']:.3f} of prompts"
+        )
+    return 0
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from bench.gpu import main
+
+    return main(args.gpu_args)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: sampler throughput, precision quality, GPU check")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+
+    s = bsub.add_parser("sampler", help="images/s by backend, precision, batch and K, against the matmul peaks")
+    s.add_argument("--model", default="bundles/teacher", help="bundle directory")
+    s.add_argument("--backends", nargs="+", help="paths to compare (default: all but onnxruntime-fp16; 'all')")
+    s.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16, 64], help="images per batch")
+    s.add_argument("--steps", nargs="+", type=int, default=[4, 8], help="sampler steps K")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    s.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    s.add_argument("--repeats", type=int, default=3, help="minimum interleaved rounds per cell")
+    s.add_argument("--min-cell-seconds", type=float, default=2.0, help="keep adding rounds (up to 9) until this")
+    s.add_argument("--out", default="results/bench/sampler.json", help="JSON path (markdown beside it)")
+    s.set_defaults(handler=_sampler)
+
+    q = bsub.add_parser("quality", help="evaluator figures (FD, adherence) of one backend/precision, fixed seeds")
+    q.add_argument("--model", default="bundles/teacher", help="bundle directory")
+    q.add_argument("--backend", default="torch", choices=["onnxruntime", "torch"])
+    q.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16", "int8"])
+    q.add_argument("--compile", action="store_true", help="torch backend: torch.compile the denoiser")
+    q.add_argument("--n-images", type=int, default=500)
+    q.add_argument("--steps", type=int, default=16)
+    q.add_argument("--guidance", type=float, default=3.0)
+    q.add_argument("--batch-size", type=int, default=64, help="images per generate() call")
+    q.add_argument("--evaluator", default="models/evaluator")
+    q.add_argument("--out", default="results/bench/quality", help="directory for the JSON row")
+    q.add_argument("--images", default="runs/bench/quality", help="directory for the generated images (npz)")
+    q.set_defaults(handler=_quality)
+
+    g = bsub.add_parser("gpu", help="CUDA parity and timings (see deploy/gpu_check.sh); args after -- go to it")
+    g.add_argument("gpu_args", nargs=argparse.REMAINDER)
+    g.set_defaults(handler=_gpu)
