@@ -163,29 +163,37 @@ class Distiller:
         return self._mm_param(batches, lr)
 
     def _mm_alt(self, batches, lr: float) -> dict[str, float]:
+        a_losses = [self.aux_update(next(batches), lr) for _ in range(self.cfg.aux_steps)]
+        return {"aux_loss": float(np.mean(a_losses)), **self.student_update(next(batches), lr)}
+
+    def aux_update(self, batch: dict[str, Any], lr: float) -> float:
+        """One auxiliary step: fit the student's conditional mean E[x_tilde | z_s], teacher-anchored.
+        Only the auxiliary's parameters change."""
         cfg, aux = self.cfg, self.aux
         assert aux is not None and self.opt_aux is not None
-        a_losses = []
-        for _ in range(cfg.aux_steps):  # auxiliary: fit the student's conditional mean, teacher-anchored
-            z_t, cond, w, s, t = self.draw(next(batches))
-            with torch.no_grad():
-                x_tilde = self._student(self.student, z_t, t, cond, w)
-            z_s = posterior_draw(z_t, x_tilde, t, s, torch.randn(z_t.shape, generator=self.gen, device=self.device))
-            target = self._teacher(z_s, s, cond, w)
-            pred = self._student(aux, z_s, s, cond, w)
-            loss = aux_loss(pred, x_tilde, target)
-            self._step(loss, aux, self.opt_aux, (cfg.aux_lr or cfg.lr) * lr / cfg.lr, z_t.shape[0])
-            a_losses.append(loss.item())
-        z_t, cond, w, s, t = self.draw(next(batches))  # student: move E[x_tilde | z_s] toward the teacher
+        z_t, cond, w, s, t = self.draw(batch)
+        with torch.no_grad():
+            x_tilde = self._student(self.student, z_t, t, cond, w)
+        z_s = posterior_draw(z_t, x_tilde, t, s, torch.randn(z_t.shape, generator=self.gen, device=self.device))
+        target = self._teacher(z_s, s, cond, w)
+        pred = self._student(aux, z_s, s, cond, w)
+        loss = aux_loss(pred, x_tilde, target)
+        self._step(loss, aux, self.opt_aux, (cfg.aux_lr or cfg.lr) * lr / cfg.lr, z_t.shape[0])
+        return loss.item()
+
+    def student_update(self, batch: dict[str, Any], lr: float) -> dict[str, float]:
+        """One student step: move E[x_tilde | z_s] toward the guided teacher. Only the student changes."""
+        assert self.aux is not None
+        z_t, cond, w, s, t = self.draw(batch)
         x_tilde = self._student(self.student, z_t, t, cond, w)
         z_s = posterior_draw(z_t, x_tilde, t, s, torch.randn(z_t.shape, generator=self.gen, device=self.device))
         target = self._teacher(z_s, s, cond, w)
         with torch.no_grad():
-            fake = self._student(aux, z_s, s, cond, w)
-        loss = mm_alt_student_loss(x_tilde, fake, target, cfg.weighting)
+            fake = self._student(self.aux, z_s, s, cond, w)
+        loss = mm_alt_student_loss(x_tilde, fake, target, self.cfg.weighting)
         norm = self._step(loss, self.student, self.opt, lr, z_t.shape[0])
         gap = (fake - target).pow(2).mean().sqrt().item()
-        return {"aux_loss": float(np.mean(a_losses)), "student_loss": loss.item(), "gap_rms": gap, "grad_norm": norm}
+        return {"student_loss": loss.item(), "gap_rms": gap, "grad_norm": norm}
 
     def _mm_param(self, batches, lr: float) -> dict[str, float]:
         cfg, teacher = self.cfg, self.teacher

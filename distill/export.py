@@ -221,6 +221,13 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _student_info(model_path: Path) -> dict[str, Any] | None:
+    """A distilled student's K and guidance range (`fewstep distill` packs them beside the weights):
+    its bundle serves exactly the grid it was trained for."""
+    f = model_path / PACKED_CONFIG
+    return json.loads(f.read_text()).get("student") if f.is_file() else None
+
+
 def git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -248,13 +255,14 @@ def export_bundle(
     cfg: TrainConfig
     m = cfg.model
     name = name or out.name
+    student = _student_info(model_path)
     if steps is None:
-        steps = (4, 8) if m.guidance_input else TEACHER_STEPS
+        steps = (student["steps"],) if student else TEACHER_STEPS
     steps = sorted(set(steps))
     default_steps = default_steps or (min(steps) if m.guidance_input else TEACHER_DEFAULT_STEPS)
     if default_steps not in steps:
         default_steps = min(steps)
-    lo, w_default, hi = guidance or (1.0, 3.0, 8.0)
+    lo, w_default, hi = guidance or (tuple(student["guidance"]) if student else (1.0, 3.0, 8.0))
     guidance_spec = GuidanceSpec(min=lo, default=w_default, max=hi, network_input=m.guidance_input)
     cache_dir = Path(cache_dir) if cache_dir else out.parent / ".cache"
     den_spec = denoiser_graph(
