@@ -61,10 +61,13 @@ log = logging.getLogger(__name__)
 FORMAT = "fewstep-distill-1"
 
 
-def make_student(teacher: Denoiser) -> Denoiser:
-    """A copy of the teacher that also takes w (its w embedding zero-initialised)."""
+def make_student(teacher: Denoiser, seed: int = 0) -> Denoiser:
+    """A copy of the teacher that also takes w (its w embedding's output layer zero-initialised;
+    its hidden layer drawn from `seed`, so runs are reproducible)."""
     cfg = teacher.cfg.model_copy(update={"guidance_input": True})
-    student = build_denoiser(cfg).to(next(teacher.parameters()).device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = build_denoiser(cfg).to(next(teacher.parameters()).device)
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     if unexpected or any(".w_mlp." not in f".{k}" for k in missing):
         raise ConfigError(f"teacher and student differ beyond the guidance input: {missing} {unexpected}")
@@ -106,12 +109,12 @@ class Distiller:
         if self.teacher.cfg.guidance_input:
             raise ConfigError("--teacher must be a teacher (no guidance input), not a student")
         self.encoder = TextEncoder(self.tcfg.text, device)
-        self.student = make_student(self.teacher)
+        self.student = make_student(self.teacher, cfg.seed)
         self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.aux = self.opt_aux = None
         self.adam_v: dict[str, torch.Tensor] | None = None
         if cfg.method == "mm-alt":
-            self.aux = make_student(self.teacher)
+            self.aux = make_student(self.teacher, cfg.seed + 1)
             self.opt_aux = torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr or cfg.lr, betas=cfg.betas)
         elif cfg.method == "mm-param":
             self.adam_v = {k: v.to(device) for k, v in load_adam_second_moments(teacher_path).items()}
