@@ -59,6 +59,9 @@ from fewstep.sampler import ancestral_sample, guidance_combine
 
 log = logging.getLogger(__name__)
 FORMAT = "fewstep-distill-1"
+# Baselines with their own training loops: module.run(cfg, teacher, out, resume, progress, stop_at,
+# max_seconds, pack_unfinished) -> summary, packing the student with `pack_student`.
+BASELINES = {"pd": "distill.progressive", "cd": "distill.consistency"}
 
 
 def make_student(teacher: Denoiser, seed: int = 0) -> Denoiser:
@@ -314,6 +317,11 @@ def distill(
     """Run (or resume) a distillation; pack the student when done (or, with `pack_unfinished`,
     whatever it reached when `stop_at` or the `max_seconds` time box ended the run)."""
     out = Path(out)
+    if cfg.method in BASELINES:  # progressive and consistency distillation have their own loops
+        import importlib
+
+        module = importlib.import_module(BASELINES[cfg.method])
+        return module.run(cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)
     d, device = setup_distributed(cfg.device)
     if d.world > 1:
         raise ConfigError("distillation runs in one process (torchrun with more ranks: not yet)")
