@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles
+.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill \
+	docker-lock wheelhouse docker-bundles docker-offline test-deploy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,18 @@ results-teacher: $(STAMP)
 	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images 500
 	$(VENV)/bin/fewstep eval table --model models/teacher
 
+# The default students (moment matching, K = 8 and 4; about an hour each on 2 CPU cores) and the
+# distillation table: every method at K = 4 and 8 on the same budget, against the teacher.
+students: $(STAMP)
+	$(VENV)/bin/fewstep distill --teacher models/teacher --method mm-alt --steps 8 --out runs/students/mm-alt-k8
+	$(VENV)/bin/fewstep distill --teacher models/teacher --method mm-alt --steps 4 --out runs/students/mm-alt-k4
+
+results-distill: $(STAMP)
+	for k in 4 8; do for m in mm-alt mm-param pd cd; do \
+		$(VENV)/bin/fewstep distill --teacher models/teacher --method $$m --steps $$k --out runs/students/$$m-k$$k || exit 1; \
+	done; done
+	$(VENV)/bin/fewstep eval distill-table --students runs/students --n-images 2000
+
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed
 # package), tokenizer and a hashed manifest. Rebuilt when the weights or this recipe change.
@@ -64,3 +77,37 @@ serve: bundles
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- Deployment (Dockerfile, docker-compose.yml, deploy/; see the README's deployment section) ----
+DOCKER_DIR := deploy/docker
+# Wheels for the image's platform (Debian bookworm or python:3.11-slim, x86_64), whatever the host.
+WHEEL_PLATFORM ?= --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --python-version 3.11 --implementation cp \
+	--abi cp311 --abi abi3 --abi none --only-binary=:all:
+
+# The pinned versions the images install: the base install's resolution (plus setuptools, the one
+# build tool, so that the image builds fewstep without build isolation). Commit the result.
+docker-lock: $(STAMP)
+	mkdir -p build
+	$(PY) -m pip install --quiet --dry-run --ignore-installed --report build/pip-report.json .
+	$(PY) deploy/docker/lock.py build/pip-report.json > $(DOCKER_DIR)/requirements.lock
+
+# The offline image build's wheels, downloaded on the host (where pip reaches the registry).
+wheelhouse: $(STAMP)
+	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --dest $(DOCKER_DIR)/wheelhouse -r $(DOCKER_DIR)/requirements.lock
+
+# Bundles made here (make bundles) for BUNDLES_SOURCE=context image builds; hard links, no copy.
+docker-bundles: bundles
+	rm -rf $(DOCKER_DIR)/bundles/teacher
+	cp -al bundles/teacher $(DOCKER_DIR)/bundles/teacher
+
+# Builds the CPU image with no registry: a debootstrap base, host wheels and host bundles.
+docker-offline: wheelhouse docker-bundles
+	bash $(DOCKER_DIR)/build-base.sh
+	DOCKER_BUILDKIT=0 docker build --target cpu -t fewstep:0.1.0-cpu \
+		--build-arg BASE_IMAGE=fewstep-local/python:3.11-bookworm \
+		--build-arg PIP_OPTIONS=--no-index --build-arg BUNDLES_SOURCE=context .
+
+# The live compose test (builds images, starts the stack under a Docker Engine it starts itself).
+test-deploy: $(STAMP)
+	$(PY) -m pytest -m slow tests/deploy

@@ -188,3 +188,10 @@ def load_denoiser(
     model = build_denoiser(cfg.model)
     model.load_state_dict(load_file(file))
     return model.to(device).eval().requires_grad_(False), cfg
+
+
+def student_info(path: str | Path) -> dict[str, Any] | None:
+    """The `student` block `fewstep distill` packs beside a student's weights (K, sampler, guidance
+    range, training cost); None for a teacher."""
+    f = Path(path) / PACKED_CONFIG
+    return json.loads(f.read_text()).get("student") if f.is_file() else None

@@ -115,6 +115,23 @@ def _guidance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_table(args: argparse.Namespace) -> int:
+    from distill.distill_report import distill_table
+
+    students = [p.parent for d in args.students for p in sorted(Path(d).glob("**/config.json"))]
+    from distill.checkpoint import student_info
+
+    students = sorted({p for p in students if student_info(p) is not None})
+    if not students:
+        raise ValueError(f"--students: no distilled students under {args.students}")
+    sampler, steps = args.teacher_best
+    distill_table(
+        students, args.teacher, args.guidance, args.n_images, args.out_dir, (sampler, int(steps)),
+        progress=not args.no_progress,
+    )  # fmt: skip
+    return 0
+
+
 def _train_evaluator(args: argparse.Namespace) -> int:
     import torch
 
@@ -258,6 +275,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--out-dir", default="results")
     tb.add_argument("--no-progress", action="store_true")
     tb.set_defaults(handler=_table)
+
+    dt = ev_sub.add_parser("distill-table", help="students against the teacher at equal steps (results/distill.md)")
+    dt.add_argument("--students", nargs="+", required=True, help="directories holding packed students")
+    dt.add_argument("--teacher", default="models/teacher")
+    dt.add_argument("--guidance", type=float, default=3.0)
+    dt.add_argument("--teacher-best", nargs=2, default=["ancestral", "64"], metavar=("SAMPLER", "STEPS"))
+    dt.add_argument("--n-images", type=int, default=2000)
+    dt.add_argument("--out-dir", default="results")
+    dt.add_argument("--no-progress", action="store_true")
+    dt.set_defaults(handler=_distill_table)
 
     gs = ev_sub.add_parser("guidance", help="sweep the guidance scale (results/guidance.md)")
     gs.add_argument("--model", required=True)

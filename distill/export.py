@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.checkpoint import PACKED_CONFIG, PACKED_WEIGHTS, load_denoiser
+from distill.checkpoint import PACKED_CONFIG, PACKED_WEIGHTS, load_denoiser, student_info
 from distill.config import TextConfig, TrainConfig
 from distill.text import load_hf_encoder, resolve_encoder_dir
 from fewstep.bundle import (
@@ -221,13 +221,6 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _student_info(model_path: Path) -> dict[str, Any] | None:
-    """A distilled student's K and guidance range (`fewstep distill` packs them beside the weights):
-    its bundle serves exactly the grid it was trained for."""
-    f = model_path / PACKED_CONFIG
-    return json.loads(f.read_text()).get("student") if f.is_file() else None
-
-
 def git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -255,7 +248,7 @@ def export_bundle(
     cfg: TrainConfig
     m = cfg.model
     name = name or out.name
-    student = _student_info(model_path)
+    student = student_info(model_path)
     if steps is None:
         steps = (student["steps"],) if student else TEACHER_STEPS
     steps = sorted(set(steps))

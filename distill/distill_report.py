@@ -1,0 +1,167 @@
+"""`fewstep eval distill-table`: students against the teacher at equal steps (results/distill.md).
+
+Rows, all in the evaluation schema of `distill.evaluate.evaluate` (same prompts, seeds, evaluator):
+each packed student at its own K and sampler, the teacher at its best setting, and the teacher
+with DDIM and DPM-Solver++ at every K a student has (the training-free solvers at equal steps).
+Each student row also carries its training cost (updates, wall time, image network passes, device)
+from the packed config. Writes `results/distill.md`, the JSON rows under `results/distill/`,
+`results/distill_fd_steps.png` (FD against steps per method) and `results/distill_grid.png` (the
+same eight prompts and seeds for every row, side by side).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distill.checkpoint import load_denoiser, student_info
+from distill.evaluate import eval_set, evaluate, generate
+from distill.report import _fmt
+from distill.text import TextEncoder
+
+log = logging.getLogger(__name__)
+
+GRID_PROMPTS = 8
+
+
+def plan_rows(
+    students: list[Path], teacher: str, guidance: float, teacher_best: tuple[str, int]
+) -> list[dict[str, Any]]:
+    """What to evaluate: (label, model, sampler, steps, guidance) per row, students first."""
+    plan, ks = [], set()
+    for path in students:
+        info = student_info(path)
+        if info is None:
+            raise ValueError(f"{path} is not a distilled student (no 'student' block in its config.json)")
+        k = int(info["steps"])
+        ks.add(k)
+        plan.append(
+            {
+                "label": info["method"],
+                "model": str(path),
+                "sampler": info.get("sampler", "ancestral"),
+                "steps": k,
+                "guidance": guidance,
+                "train": info.get("training", {}),
+            }
+        )
+    sampler, steps = teacher_best
+    plan.append({"label": f"teacher (best, {sampler})", "model": teacher, "sampler": sampler, "steps": steps})
+    for k in sorted(ks):
+        plan.append({"label": "teacher ddim", "model": teacher, "sampler": "ddim", "steps": k})
+        plan.append({"label": "teacher dpm++2m", "model": teacher, "sampler": "dpmpp-2m", "steps": k})
+    for p in plan:
+        p.setdefault("guidance", guidance)
+        p.setdefault("train", {})
+    return plan
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| method | K | sampler | NFE | FD | KID | adherence | 1 obj | 2 obj | held-out | precision | recall "
+        "| bg TV | s/image | training |\n" + "|" + " --- |" * 15 + "\n"
+    )
+    lines = []
+    for r in sorted(rows, key=lambda r: (r["steps"], r["label"].startswith("teacher"), r["label"])):
+        a, t = r["adherence"], r.get("train") or {}
+        cost = (
+            f"{t['iters']} updates, {t['wall_s'] / 60:.1f} min on {t.get('device', '?')}, "
+            f"{t.get('network_forward_images', 0):.2g} image passes"
+            if t
+            else "-"
+        )
+        lines.append(
+            f"| {r['label']} | {r['steps']} | {r['sampler']} | {r['nfe']:.0f} | {_fmt(r['fd'])} | {_fmt(r['kid'], 4)} "
+            f"| {_fmt(a['overall'])} | {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | {_fmt(a['held_out'])} "
+            f"| {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['free_attribute_tv'].get('background'))} "
+            f"| {r['seconds_per_image']:.4f} | {cost} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def plot_fd_steps(rows: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in dict.fromkeys(r["label"] for r in rows):
+        pts = sorted((r["steps"], r["fd"]) for r in rows if r["label"] == label)
+        style = "--" if label.startswith("teacher") else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sampling steps K")
+    ax.set_ylabel("FD (evaluator features)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def side_by_side(plan: list[dict[str, Any]], out: Path) -> None:
+    """One row of the same GRID_PROMPTS prompts and seeds per table row, labelled."""
+    from PIL import Image, ImageDraw
+
+    items = eval_set(GRID_PROMPTS)
+    strips, labels = [], []
+    encoders: dict[str, TextEncoder] = {}
+    for p in plan:
+        model, cfg = load_denoiser(p["model"])
+        key = cfg.text.model_dump_json()
+        enc = encoders.setdefault(key, TextEncoder(cfg.text))
+        with torch.inference_mode():
+            images, _ = generate(model, enc, items, p["sampler"], p["steps"], p["guidance"], progress=False)
+        strips.append(np.concatenate(list(images), axis=1))
+        labels.append(f"{p['label']} K={p['steps']}")
+    scale, pad = 3, 190
+    h = strips[0].shape[0] * scale
+    canvas = Image.new("RGB", (pad + strips[0].shape[1] * scale, h * len(strips)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (strip, label) in enumerate(zip(strips, labels, strict=True)):
+        img = Image.fromarray(strip).resize((strip.shape[1] * scale, h), Image.NEAREST)
+        canvas.paste(img, (pad, i * h))
+        draw.text((4, i * h + h // 2 - 6), label, fill="black")
+    canvas.save(out)
+
+
+def distill_table(
+    students: list[Path],
+    teacher: str,
+    guidance: float,
+    n_images: int,
+    out_dir: str | Path = "results",
+    teacher_best: tuple[str, int] = ("ancestral", 64),
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    out_dir = Path(out_dir)
+    plan = plan_rows(students, teacher, guidance, teacher_best)
+    rows = []
+    for p in plan:
+        name = f"{p['label'].split()[0].replace('(', '')}-{p['sampler']}-{p['steps']}"
+        if not p["label"].startswith("teacher"):
+            name = f"{p['label']}-k{p['steps']}"
+        row = evaluate(
+            p["model"], p["sampler"], p["steps"], p["guidance"], n_images, name, out_dir / "distill", progress=progress
+        )
+        row.update(label=p["label"], train=p["train"])
+        (out_dir / "distill" / f"{name}.json").write_text(json.dumps(row, indent=2))
+        rows.append(row)
+        log.info("%s K=%d: FD %.1f adherence %.3f", p["label"], p["steps"], row["fd"], row["adherence"]["overall"])
+        r0 = rows[0]
+        text = (
+            f"# Distilled students against the teacher\n\n{r0['n_images']} images per row (fixed prompts and "
+            f"seeds, eval seed {r0['eval_seed']}), guidance w = {guidance:g} for every row, machine: "
+            f"{r0['machine']}, git {r0['git_sha']}. Regenerate: `make results-distill`.\n\n" + markdown(rows)
+        )
+        text += "\n![FD against steps](distill_fd_steps.png)\n\n![same prompts and seeds](distill_grid.png)\n"
+        (out_dir / "distill.md").write_text(text)
+        plot_fd_steps(rows, out_dir / "distill_fd_steps.png")
+    side_by_side(plan, out_dir / "distill_grid.png")
+    return rows
