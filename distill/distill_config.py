@@ -31,6 +31,24 @@ class DistillConfig(StrictModel):
     guidance_max: float = Field(5.0, ge=0)
     guidance_default: float = Field(3.0, ge=0, description="the w used for samples and the bundle default")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the student (0: off, pack the raw student)")
+    teacher_steps: int = Field(
+        64,
+        ge=2,
+        le=1024,
+        description="pd: the teacher's DDIM step count the halving starts from (K * 2^S, S >= 1 stages); "
+        "cd: N, the teacher's DDIM discretisation of [0, 1] (a multiple of K: N / K teacher steps per segment)",
+    )
+    cd_target_ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="cd: decay mu of the target network theta^- (0: the stop-gradient current student)",
+    )
+    cd_weighting: Literal["boundary", "x"] = Field(
+        "boundary",
+        description="cd: 'boundary' = squared distance of the DDIM jumps to the segment boundary "
+        "(x error times (alpha_b - sigma_b alpha_t / sigma_t)^2); 'x' = unweighted x error",
+    )
     data: DataConfig = DataConfig(seed=1, num_workers=1, cond_dropout=0.0)
     seed: int = Field(0, ge=0)
     log_every: int = Field(25, gt=0)
@@ -44,6 +62,11 @@ class DistillConfig(StrictModel):
     def _check(self) -> DistillConfig:
         if not self.guidance_min <= self.guidance_default <= self.guidance_max:
             raise ValueError("need guidance_min <= guidance_default <= guidance_max")
+        n, k = self.teacher_steps, self.steps
+        if self.method == "pd" and (n <= k or n % k or (n // k) & (n // k - 1)):
+            raise ValueError(f"pd: teacher_steps ({n}) must be steps ({k}) times a power of two >= 2")
+        if self.method == "cd" and n % k:
+            raise ValueError(f"cd: teacher_steps ({n}) must be a multiple of steps ({k})")
         return self
 
 

@@ -55,7 +55,7 @@ from distill.text import TextEncoder
 from distill.train import MetricsLog, sample_prompts, setup_distributed
 from fewstep.networks import Denoiser, build_denoiser, count_params
 from fewstep.rng import SeededNoise
-from fewstep.sampler import ancestral_sample, guidance_combine
+from fewstep.sampler import SAMPLERS, guidance_combine
 
 log = logging.getLogger(__name__)
 FORMAT = "fewstep-distill-1"
@@ -89,14 +89,17 @@ def guided(call, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tens
     return guidance_combine(x_cond, x_null, w.view(-1, 1, 1, 1))
 
 
-def write_student_samples(student: Denoiser, encoder: TextEncoder, k: int, w: float, path: Path) -> None:
+def write_student_samples(
+    student: Denoiser, encoder: TextEncoder, k: int, w: float, path: Path, sampler: str = "ancestral"
+) -> None:
+    """A grid of the student's k-step samples (`sampler`: "ancestral" for mm, "ddim" for pd and cd)."""
     captions = sample_prompts()
     cfg = student.cfg
     noise = SeededNoise(range(len(captions)), (cfg.in_channels, cfg.resolution, cfg.resolution))
     with torch.inference_mode():
         was = student.training
         student.eval()
-        x = ancestral_sample(
+        x = SAMPLERS[sampler](
             GuidedDenoiser(student), k, encode_cond(encoder, captions), w, noise, next(student.parameters())
         )
         student.train(was)
@@ -282,8 +285,11 @@ def _prefixed(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"teacher.{k}": v for k, v in params.items()}
 
 
-def pack_student(run: Distiller, out: Path, summary: dict[str, Any]) -> Path:
-    """The student in the packed-model layout (`load_denoiser`, `fewstep export`, `fewstep eval`)."""
+def pack_student(run: Distiller, out: Path, summary: dict[str, Any], sampler: str = "ancestral") -> Path:
+    """The student in the packed-model layout (`load_denoiser`, `fewstep export`, `fewstep eval`).
+
+    `run` is anything with `.student`, `.tcfg` and `.cfg`; `sampler` is the shared sampler the student
+    was trained for ("ancestral": moment matching; "ddim": progressive and consistency distillation)."""
     out.mkdir(parents=True, exist_ok=True)
     save_file(_contiguous(run.student.state_dict()), out / "model.safetensors")
     tcfg: TrainConfig = run.tcfg
@@ -295,6 +301,7 @@ def pack_student(run: Distiller, out: Path, summary: dict[str, Any]) -> Path:
         "student": {
             "method": cfg.method,
             "steps": cfg.steps,
+            "sampler": sampler,
             "guidance": [cfg.guidance_min, cfg.guidance_default, cfg.guidance_max],
             "distill_config": cfg.model_dump(mode="json"),
             "training": summary,

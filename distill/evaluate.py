@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.checkpoint import load_denoiser
+from distill.checkpoint import load_denoiser, student_info
 from distill.data import to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond, nfe_per_step
 from distill.evaluator import load_evaluator, predict
@@ -217,6 +217,9 @@ def evaluate(
         raise ValueError(f"--sampler must be one of {SAMPLER_NAMES}, got {sampler!r}")
     evaluator, ev_manifest = load_evaluator(evaluator_path)
     model, cfg = load_denoiser(model_path)
+    trained_for = (student_info(model_path) or {}).get("sampler")
+    if trained_for is not None and trained_for != sampler:
+        log.warning("%s was distilled for the %s sampler; evaluating it with %s", model_path, trained_for, sampler)
     encoder = TextEncoder(cfg.text)
     items = eval_set(n_images)
     ref = reference_images(items, cfg.model.resolution)

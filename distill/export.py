@@ -282,6 +282,7 @@ def export_bundle(
             name=name,
             resolution=m.resolution,
             channels=m.in_channels,
+            sampler=(student or {}).get("sampler", "ancestral"),  # pd and cd students: "ddim"
             steps=step_schedules(steps),
             default_steps=default_steps,
             guidance=guidance_spec,

@@ -72,6 +72,19 @@ def ddim_step(z_t: Any, x_hat: Any, alpha_t: Any, sigma_t: Any, alpha_s: Any, si
     return alpha_s * x_hat + sigma_s * eps_hat
 
 
+def ddim_x_for(z_t: Any, z_s: Any, alpha_t: Any, sigma_t: Any, alpha_s: Any, sigma_s: Any) -> Any:
+    """The x_hat whose DDIM step from z_t at t lands on z_s at s < t: the inverse of `ddim_step` in x.
+
+    Solving z_s = alpha_s x + (sigma_s / sigma_t)(z_t - alpha_t x) for x gives
+        x = (z_s - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t),
+    the x_tilde target of progressive distillation (Salimans and Ho 2022, Algorithm 2) and the
+    invDDIM of multistep consistency models (Heek et al. 2024). The denominator is positive for s < t
+    (alpha / sigma grows as t falls).
+    """
+    ratio = sigma_s / sigma_t
+    return (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
+
+
 def _initial_z(noise: NoiseSource, like: Any | None) -> Any:
     z = noise.initial()
     return z if like is None or isinstance(z, type(like)) else as_array_like(z, like)
