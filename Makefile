@@ -98,8 +98,8 @@ wheelhouse: $(STAMP)
 
 # Bundles made here (make bundles) for BUNDLES_SOURCE=context image builds; hard links, no copy.
 docker-bundles: bundles
-	rm -rf $(DOCKER_DIR)/bundles/teacher
-	cp -al bundles/teacher $(DOCKER_DIR)/bundles/teacher
+	rm -rf $(DOCKER_DIR)/host-bundles/teacher
+	cp -al bundles/teacher $(DOCKER_DIR)/host-bundles/teacher
 
 # Builds the CPU image with no registry: a debootstrap base, host wheels and host bundles.
 docker-offline: wheelhouse docker-bundles

@@ -1,0 +1,146 @@
+# fewstep images. Build a target by name (the compose file does):
+#   docker build --target cpu -t fewstep:0.1.0-cpu .     ONNX Runtime on CPU, no torch (default service)
+#   docker build --target gpu -t fewstep:0.1.0-gpu .     CUDA base, onnxruntime-gpu + TensorRT; builds the
+#                                                        TensorRT engines on first start, then serves
+# Stages run in file order with the classic builder (DOCKER_BUILDKIT=0 builds every stage before the
+# target), so the GPU stage comes last and a CPU build never touches the CUDA base.
+#
+# Build arguments:
+#   BASE_IMAGE       the Python 3.11 base of the CPU stages (pinned; an offline build passes a local
+#                    image, see deploy/docker/build-base.sh)
+#   GPU_BASE_IMAGE   the CUDA runtime base of the GPU stage (pinned)
+#   PIP_OPTIONS      extra pip options; offline: "--no-index" (then every wheel comes from
+#                    deploy/docker/wheelhouse/, filled on the host by `make wheelhouse`)
+#   BUNDLES_SOURCE   export:  a build stage installs torch + the distill extra and exports the
+#                             committed weights (models/) into bundles (needs the network, or a
+#                             wheelhouse that holds them: `make wheelhouse-export`)
+#                    context: copy bundles made on the host by `make docker-bundles` (no torch in the
+#                             build at all; what CI and air-gapped builds use)
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------------------------------------
+# builder: the service's virtual environment (the base install: no torch), versions from the lock.
+FROM ${BASE_IMAGE} AS builder
+ARG PIP_OPTIONS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+COPY deploy/docker/wheelhouse/ /wheelhouse/
+COPY deploy/docker/requirements.lock /tmp/requirements.lock
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse -r /tmp/requirements.lock
+COPY pyproject.toml README.md /src/
+COPY fewstep/ /src/fewstep/
+COPY service/ /src/service/
+COPY distill/ /src/distill/
+COPY bench/ /src/bench/
+# setuptools comes from the lock: no build isolation, so the offline build needs nothing else.
+RUN /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src \
+ && /opt/venv/bin/pip uninstall -y -q setuptools \
+ && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------------------------------------
+# bundles: the served models. torch lives only in this stage (never in a runtime image).
+FROM builder AS bundles
+ARG PIP_OPTIONS=""
+ARG BUNDLES_SOURCE=export
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+COPY models/teacher/ /src/models/teacher/
+COPY results/teacher/ /src/results/teacher/
+COPY deploy/docker/host-bundles/ /prebuilt/
+RUN set -eu; \
+    if [ "$BUNDLES_SOURCE" = context ]; then \
+        test -f /prebuilt/teacher/manifest.json \
+          || { echo "BUNDLES_SOURCE=context: run 'make docker-bundles' first" >&2; exit 1; }; \
+        mkdir /bundles && cp -a /prebuilt/teacher /bundles/teacher; \
+    elif [ "$BUNDLES_SOURCE" = export ]; then \
+        python3 -m venv /opt/export; \
+        /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse --extra-index-url "$TORCH_INDEX" \
+            "torch==${TORCH_VERSION}"; \
+        /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse "/src[distill]"; \
+        cd /src && HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model models/teacher --out /bundles/teacher \
+            --evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json; \
+        rm -rf /bundles/.cache; \
+    else \
+        echo "BUNDLES_SOURCE must be export or context, not '$BUNDLES_SOURCE'" >&2; exit 1; \
+    fi; \
+    chmod -R u=rwX,go=rX /bundles; \
+    /opt/venv/bin/python -c "from fewstep.bundle import load_manifest; load_manifest('/bundles/teacher', verify=True)"
+
+# ---------------------------------------------------------------------------------------------
+# cpu: the default runtime. Non-root, exec-form entrypoint, health check on /readyz.
+FROM ${BASE_IMAGE} AS cpu
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    FEWSTEP_BUNDLES=/opt/fewstep/bundles \
+    FEWSTEP_HOST=0.0.0.0 \
+    FEWSTEP_PORT=8000
+RUN groupadd --system --gid 10001 fewstep \
+ && useradd --system --uid 10001 --gid fewstep --home-dir /var/lib/fewstep --create-home fewstep
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=bundles /bundles /opt/fewstep/bundles
+COPY deploy/entrypoint.sh /usr/local/bin/fewstep-entrypoint
+USER 10001:10001
+WORKDIR /var/lib/fewstep
+EXPOSE 8000
+# /readyz turns 200 after the bundles loaded and warmed up; start-period covers that.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('FEWSTEP_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["/usr/local/bin/fewstep-entrypoint"]
+CMD []
+
+# ---------------------------------------------------------------------------------------------
+# gpu: CUDA runtime base, onnxruntime-gpu (CUDA and TensorRT providers) and native TensorRT. The
+# entrypoint builds the TensorRT engines for this GPU into the cache volume on first start
+# (FEWSTEP_BACKEND__ENGINE_CACHE, keyed by GPU, TensorRT version, graph and precision), then serves.
+# Not built or run on the CPU-only CI machines.
+FROM ${GPU_BASE_IMAGE} AS gpu
+ARG PIP_OPTIONS=""
+ARG ONNXRUNTIME_GPU_VERSION=1.31.1
+ARG TENSORRT_VERSION=11.4.0.106
+ARG CUDA_PYTHON_VERSION=12.9.0
+ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+COPY deploy/docker/wheelhouse/ /wheelhouse/
+COPY deploy/docker/requirements.lock /tmp/requirements.lock
+COPY pyproject.toml README.md /src/
+COPY fewstep/ /src/fewstep/
+COPY service/ /src/service/
+COPY distill/ /src/distill/
+COPY bench/ /src/bench/
+# The lock minus onnxruntime (onnxruntime-gpu provides the same module), plus the GPU packages.
+RUN python3 -m venv /opt/venv \
+ && grep -v '^onnxruntime==' /tmp/requirements.lock > /tmp/requirements-gpu.lock \
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse -r /tmp/requirements-gpu.lock \
+        "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" "tensorrt-cu12==${TENSORRT_VERSION}" \
+        "cuda-python==${CUDA_PYTHON_VERSION}" \
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src \
+ && /opt/venv/bin/pip uninstall -y -q setuptools \
+ && rm -rf /src /wheelhouse /tmp/requirements*.lock \
+ && groupadd --system --gid 10001 fewstep \
+ && useradd --system --uid 10001 --gid fewstep --home-dir /var/lib/fewstep --create-home fewstep \
+ && mkdir -p /var/cache/fewstep/trt && chown fewstep:fewstep /var/cache/fewstep/trt
+COPY --from=bundles /bundles /opt/fewstep/bundles
+COPY deploy/entrypoint.sh /usr/local/bin/fewstep-entrypoint
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    FEWSTEP_BUNDLES=/opt/fewstep/bundles \
+    FEWSTEP_HOST=0.0.0.0 \
+    FEWSTEP_PORT=8000 \
+    FEWSTEP_BACKEND__KIND=tensorrt \
+    FEWSTEP_BACKEND__DEVICE=cuda \
+    FEWSTEP_BACKEND__PRECISION=fp16 \
+    FEWSTEP_BACKEND__ENGINE_CACHE=/var/cache/fewstep/trt
+USER 10001:10001
+WORKDIR /var/lib/fewstep
+VOLUME ["/var/cache/fewstep/trt"]
+EXPOSE 8000
+# The first start builds engines (minutes on a large model); start-period allows for it.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=600s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('FEWSTEP_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["/usr/local/bin/fewstep-entrypoint"]
+CMD []
