@@ -68,6 +68,21 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.profile import markdown, profile_ort, profile_torch
+
+    bundle = Path(args.model)
+    for engine in args.engines:
+        if engine == "onnxruntime":
+            prof = profile_ort(bundle, args.batch, args.runs)
+        else:
+            prof = profile_torch(bundle, args.batch, engine.removeprefix("torch-"), args.runs)
+        print(markdown(prof, args.top))
+    return 0
+
+
 def _gpu(args: argparse.Namespace) -> int:
     from bench.gpu import main
 
@@ -103,6 +118,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default="results/bench/quality", help="directory for the JSON row")
     q.add_argument("--images", default="runs/bench/quality", help="directory for the generated images (npz)")
     q.set_defaults(handler=_quality)
+
+    f = bsub.add_parser("profile", help="per-operator time of one denoiser evaluation (ORT and torch profilers)")
+    f.add_argument("--model", default="bundles/teacher", help="bundle directory")
+    f.add_argument("--engines", nargs="+", default=["onnxruntime", "torch-fp32", "torch-bf16"])
+    f.add_argument("--batch", type=int, default=64, help="denoiser batch (a guided batch of N images is 2N)")
+    f.add_argument("--runs", type=int, default=3)
+    f.add_argument("--top", type=int, default=12)
+    f.set_defaults(handler=_profile)
 
     g = bsub.add_parser("gpu", help="CUDA parity and timings (see deploy/gpu_check.sh); args after -- go to it")
     g.add_argument("gpu_args", nargs=argparse.REMAINDER)

@@ -31,7 +31,7 @@ def flop_mapping() -> dict[Any, Callable]:
     extra = {}
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is not None:
-        extra[op.default] = _sdpa_cpu_flops
+        extra[op] = _sdpa_cpu_flops  # FlopCounterMode looks formulas up by overload packet
     return extra
 
 

@@ -1,0 +1,32 @@
+"""The GPU check's CPU dry run: every section runs or reports itself skipped, and a table is written."""
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+def test_cpu_dry_run_on_a_bundle(tiny_bundle, tmp_path):
+    from bench.gpu import main
+
+    args = ["--batches", "1", "2", "--steps", "2", "--repeats", "1", "--skip", "compile"]
+    rc = main(["--model", str(tiny_bundle), "--device", "cpu", "--out", str(tmp_path), *args])
+    assert rc == 0
+    doc = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert doc["parity"]["pass"] and doc["parity"]["denoiser_max_abs"] == 0.0
+    modes = {(r["mode"], r["precision"]) for r in doc["rows"] if "images_per_s" in r}
+    assert {("torch eager", "fp32"), ("torch eager", "bf16"), ("ort CPU", "fp32")} <= modes
+    notes = " ".join(doc["notes"])
+    assert "CUDA-graph replay: skipped" in notes and "native TensorRT: skipped" in notes
+    assert "| torch eager | fp32 | 2 | 2 |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_packed_model_layout(tiny_bundle):
+    from bench.gpu import load_model
+
+    packed = tiny_bundle.parent / "models" / "tiny"
+    cfg, weights, _onnx, tokens = load_model(packed)
+    assert weights.is_file() and tokens == 16 and cfg.resolution == 16
+    with pytest.raises(FileNotFoundError):
+        load_model(tiny_bundle.parent)

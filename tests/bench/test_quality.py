@@ -1,0 +1,67 @@
+"""The quality row: distill.evaluate's schema plus backend/precision, noise yardsticks, paired deltas."""
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluator(tmp_path_factory):
+    """A random evaluator at the tiny bundle's 16 px (the committed one reads 32 px)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from distill.evaluator import Evaluator, EvaluatorConfig
+
+    path = tmp_path_factory.mktemp("evaluator")
+    cfg = EvaluatorConfig(resolution=16, width=8, feature_dim=16)
+    torch.manual_seed(0)
+    save_file(Evaluator(cfg).state_dict(), path / "weights.safetensors")
+    (path / "manifest.json").write_text(json.dumps({"config": cfg.model_dump(), "accuracy": {"all": 0.0}}))
+    return path
+
+
+def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
+    from bench.quality import quality_row
+
+    kw = dict(
+        n_images=10,
+        steps=2,
+        guidance=3.0,
+        out_dir=tmp_path / "rows",
+        images_dir=tmp_path / "images",
+        evaluator_path=tiny_evaluator,
+        batch_size=4,
+    )
+    fp32 = quality_row(tiny_bundle, "torch", "fp32", **kw)
+    keys = {
+        "name", "model", "sampler", "steps", "guidance", "nfe", "nfe_per_step", "n_images", "fd", "kid", "kid_std",
+        "precision", "recall", "adherence", "free_attribute_tv", "seconds_per_image", "evaluator_accuracy",
+        "eval_seed", "machine", "git_sha",
+    }  # fmt: skip
+    assert keys <= set(fp32)
+    assert fp32["backend"] == "torch" and fp32["precision"] == "fp32"
+    assert fp32["nfe"] == 4 and fp32["n_images"] == 10
+    assert fp32["fd_bootstrap_sd"] >= 0
+    assert (tmp_path / "rows" / f"{fp32['name']}.json").is_file()
+    bf16 = quality_row(tiny_bundle, "torch", "bf16", **kw)
+    v = bf16["vs_reference"]
+    assert v["reference"] == fp32["name"]
+    assert v["fd_delta"] == pytest.approx(bf16["fd"] - fp32["fd"])
+    assert 0 <= v["same_verdict_share"] <= 1 and 0 <= v["max_abs_255"] <= 255
+
+
+def test_ort_int8_goes_through_the_service_pipeline(tiny_bundle):
+    import numpy as np
+
+    from bench.quality import load_bench_pipeline
+    from service.pipeline import ImageJob
+
+    jobs = [ImageJob("a red circle", i, 2, 3.0) for i in range(3)]
+    fp32 = load_bench_pipeline(tiny_bundle, "onnxruntime", "fp32").generate(jobs)
+    int8 = load_bench_pipeline(tiny_bundle, "onnxruntime", "int8")
+    assert list((tiny_bundle.parent / ".cache" / "bench").glob("*-int8.onnx"))
+    images = int8.generate(jobs)
+    assert images.shape == fp32.shape and images.dtype == np.uint8
