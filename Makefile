@@ -63,17 +63,23 @@ results-distill: $(STAMP)
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed
 # package), tokenizer and a hashed manifest. Rebuilt when the weights or this recipe change.
-BUNDLE_MODELS := teacher
-bundles: $(foreach m,$(BUNDLE_MODELS),bundles/$(m)/manifest.json)
+STUDENTS := mm-alt-k8 mm-alt-k4
+bundles: bundles/teacher/manifest.json $(foreach m,$(STUDENTS),bundles/$(m)/manifest.json)
 
 bundles/teacher/manifest.json: $(STAMP) models/teacher/model.safetensors models/teacher/config.json
 	$(VENV)/bin/fewstep export --model models/teacher --out bundles/teacher \
 		--evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json
 
+# Students serve exactly their K and guidance range (from their packed config).
+bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/students/%/config.json
+	$(VENV)/bin/fewstep export --model models/students/$* --out bundles/$* --evaluation results/students/$*.json
+
 # The service on CPU with the default bundles (built first if missing): http://127.0.0.1:8000/
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.
+# The teacher is the default model until the students reach its quality (results/students/);
+# requests pick a student with "model": "mm-alt-k4" (4 network evaluations an image).
 serve: bundles
-	$(VENV)/bin/fewstep serve --bundles bundles
+	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-teacher} $(VENV)/bin/fewstep serve --bundles bundles
 
 clean-venv:
 	rm -rf $(VENV)
