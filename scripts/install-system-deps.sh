@@ -2,6 +2,9 @@
 # System packages the end-to-end tests need, installed only when missing (called by .ci/run).
 #   prometheus: a real Prometheus scrapes the live service; promtool checks a live scrape.
 #   chromium:   the playground page is clicked through in headless Chromium (driven by playwright).
+#   docker.io:  the Docker Engine (dockerd) the live compose test starts (tests/deploy); the test
+#               starts and stops the daemon itself, nothing is started here.
+#   debootstrap: the local base image of the offline image builds (deploy/docker/build-base.sh).
 # Each is optional for `make test`: the tests that need one skip with a reason when it is absent,
 # so a machine without root or without Debian still runs everything else.
 set -euo pipefail
@@ -10,9 +13,11 @@ need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-system-deps: prometheus, promtool and chromium are present"
+    echo "install-system-deps: prometheus, promtool, chromium, dockerd and debootstrap are present"
     exit 0
 fi
 # Deduplicate (prometheus is listed twice when both binaries are missing).
@@ -33,5 +38,6 @@ echo "install-system-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # --no-install-recommends keeps Chromium's and Prometheus's footprint small; the services that
-# Debian would start (prometheus.service) are not started in a container without systemd anyway.
+# Debian would start (prometheus.service, docker.service) are not started in a container without
+# systemd anyway.
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

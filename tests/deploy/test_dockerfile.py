@@ -1,0 +1,124 @@
+"""Static checks of the Dockerfiles and the build context (no Docker daemon needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = [ROOT / "Dockerfile", ROOT / "deploy/prometheus/Dockerfile"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages(path: Path) -> dict[str, list[tuple[str, str]]]:
+    result: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for word, rest in instructions(path):
+        if word == "FROM":
+            parts = rest.split()
+            current = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else f"stage{len(result)}"
+            result[current] = []
+        if current is not None:
+            result[current].append((word, rest))
+    return result
+
+
+def arg_defaults(path: Path) -> dict[str, str]:
+    return {k: v for word, rest in instructions(path) if word == "ARG" and "=" in rest for k, v in [rest.split("=", 1)]}
+
+
+def runtime_stages(path: Path) -> dict[str, list[tuple[str, str]]]:
+    all_stages = stages(path)
+    if path.name == "Dockerfile" and path.parent == ROOT:
+        return {name: all_stages[name] for name in ("cpu", "gpu")}
+    return {name: body for name, body in all_stages.items()}
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_runtime_stages_run_as_non_root_with_exec_form_and_healthcheck(path):
+    for name, body in runtime_stages(path).items():
+        users = [rest for word, rest in body if word == "USER"]
+        assert users, f"{name}: no USER"
+        assert users[-1].split(":")[0] not in ("root", "0"), f"{name}: runs as {users[-1]}"
+        for word in ("ENTRYPOINT", "CMD"):
+            for word_, rest in body:
+                if word_ == word:
+                    assert isinstance(json.loads(rest), list), f"{name}: {word} is not exec form"
+        if path.parent == ROOT:
+            checks = [rest for word, rest in body if word == "HEALTHCHECK"]
+            assert checks, f"{name}: no HEALTHCHECK"
+            cmd = checks[-1].split(" CMD ", 1)[1]
+            assert isinstance(json.loads(cmd), list), f"{name}: HEALTHCHECK is not exec form"
+            assert "/readyz" in cmd
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_base_image_and_package_is_pinned(path):
+    defaults = arg_defaults(path)
+    for word, rest in instructions(path):
+        if word != "FROM":
+            continue
+        image = rest.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), image)
+        if image in stages(path):  # FROM another stage
+            continue
+        assert ":" in image and not image.endswith(":latest"), f"{path.name}: unpinned base {image}"
+        assert re.search(r":[\w.-]*\d", image), f"{path.name}: base {image} has no version in its tag"
+    assert "latest" not in path.read_text().replace("# ", "")
+    for name, value in defaults.items():
+        if name.endswith("_VERSION"):
+            assert re.fullmatch(r"[\w.+~-]*\d[\w.+~-]*", value), f"{name}={value} is not a version"
+
+
+def test_cpu_image_never_installs_torch_and_gpu_stage_comes_last():
+    all_stages = stages(ROOT / "Dockerfile")
+    # The classic builder builds every stage before the target: the CUDA stage must come last.
+    assert list(all_stages)[-1] == "gpu"
+    cpu = all_stages["cpu"]
+    copies = [rest for word, rest in cpu if word == "COPY"]
+    assert any(c.startswith("--from=builder /opt/venv") for c in copies)
+    assert any(c.startswith("--from=bundles /bundles") for c in copies)
+    assert not [rest for word, rest in cpu if word == "RUN" and "pip" in rest], "the cpu stage installs nothing itself"
+    builder = " ".join(rest for word, rest in all_stages["builder"] if word == "RUN")
+    assert "torch" not in builder and "requirements.lock" in builder
+    lock = (ROOT / "deploy/docker/requirements.lock").read_text()
+    pins = [line for line in lock.splitlines() if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[a-z0-9-]+==[\w.]+", p) for p in pins), pins
+    assert not any(p.startswith(("torch==", "nvidia-")) for p in pins)
+    assert any(p.startswith("onnxruntime==") for p in pins)
+
+
+def test_dockerignore_keeps_runs_venvs_and_caches_out():
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "an allowlist: everything is ignored unless named"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    for never in (".venv", "runs", ".git", "bundles", ".cache", "build"):
+        assert never not in allowed
+    # everything the Dockerfile copies from the context is allowed in
+    for word, rest in instructions(ROOT / "Dockerfile"):
+        if word == "COPY" and not rest.startswith("--from"):
+            for src in rest.split()[:-1]:
+                src = src.rstrip("/")
+                assert any(src == a or src.startswith(a + "/") or a.startswith(src + "/") for a in allowed), src
+
+
+def test_entrypoint_is_executable_and_execs_the_server():
+    entry = ROOT / "deploy/entrypoint.sh"
+    assert entry.stat().st_mode & 0o111
+    text = entry.read_text()
+    assert text.startswith("#!/bin/sh") and "exec fewstep serve" in text
