@@ -64,11 +64,17 @@ def load_pipelines(settings: ServiceSettings) -> list[Pipeline]:
 
 
 def engine_config(settings: ServiceSettings) -> EngineConfig:
+    """Batch bounds left unset come from the warm-up cost profile (the constants are the fallback
+    without warm-up, and the bounds in force until the profile is done)."""
+    fallback = EngineConfig()
     return EngineConfig(
-        max_batch_images=settings.max_batch_images,
-        max_wait_s=settings.max_wait_s,
+        max_batch_images=settings.max_batch_images or fallback.max_batch_images,
+        max_wait_s=fallback.max_wait_s if settings.max_wait_s is None else settings.max_wait_s,
         queue_limit_images=settings.queue_limit_images,
         request_timeout_s=settings.request_timeout_s,
+        profile_max_batch=settings.max_batch_images is None,
+        profile_max_wait=settings.max_wait_s is None,
+        profile_budget_s=settings.batch_profile_budget_s,
     )
 
 

@@ -52,8 +52,15 @@ class ServiceSettings(BaseSettings):
     default_model: str | None = Field(None, description="model used when a request names none; None = first loaded")
     backend: BackendSettings = Field(default_factory=BackendSettings)
 
-    max_batch_images: int = Field(8, ge=1, le=1024, description="most images one batch may hold")
-    max_wait_s: float = Field(0.01, ge=0, le=10, description="longest a request waits for a fuller batch")
+    max_batch_images: int | None = Field(
+        None, ge=1, le=1024, description="most images one batch may hold; None = from the warm-up cost profile"
+    )
+    max_wait_s: float | None = Field(
+        None, ge=0, le=10, description="longest a request waits for a fuller batch; None = from the cost profile"
+    )
+    batch_profile_budget_s: float = Field(
+        3.0, gt=0, le=120, description="warm-up time per model for the batch cost profile (when a bound is None)"
+    )
     queue_limit_images: int = Field(256, ge=1, description="images queued before new requests get 429")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline of one request, queue and compute (504)")
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long accepted work may take to finish")

@@ -7,6 +7,9 @@ client disconnect, which cancels the caller) removes the request from the queue 
 not started, and otherwise lets the batch finish without it (a running backend call cannot be
 interrupted). A backend exception fails only the requests of that batch.
 
+With `profile_max_batch` / `profile_max_wait` set, warm-up also times each model's batch cost per
+size and replaces the configured bounds with the derived ones (`service.engine.profile`).
+
 States: starting (loaded, warming up) -> ready -> draining (SIGTERM: no admission, queued work
 still runs) -> stopped. Only `ready` admits.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from service.engine.policy import BatchPolicy, DynamicBatchPolicy
+from service.engine.profile import BatchLimits, CostProfile, derive_limits, measure_costs
 from service.engine.runner import Runner
 from service.engine.types import (
     BatchFailed,
@@ -50,6 +54,14 @@ class EngineConfig:
     max_wait_s: float = 0.01
     queue_limit_images: int = 256
     request_timeout_s: float = 60.0
+    profile_max_batch: bool = False  # derive max_batch_images per model from the warm-up cost profile
+    profile_max_wait: bool = False  # derive max_wait_s per model from it
+    profile_budget_s: float = 3.0  # time the profile may take per model
+    profile_batch_limit: int = 64  # largest batch size profiled
+
+    @property
+    def profiled(self) -> bool:
+        return self.profile_max_batch or self.profile_max_wait
 
 
 @dataclass(eq=False)
@@ -97,6 +109,8 @@ class Engine:
         self._batch_s_ema: float | None = None
         self.state: State = "starting"
         self.failure: str | None = None
+        self.cost_profiles: dict[str, CostProfile] = {}
+        self.batch_limits: dict[str, BatchLimits] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -110,6 +124,8 @@ class Engine:
         try:
             if warm:
                 await self._runner.warm(list(self.pipelines.values()))
+                if self.config.profiled and isinstance(self.policy, DynamicBatchPolicy):
+                    await self._profile_batching()
         except Exception as e:  # the service stays up and says why it is not ready
             log.exception("warm-up failed")
             self.failure = f"warm-up failed: {type(e).__name__}: {e}"
@@ -119,6 +135,41 @@ class Engine:
             self.state = "ready"
             self.metrics.ready.set(1)
             log.info("ready: %s", ", ".join(self.pipelines))
+
+    async def _profile_batching(self) -> None:
+        """Time each model's batches by size and set the policy's per-model bounds from the profile."""
+        c = self.config
+        limits: dict[Hashable, tuple[int, float]] = {}
+        for name, p in self.pipelines.items():
+            steps = min(p.manifest.steps)  # cost scales with steps; the per-image ratios do not
+
+            async def run(b: int, p: Pipeline = p, steps: int = steps) -> float:
+                jobs = [ImageJob(f"profile {b} {i}", i, steps, p.manifest.guidance.default) for i in range(b)]
+                return (await self._runner.run(p, jobs))[1]
+
+            limit = min(c.profile_batch_limit, c.queue_limit_images)
+            profile = await measure_costs(run, name, steps, max_batch=limit, budget_s=c.profile_budget_s)
+            derived = derive_limits(profile)
+            chosen = BatchLimits(
+                derived.max_batch_images if c.profile_max_batch else c.max_batch_images,
+                derived.max_wait_s if c.profile_max_wait else c.max_wait_s,
+            )
+            self.cost_profiles[name], self.batch_limits[name] = profile, chosen
+            for k in p.manifest.steps:
+                limits[(name, k)] = (chosen.max_batch_images, chosen.max_wait_s)
+            ms = ", ".join(f"{b}: {s * 1000:.1f}" for b, s in profile.seconds.items())
+            log.info(
+                "batch profile %s at %d steps (ms per batch: %s): gain %.2f; max_batch_images %d, max_wait_s %.4f",
+                name, steps, ms, profile.gain, chosen.max_batch_images, chosen.max_wait_s,
+            )  # fmt: skip
+        policy = self.policy
+        assert isinstance(policy, DynamicBatchPolicy)
+        self.policy = DynamicBatchPolicy(policy.max_batch_images, policy.max_wait_s, limits)
+
+    def max_batch_images(self, model: str) -> int:
+        """The batch bound in force for `model` (profiled or configured)."""
+        limits = self.batch_limits.get(model)
+        return limits.max_batch_images if limits else self.config.max_batch_images
 
     @property
     def ready(self) -> bool:
@@ -236,7 +287,7 @@ class Engine:
         if queued + request.n > self.config.queue_limit_images:
             raise QueueFull(
                 f"queue full ({queued} images queued, limit {self.config.queue_limit_images})",
-                self._retry_after_s(queued + request.n),
+                self._retry_after_s(queued + request.n, self.max_batch_images(request.model)),
             )
         now = time.monotonic()
         ticket = _Ticket(
@@ -264,8 +315,8 @@ class Engine:
             return True
         return False
 
-    def _retry_after_s(self, images_ahead: int) -> float:
-        batches = math.ceil(images_ahead / self.config.max_batch_images)
+    def _retry_after_s(self, images_ahead: int, max_batch_images: int) -> float:
+        batches = math.ceil(images_ahead / max_batch_images)
         return max(1.0, math.ceil(batches * (self._batch_s_ema or 1.0)))
 
     def _update_gauges(self) -> None:

@@ -10,12 +10,15 @@ or as soon as it cannot grow from what is queued, or when the head has waited `m
 The engine asks only when its runner is free, so while a batch computes the next one fills up;
 `max_wait_s` bounds the extra latency of waiting for company when the runner is idle.
 
+`limits` overrides both bounds per key (the engine fills it from the warm-up cost profile of each
+model, `service.engine.profile`); keys not in it use the defaults.
+
 Step-level batching (issue 5) replaces this unit; the engine only needs `select` and `Decision`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -56,29 +59,37 @@ class DynamicBatchPolicy:
 
     max_batch_images: int
     max_wait_s: float
+    limits: Mapping[Hashable, tuple[int, float]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if self.max_batch_images < 1:
-            raise ValueError(f"max_batch_images must be >= 1, got {self.max_batch_images}")
-        if self.max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be >= 0, got {self.max_wait_s}")
+        bounds = [(self.max_batch_images, self.max_wait_s), *self.limits.values()]
+        for max_batch, max_wait in bounds:
+            if max_batch < 1:
+                raise ValueError(f"max_batch_images must be >= 1, got {max_batch}")
+            if max_wait < 0:
+                raise ValueError(f"max_wait_s must be >= 0, got {max_wait}")
+
+    def bounds(self, key: Hashable) -> tuple[int, float]:
+        """(max batch images, max wait seconds) for requests with this key."""
+        return self.limits.get(key, (self.max_batch_images, self.max_wait_s))
 
     def select(self, queue: Sequence[Q], now: float) -> Decision[Q]:
         if not queue:
             return Decision()
         head = queue[0]
+        max_batch, max_wait = self.bounds(head.key)
         batch, total, blocked = [head], head.images, False
         for item in queue[1:]:
-            if total >= self.max_batch_images:
+            if total >= max_batch:
                 break
             if item.key != head.key:
                 continue
-            if total + item.images <= self.max_batch_images:
+            if total + item.images <= max_batch:
                 batch.append(item)
                 total += item.images
             else:
                 blocked = True  # a same-key request that will not fit: waiting cannot fill this batch
-        deadline = head.enqueued_at + self.max_wait_s
-        if total >= self.max_batch_images or blocked or now >= deadline:
+        deadline = head.enqueued_at + max_wait
+        if total >= max_batch or blocked or now >= deadline:
             return Decision(batch)
         return Decision(wake_at=deadline)

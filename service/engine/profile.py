@@ -1,0 +1,98 @@
+"""Batcher limits from a warm-up cost profile of the backend, instead of constants.
+
+How much a fuller batch buys depends on the machine: on a GPU, 32 images cost little more than
+one; on a small CPU a conv UNet costs about the same per image at batch 1 and batch 64. Waiting
+for company that buys no throughput only adds latency, so at warm-up the engine times one batch of
+each size 1, 2, 4, ... (within a time budget) and derives, per model:
+
+- `max_batch_images`: the smallest batch size whose throughput is within `tolerance` (5%) of the
+  best measured. Beyond it a batch only makes its first request wait for the others' compute.
+- `max_wait_s`: 0 when the best batch is less than `min_gain` (1.1x) faster per image than batch 1
+  (waiting cannot pay for itself); otherwise the batch-1 time times (1 - 1/gain): the compute a
+  lone request would save per image, which keeps a lone request's latency within twice its
+  compute time.
+
+`max_wait_s` only matters while the runner is idle: under load the queue fills while the running
+batch computes, and the next batch leaves as soon as the runner is free.
+
+The derivation (`derive_limits`) is pure; `measure_costs` does the timing through any `run(b)`
+callable (the engine passes one that runs `Pipeline.generate` on its runner thread).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+TOLERANCE = 0.05
+MIN_GAIN = 1.1
+
+
+@dataclass(frozen=True)
+class CostProfile:
+    """Seconds one `Pipeline.generate` call took per batch size (median of its repeats)."""
+
+    model: str
+    steps: int
+    seconds: dict[int, float] = field(default_factory=dict)
+
+    def throughput(self, batch: int) -> float:
+        return batch / self.seconds[batch]
+
+    @property
+    def best_batch(self) -> int:
+        return max(self.seconds, key=self.throughput)
+
+    @property
+    def gain(self) -> float:
+        """Images/s at the best batch size over images/s at batch 1."""
+        return self.throughput(self.best_batch) / self.throughput(1) if 1 in self.seconds else 1.0
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_images: int
+    max_wait_s: float
+
+
+def derive_limits(profile: CostProfile, tolerance: float = TOLERANCE, min_gain: float = MIN_GAIN) -> BatchLimits:
+    """The batcher limits a cost profile calls for (see the module docstring)."""
+    if not profile.seconds:
+        raise ValueError(f"empty cost profile for {profile.model}")
+    best = profile.throughput(profile.best_batch)
+    knee = min(b for b in profile.seconds if profile.throughput(b) >= (1 - tolerance) * best)
+    gain = profile.gain
+    wait = 0.0 if gain < min_gain or 1 not in profile.seconds else profile.seconds[1] * (1 - 1 / gain)
+    return BatchLimits(max_batch_images=knee, max_wait_s=round(wait, 4))
+
+
+async def measure_costs(
+    run: Callable[[int], Awaitable[float]],
+    model: str,
+    steps: int,
+    max_batch: int = 64,
+    budget_s: float = 3.0,
+    repeats: int = 3,
+) -> CostProfile:
+    """Time `run(b)` (returns seconds) for b = 1, 2, 4, ... up to `max_batch`, within about `budget_s`.
+
+    Each size runs `repeats` times while that fits the budget (at least once); the next size is
+    tried only if a batch of it, at the cost per image seen so far, fits what is left.
+    """
+    seconds: dict[int, float] = {}
+    spent, b = 0.0, 1
+    while b <= max_batch:
+        times: list[float] = []
+        for _ in range(repeats):
+            t = await run(b)
+            times.append(t)
+            spent += t
+            if spent + t > budget_s:
+                break
+        seconds[b] = statistics.median(times)
+        per_image = seconds[b] / b
+        if spent + 2 * b * per_image > budget_s:
+            break
+        b *= 2
+    return CostProfile(model, steps, seconds)

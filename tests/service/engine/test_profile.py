@@ -1,0 +1,120 @@
+"""Batcher limits from the warm-up cost profile: the pure derivation, the timing loop, and the
+engine applying them per model (and the settings that switch it on)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.app import engine_config
+from service.backends.fake import FakeDenoiser, fake_pipeline
+from service.engine import Engine, EngineConfig, GenerateRequest
+from service.engine.policy import DynamicBatchPolicy
+from service.engine.profile import CostProfile, derive_limits, measure_costs
+from service.settings import ServiceSettings
+
+
+def profile(per_batch: dict[int, float]) -> CostProfile:
+    return CostProfile("m", 4, per_batch)
+
+
+def test_a_flat_cost_curve_gives_batch_one_and_no_wait():
+    # CPU-like: the same cost per image at every size; batching buys nothing, so waiting only adds latency
+    limits = derive_limits(profile({1: 0.010, 2: 0.020, 4: 0.041, 8: 0.079, 16: 0.161}))
+    assert limits.max_batch_images == 1 and limits.max_wait_s == 0.0
+
+
+def test_a_gpu_like_curve_batches_to_the_knee_and_waits_a_bounded_time():
+    # GPU-like: 8x the images for 1.25x the time, then per-image cost flattens
+    p = profile({1: 0.010, 2: 0.0105, 4: 0.011, 8: 0.0125, 16: 0.024, 32: 0.0485})
+    limits = derive_limits(p)
+    # images/s: 100, 190, 364, 640, 667, 660; the best is 16, and 8 is within 5% of it
+    assert limits.max_batch_images == 8
+    assert p.best_batch == 16 and p.gain == pytest.approx(6.67, rel=0.01)
+    assert 0 < limits.max_wait_s < 0.010  # at most the batch-1 compute time: a lone request at most doubles
+    assert limits.max_wait_s == pytest.approx(0.010 * (1 - 1 / p.gain), abs=1e-4)
+
+
+def test_the_knee_is_the_smallest_size_within_tolerance_of_the_best():
+    p = profile({1: 0.010, 2: 0.012, 4: 0.0205, 8: 0.040})  # 100, 167, 195, 200 images/s
+    assert derive_limits(p).max_batch_images == 4
+    assert derive_limits(p, tolerance=0.0).max_batch_images == 8
+
+
+def test_a_small_gain_below_the_threshold_does_not_wait():
+    p = profile({1: 0.010, 2: 0.019, 4: 0.0375})  # 1.07x
+    assert derive_limits(p).max_wait_s == 0.0
+
+
+def test_measure_costs_doubles_sizes_within_the_budget():
+    calls: list[int] = []
+
+    async def run(b: int) -> float:
+        calls.append(b)
+        return 0.01 * b  # seconds "measured"
+
+    p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=1.0, repeats=3))
+    assert sorted(p.seconds) == [1, 2, 4, 8, 16] and p.seconds[8] == pytest.approx(0.08)
+    assert sum(0.01 * b for b in calls) <= 1.0 + 1e-9  # never over budget
+    assert calls[:3] == [1, 1, 1]
+
+
+def test_measure_costs_stops_at_the_largest_batch():
+    async def run(b: int) -> float:
+        return 0.0001
+
+    p = asyncio.run(measure_costs(run, "m", 4, max_batch=8, budget_s=10.0))
+    assert sorted(p.seconds) == [1, 2, 4, 8]
+
+
+def test_policy_limits_apply_per_key():
+    policy = DynamicBatchPolicy(8, 0.5, {("a", 4): (1, 0.0)})
+    assert policy.bounds(("a", 4)) == (1, 0.0) and policy.bounds(("b", 4)) == (8, 0.5)
+    with pytest.raises(ValueError, match="max_batch_images"):
+        DynamicBatchPolicy(8, 0.0, {("a", 4): (0, 0.0)})
+
+
+def test_the_engine_profiles_each_model_at_warm_up_and_batches_by_its_limits():
+    # "flat": a per-image cost and no fixed cost (batching buys nothing); "gpu": a fixed cost per call
+    flat = FakeDenoiser(per_image_s=0.01)
+    gpu = FakeDenoiser(delay_s=0.02, per_image_s=0.0001)
+    pipes = [fake_pipeline("flat", flat, steps=(1,)), fake_pipeline("gpu", gpu, steps=(1,))]
+
+    async def scenario():
+        config = EngineConfig(profile_max_batch=True, profile_max_wait=True, profile_budget_s=1.0)
+        engine = Engine(pipes, config)
+        await engine.start()
+        await engine.warm_up()
+        # a burst of 12 one-image requests per model, queued before the runner picks any
+        reqs = [GenerateRequest(m, f"p{i}", seed=i, steps=1) for m in ("flat", "gpu") for i in range(12)]
+        results = await asyncio.gather(*(engine.generate(r) for r in reqs))
+        await engine.stop()
+        return engine, results
+
+    engine, results = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert engine.batch_limits["flat"].max_batch_images <= 2 and engine.batch_limits["flat"].max_wait_s == 0.0
+    assert engine.batch_limits["gpu"].max_batch_images >= 8 and engine.batch_limits["gpu"].max_wait_s > 0
+    assert max(r.batch_images for r in results if r.model == "flat") <= 2
+    assert max(r.batch_images for r in results if r.model == "gpu") >= 8
+    assert engine.state == "stopped" and engine.failure is None
+
+
+def test_settings_left_unset_are_profiled_and_set_ones_are_kept():
+    assert engine_config(ServiceSettings()).profile_max_batch and engine_config(ServiceSettings()).profile_max_wait
+    fixed = engine_config(ServiceSettings(max_batch_images=4, max_wait_s=0.0))
+    assert not fixed.profiled and fixed.max_batch_images == 4 and fixed.max_wait_s == 0.0
+    half = engine_config(ServiceSettings(max_batch_images=4))
+    assert not half.profile_max_batch and half.profile_max_wait
+
+
+def test_without_warm_up_the_configured_bounds_stay():
+    async def scenario():
+        engine = Engine([fake_pipeline("fake")], EngineConfig(profile_max_batch=True, profile_max_wait=True))
+        await engine.start()
+        await engine.warm_up(warm=False)
+        await engine.stop()
+        return engine
+
+    engine = asyncio.run(scenario())
+    assert engine.batch_limits == {} and engine.max_batch_images("fake") == 8
