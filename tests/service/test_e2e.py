@@ -35,7 +35,17 @@ from prometheus_client.parser import text_string_to_metric_families
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL_KEY = "ancestral-16-w3"  # the manifest's evaluation row the served defaults reproduce (16 steps, w = 3)
+
+
+def eval_row(model: dict) -> tuple[str, dict]:
+    """The manifest's evaluation row at the model's default steps and guidance (what it serves)."""
+    suffix = f"-{model['default_steps']}-w{model['guidance']['default']:g}"
+    for key, row in model["evaluation"].items():
+        if key.endswith(suffix):
+            return key, row
+    return suffix, {}
+
+
 N_REQUESTS = 32
 
 
@@ -87,7 +97,8 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     cmd = [str(fewstep), "serve", "--bundles", str(bundles), "--port", str(port)]
     cmd += ["--max-batch-images", "16", "--max-wait-s", "0.05", "--drain-timeout-s", "30"]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        env = {**os.environ, "FEWSTEP_DEFAULT_MODEL": "teacher"}  # as `make serve` does
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/readyz", 180, proc)
@@ -100,7 +111,8 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def default_model(server: Server) -> dict:
-    return httpx.get(f"{server.url}/v1/models").json()["data"][0]
+    models = httpx.get(f"{server.url}/v1/models").json()["data"]
+    return next(m for m in models if m["id"] == "teacher")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +153,7 @@ def burst(server: Server, default_model: dict, prometheus_or_none) -> list[tuple
     from distill.evaluate import eval_set
 
     items = eval_set(500)[:N_REQUESTS]  # in-distribution items, seeds 0..31: the evaluation's own
-    row = default_model["evaluation"].get(EVAL_KEY, {})
+    _, row = eval_row(default_model)
     steps, guidance = row.get("steps", default_model["default_steps"]), row.get("guidance", 3.0)
     bodies = [
         {
@@ -184,9 +196,9 @@ def test_32_concurrent_requests_all_decode_and_ran_in_batches(burst, server: Ser
 
 
 def test_served_adherence_is_within_sampling_error_of_the_manifest(burst, default_model: dict):
-    row = default_model["evaluation"].get(EVAL_KEY)
+    key, row = eval_row(default_model)
     if not row or "adherence" not in row:
-        pytest.skip(f"the bundle's manifest has no {EVAL_KEY!r} adherence figure")
+        pytest.skip(f"the bundle's manifest has no {key!r} adherence figure")
     from distill.evaluate import adherence, eval_set
     from distill.evaluator import load_evaluator, predict
 
