@@ -11,9 +11,10 @@
 #   GPU_BASE_IMAGE   the CUDA runtime base of the GPU stage (pinned)
 #   PIP_OPTIONS      extra pip options; offline: "--no-index" (then every wheel comes from
 #                    deploy/docker/wheelhouse/, filled on the host by `make wheelhouse`)
-#   BUNDLES_SOURCE   export:  a build stage installs torch + the distill extra and exports the
-#                             committed weights (models/) into bundles (needs the network, or a
-#                             wheelhouse that holds them: `make wheelhouse-export`)
+#   BUNDLES_SOURCE   export:  a build stage installs torch (CPU build) + the distill extra, pinned
+#                             by deploy/docker/requirements-export.lock, and exports the committed
+#                             weights (models/) into bundles (needs PyPI and TORCH_INDEX, or, with
+#                             PIP_OPTIONS=--no-index, the wheels of `make wheelhouse-export`)
 #                    context: copy bundles made on the host by `make docker-bundles` (no torch in the
 #                             build at all; what CI and air-gapped builds use)
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
@@ -43,8 +44,9 @@ RUN /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src
 FROM builder AS bundles
 ARG PIP_OPTIONS=""
 ARG BUNDLES_SOURCE=export
-ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+COPY deploy/docker/requirements-export.lock /tmp/requirements-export.lock
+COPY deploy/docker/wheelhouse-export/ /wheelhouse-export/
 COPY models/teacher/ /src/models/teacher/
 COPY results/teacher/ /src/results/teacher/
 COPY deploy/docker/host-bundles/ /prebuilt/
@@ -55,9 +57,9 @@ RUN set -eu; \
         mkdir /bundles && cp -a /prebuilt/teacher /bundles/teacher; \
     elif [ "$BUNDLES_SOURCE" = export ]; then \
         python3 -m venv /opt/export; \
-        /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse --extra-index-url "$TORCH_INDEX" \
-            "torch==${TORCH_VERSION}"; \
-        /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse "/src[distill]"; \
+        /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse-export --extra-index-url "$TORCH_INDEX" \
+            -r /tmp/requirements-export.lock; \
+        /opt/export/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src; \
         cd /src && HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model models/teacher --out /bundles/teacher \
             --evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json; \
         rm -rf /bundles/.cache; \

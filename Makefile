@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill \
-	docker-lock wheelhouse docker-bundles docker-offline test-deploy
+	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -97,10 +97,19 @@ docker-lock: $(STAMP)
 	mkdir -p build
 	$(PY) -m pip install --quiet --dry-run --ignore-installed --report build/pip-report.json .
 	$(PY) deploy/docker/lock.py build/pip-report.json > $(DOCKER_DIR)/requirements.lock
+	$(PY) -m pip install --quiet --dry-run --ignore-installed --report build/pip-report-export.json \
+		torch==2.13.0 '.[distill]'
+	$(PY) deploy/docker/lock.py build/pip-report-export.json > $(DOCKER_DIR)/requirements-export.lock
 
 # The offline image build's wheels, downloaded on the host (where pip reaches the registry).
 wheelhouse: $(STAMP)
 	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --dest $(DOCKER_DIR)/wheelhouse -r $(DOCKER_DIR)/requirements.lock
+
+# Wheels for BUNDLES_SOURCE=export offline: torch (CPU build) and the distill extra (about 400 MB),
+# used only by the bundles build stage.
+wheelhouse-export: $(STAMP)
+	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --dest $(DOCKER_DIR)/wheelhouse-export \
+		-r $(DOCKER_DIR)/requirements-export.lock
 
 # Bundles made here (make bundles) for BUNDLES_SOURCE=context image builds; hard links, no copy.
 docker-bundles: bundles
