@@ -144,7 +144,7 @@ class Engine:
             steps = min(p.manifest.steps)  # cost scales with steps; the per-image ratios do not
 
             async def run(b: int, p: Pipeline = p, steps: int = steps) -> float:
-                jobs = [ImageJob(f"profile {b} {i}", i, steps, p.manifest.guidance.default) for i in range(b)]
+                jobs = [ImageJob(f"profile {i}", i, steps, p.manifest.guidance.default) for i in range(b)]
                 return (await self._runner.run(p, jobs))[1]
 
             limit = min(c.profile_batch_limit, c.queue_limit_images)

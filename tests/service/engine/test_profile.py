@@ -57,7 +57,17 @@ def test_measure_costs_doubles_sizes_within_the_budget():
     p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=1.0, repeats=3))
     assert sorted(p.seconds) == [1, 2, 4, 8, 16] and p.seconds[8] == pytest.approx(0.08)
     assert sum(0.01 * b for b in calls) <= 1.0 + 1e-9  # never over budget
-    assert calls[:3] == [1, 1, 1]
+    assert calls[:4] == [1, 1, 1, 1]  # one untimed run (fills the prompt cache), then the timed repeats
+
+
+def test_measure_costs_keeps_the_fastest_repeat():
+    times = iter([9.0, 0.5, 0.01, 0.3] + [0.02] * 100)
+
+    async def run(b: int) -> float:
+        return next(times)
+
+    p = asyncio.run(measure_costs(run, "m", 4, max_batch=1, budget_s=100.0, repeats=3))
+    assert p.seconds == {1: 0.01}  # the untimed 9 s run and the slower repeats do not count
 
 
 def test_measure_costs_stops_at_the_largest_batch():
