@@ -127,6 +127,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--top", type=int, default=12)
     f.set_defaults(handler=_profile)
 
+    from bench.http_cli import add_arguments
+
+    add_arguments(bsub.add_parser("http", help="a real `fewstep serve` under load, beside the raw sampler's limit"))
+
     g = bsub.add_parser("gpu", help="CUDA parity and timings (see deploy/gpu_check.sh); args after -- go to it")
     g.add_argument("gpu_args", nargs=argparse.REMAINDER)
     g.set_defaults(handler=_gpu)
