@@ -251,6 +251,8 @@ async def closed_loop(
         while time.perf_counter() < end:
             cls, body = mix.next()
             outcomes.append(await _one(pool, mix, cls, body, time.perf_counter(), path))
+            if outcomes[-1].status == 0:
+                await asyncio.sleep(0.01)  # a refused connection: do not spin
 
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - begin
