@@ -19,6 +19,7 @@ from service.metrics import CONTENT_TYPE
 ERRORS = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
+        400: "a body that cannot be parsed at all (e.g. not UTF-8)",
         401: "missing or wrong API key",
         404: "unknown model",
         413: "body too large",
