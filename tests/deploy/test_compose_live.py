@@ -23,6 +23,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -79,6 +80,22 @@ def wait_healthy(stack: Stack, service: str, timeout_s: float) -> None:
     raise AssertionError(f"{service} not healthy after {timeout_s} s (last status {status!r}):\n{logs}")
 
 
+def start_to_healthy(stack: Stack, service: str) -> float:
+    """Seconds from the container's start to the end of its first passing health check."""
+    cid = stack.compose("ps", "-q", service).stdout.strip()
+    state = json.loads(run(["docker", "inspect", "-f", "{{json .State}}", cid], stack.env, 30).stdout)
+    ok = [entry["End"] for entry in state["Health"]["Log"] if entry["ExitCode"] == 0]
+    return round((parse_time(ok[0]) - parse_time(state["StartedAt"])).total_seconds(), 1) if ok else float("nan")
+
+
+def parse_time(stamp: str) -> datetime:
+    """Docker's RFC 3339 times carry nanoseconds, which datetime cannot parse: keep microseconds."""
+    m = re.fullmatch(r"([^.]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    assert m, stamp
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(f"{m.group(1)}.{(m.group(2) or '0')[:6].ljust(6, '0')}{zone}")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, default_bundles) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("docker")
@@ -101,6 +118,7 @@ def stack(tmp_path_factory, default_bundles) -> Iterator[Stack]:
             report["up_build_and_start_s"] = t1 = round(time.monotonic() - t0, 1)
             wait_healthy(s, "fewstep", 180)
             report["up_to_service_ready_s"] = round(time.monotonic() - t0, 1)
+            report["service_start_to_healthy_s"] = start_to_healthy(s, "fewstep")
             wait_healthy(s, "prometheus", 120)
             report["up_to_stack_ready_s"] = t2 = round(time.monotonic() - t0, 1)
             # compose starts Prometheus only once the service is healthy: "ready after start" is the
