@@ -312,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
         ips = f"{row['images_per_s']:9.1f} img/s" if times else "        -      "
         print(f"  {mode:28s} {precision:5s} b={batch:3d} K={steps}: {ips} {extra}", flush=True)
 
+    def flush() -> str:
+        """Write what has been measured so far (a later section may hang or be killed by the timeout)."""
+        doc["elapsed_s"] = _elapsed()
+        (out / "gpu_check.json").write_text(json.dumps(doc, indent=2) + "\n")
+        md = table(doc)
+        (out / "gpu_check.md").write_text(md)
+        return md
+
     def budget_left(what: str) -> bool:
+        flush()
         if _elapsed() > args.budget_s:
             note(f"{what}: skipped (time budget of {args.budget_s:.0f} s spent)")
             return False
@@ -402,10 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     time_numpy_backends(args, device, cfg, tokens, onnx_path, conds, seeds, shape, w, add, note, budget_left)
 
-    doc["elapsed_s"] = _elapsed()
-    (out / "gpu_check.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = table(doc)
-    (out / "gpu_check.md").write_text(md)
+    md = flush()
     print()
     print(md)
     print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} ({_elapsed():.0f} s)")
