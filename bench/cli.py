@@ -8,7 +8,24 @@ import logging
 log = logging.getLogger(__name__)
 
 
+def passive_omp() -> None:
+    """OpenMP workers that sleep when idle instead of spin-waiting (torch's default spins).
+
+    ONNX Runtime's sessions already run without spinning (`service/backends/onnxruntime.py`);
+    torch's OpenMP pool spins, and on a CPU shared with other work that made torch 5-15x slower
+    (a batch-32 evaluation: 3.5-6.4 s spinning against 0.38-0.49 s passive, measured here with two
+    other processes on the 2 cores). So both backends are measured the way a shared service would
+    run them. Must run before torch is imported; an OMP_WAIT_POLICY already set is kept."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        log.warning("torch already imported: OMP_WAIT_POLICY cannot be changed for this process")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _sampler(args: argparse.Namespace) -> int:
+    passive_omp()
     from bench.paths import DEFAULT_PATHS, PATHS
     from bench.sampler import markdown, run_sampler_bench, write_results
 
@@ -37,6 +54,7 @@ def _sampler(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace) -> int:
+    passive_omp()
     from bench.quality import quality_row
 
     row = quality_row(
@@ -69,6 +87,7 @@ def _quality(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    passive_omp()
     from pathlib import Path
 
     from bench.profile import markdown, profile_ort, profile_torch
