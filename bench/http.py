@@ -21,6 +21,7 @@ rate, and the CPU seconds of the client and of the server process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -64,10 +65,12 @@ class HttpBenchConfig:
     open_s: float = 15.0
     raw_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     raw_min_s: float = 1.0
-    prompts: int = 256
+    prompts: int = 64
     threads: int | None = None
     seed: int = 0
-    profile_budget_s: float = 3.0
+    profile_budget_s: float | None = None  # the server's warm-up profile budget; None = its default
+    gain_rounds: int = 2  # alternations of max batch 1 and profiled bounds at 32 clients
+    py_spy_s: float = 0.0  # > 0: record the profiled server under 32 clients for this long (extra phase)
     host: str = "127.0.0.1"
 
 
@@ -221,6 +224,85 @@ def histogram_delta(before: dict, after: dict) -> dict[str, Any]:
     return out
 
 
+# --- where the server's time goes (py-spy) -----------------------------------------------------
+
+# A stack that runs a graph is the text encoder's or the denoiser's, whatever called it; any other
+# stack goes to the category of its innermost frame that matches one.
+GRAPH_CATEGORIES = (("text encoder (ORT)", ("service/text.py",)), ("denoiser (ORT run)", ("onnxruntime",)))
+FRAME_CATEGORIES = (
+    ("sampler maths (numpy)", ("fewstep/", "service/pipeline.py", "numpy")),
+    ("image encoding (PNG)", ("encode.py", "PIL")),
+    ("metrics", ("prometheus_client",)),
+    (
+        "HTTP + routing (uvicorn, starlette, fastapi, pydantic)",
+        ("uvicorn", "h11", "httptools", "starlette", "fastapi", "pydantic", "service/api"),
+    ),
+    ("event loop, engine, threads", ("asyncio", "uvloop", "service/engine", "concurrent", "threading", "selectors")),
+)
+
+
+def categorize(stack: str) -> str:
+    for name, keys in GRAPH_CATEGORIES:
+        if any(k in stack for k in keys):
+            return name
+    for frame in reversed(stack.split(";")):
+        for name, keys in FRAME_CATEGORIES:
+            if any(k in frame for k in keys):
+                return name
+    return "other"
+
+
+def py_spy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
+    """Start `py-spy record` (collapsed stacks, not pausing the process); None if py-spy is missing."""
+    import shutil
+
+    exe = Path(sys.executable).parent / "py-spy"
+    exe_path = str(exe) if exe.exists() else shutil.which("py-spy")
+    if not exe_path:
+        log.warning("py-spy not found: no server profile")
+        return None
+    cmd = [exe_path, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
+    cmd += ["--nonblocking", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_stacks(collapsed: str, top: int = 15) -> dict[str, Any]:
+    """Share of samples per category and the top functions by own samples, from py-spy's raw output."""
+    cats: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        name = categorize(stack)
+        cats[name] = cats.get(name, 0) + n
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + n
+    share = {k: v / total for k, v in sorted(cats.items(), key=lambda kv: -kv[1])} if total else {}
+    leaves = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return {"samples": total, "by_category": share, "top_own": [(k, v / total) for k, v in leaves]}
+
+
+async def warm_prompts(url: str, classes: Sequence[RequestClass], prompts: Sequence[str], clients: int = 16) -> None:
+    """One request per prompt and model of the mix (the raw sampler's prompt cache is filled too)."""
+    bodies = [
+        json.dumps({"prompt": p, "seed": 0, **({"model": c.model} if c.model else {})}).encode()
+        for c in {c.model: c for c in classes}.values()
+        for p in prompts
+    ]
+    pool = Pool(url)
+
+    async def worker(k: int) -> None:
+        for body in bodies[k::clients]:
+            await pool.request("POST", "/generate", body, {"Accept": "image/png"})
+
+    await asyncio.gather(*(worker(k) for k in range(clients)))
+    pool.close()
+
+
 # --- phases --------------------------------------------------------------------------------------
 
 
@@ -327,7 +409,7 @@ def run_http_bench(cfg: HttpBenchConfig, out_dir: Path) -> dict[str, Any]:
         "machine": machine(),
         "started": time.strftime("%FT%TZ", time.gmtime()),
     }
-    env = {"FEWSTEP_BATCH_PROFILE_BUDGET_S": str(cfg.profile_budget_s)}
+    env = {"FEWSTEP_BATCH_PROFILE_BUDGET_S": str(cfg.profile_budget_s)} if cfg.profile_budget_s else {}
     if cfg.threads:
         env["FEWSTEP_BACKEND__THREADS"] = str(cfg.threads)
 
@@ -337,36 +419,50 @@ def run_http_bench(cfg: HttpBenchConfig, out_dir: Path) -> dict[str, Any]:
     log.info("raw sampler, first round")
     raw1, pipes = raw_sampler(cfg, classes, prompts)
 
-    # 1. profiled bounds (the defaults): closed-loop sweep, then Poisson at fractions of capacity
-    with ServerProcess(cfg.bundles, out_dir / "serve-profiled.log", env) as server:
-        doc["batch_profiles"] = server.batch_profiles()
-        run_phase(server, mix(99), "closed", 16, min(5.0, cfg.closed_s))  # warm the prompt cache; not recorded
-        closed = [run_phase(server, mix(i), "closed", c, cfg.closed_s) for i, c in enumerate(cfg.concurrency)]
-        capacity = max(r["images_per_s"] for r in closed)
+    # All three servers stay up (an idle one costs no CPU) so that the phases compared with each
+    # other run back to back, in the same machine state; they start one after another so that the
+    # profiled server's warm-up profile has the machine to itself.
+    with contextlib.ExitStack() as stack:
+        prof = stack.enter_context(ServerProcess(cfg.bundles, out_dir / "serve-profiled.log", env))
+        fixed = stack.enter_context(ServerProcess(cfg.bundles, out_dir / "serve-fixed.log", env, **FIXED_BOUNDS))
+        batch1 = stack.enter_context(
+            ServerProcess(cfg.bundles, out_dir / "serve-batch1.log", env, max_batch_images=1, max_wait_s=0)
+        )
+        doc["batch_profiles"] = prof.batch_profiles()
+        for server in (prof, fixed, batch1):  # every prompt of the mix once per model: warm prompt caches
+            asyncio.run(warm_prompts(server.url, classes, prompts))
+
+        # closed-loop sweep, then 32 clients alternating max batch 1 and profiled bounds
+        closed = [run_phase(prof, mix(i), "closed", c, cfg.closed_s) for i, c in enumerate(cfg.concurrency)]
+        saturated, single = [], []
+        for r in range(cfg.gain_rounds):
+            single.append(run_phase(batch1, mix(200 + r), "closed", 32, cfg.closed_s))
+            saturated.append(run_phase(prof, mix(200 + r), "closed", 32, cfg.closed_s))
+        full = [row["images_per_s"] for row in closed if row["level"] >= 16] + [x["images_per_s"] for x in saturated]
+        capacity = statistics.median(full)
+
+        # Poisson arrivals at fractions of that capacity; fixed bounds right beside the profiled ones
         per_request = mix(0).images_per_request()
-        rates = {f: f * capacity / per_request for f in sorted(set(cfg.loads) | set(cfg.compare_loads))}
-        poisson = [
-            run_phase(server, mix(100 + i), "open", rate, cfg.open_s, seed=cfg.seed + i) | {"load": f}
-            for i, (f, rate) in enumerate(rates.items())
-            if f in cfg.loads
-        ]
-    doc["profiled"] = {"closed": closed, "open": poisson, "capacity_images_per_s": capacity}
+        poisson, fixed_open = [], []
+        for i, f in enumerate(sorted(set(cfg.loads) | set(cfg.compare_loads))):
+            rate = f * capacity / per_request
+            order = [(prof, poisson)] if f in cfg.loads else []
+            if f in cfg.compare_loads:
+                order = [*order, (fixed, fixed_open)] if i % 2 == 0 else [(fixed, fixed_open), *order]
+            for server, rows in order:
+                rows.append(run_phase(server, mix(100 + i), "open", rate, cfg.open_s, seed=cfg.seed + i) | {"load": f})
 
-    # 2. fixed bounds at the same Poisson rates
-    with ServerProcess(cfg.bundles, out_dir / "serve-fixed.log", env, **FIXED_BOUNDS) as server:
-        run_phase(server, mix(99), "closed", 16, min(5.0, cfg.closed_s))
-        fixed_open = [
-            run_phase(server, mix(100 + i), "open", rate, cfg.open_s, seed=cfg.seed + i) | {"load": f}
-            for i, (f, rate) in enumerate(rates.items())
-            if f in cfg.compare_loads
-        ]
+        if cfg.py_spy_s > 0:
+            assert prof.proc is not None
+            spy = py_spy_record(prof.proc.pid, cfg.py_spy_s, out_dir / "http-server-stacks.txt")
+            spied = run_phase(prof, mix(7), "closed", 32, cfg.py_spy_s)
+            if spy is not None:
+                spy.wait(60)
+                stacks = (out_dir / "http-server-stacks.txt").read_text()
+                doc["server_profile"] = {"phase": spied, **summarize_stacks(stacks)}
+    doc["profiled"] = {"closed": closed, "saturated": saturated, "open": poisson, "capacity_images_per_s": capacity}
     doc["fixed"] = {"bounds": FIXED_BOUNDS, "open": fixed_open}
-
-    # 3. max batch 1 at 32 clients (the server's batching gain)
-    with ServerProcess(cfg.bundles, out_dir / "serve-batch1.log", env, max_batch_images=1, max_wait_s=0) as server:
-        run_phase(server, mix(99), "closed", 16, min(5.0, cfg.closed_s))
-        batch1 = run_phase(server, mix(3), "closed", 32, cfg.closed_s)
-    doc["batch1"] = {"closed": [batch1]}
+    doc["batch1"] = {"closed": single}
 
     log.info("raw sampler, second round")
     raw2, _ = raw_sampler(cfg, classes, prompts, pipes)
@@ -389,13 +485,15 @@ def ratios(doc: dict[str, Any], classes: Sequence[RequestClass]) -> dict[str, An
     raw_best = mix_throughput(best, classes, keys[0])
     raw_b1 = mix_throughput(b1, classes, keys[0]) if len(b1) == len(keys) else None
     closed = {r["level"]: r for r in doc["profiled"]["closed"]}
-    saturated = max(r["images_per_s"] for lvl, r in closed.items() if lvl >= 16)
-    server32 = closed.get(32, closed[max(closed)])["images_per_s"]
-    batch1_32 = doc["batch1"]["closed"][0]["images_per_s"]
+    sat_rows = doc["profiled"].get("saturated") or [r for lvl, r in closed.items() if lvl >= 16]
+    saturated = statistics.median([r["images_per_s"] for r in sat_rows])
+    # the server's gain: profiled bounds over max batch 1, each at 32 clients, phases alternated
+    server32 = sum(r["images_per_s"] for r in sat_rows)
+    batch1_32 = sum(r["images_per_s"] for r in doc["batch1"]["closed"])
     single = closed[min(closed)]["latency_s"]["p50"]
     p99_50 = next((r["latency_s"]["p99"] for r in doc["profiled"]["open"] if r["load"] == 0.5), None)
     hw_gain = raw_best / raw_b1 if raw_b1 else None
-    server_gain = server32 / batch1_32
+    server_gain = (server32 / len(sat_rows)) / (batch1_32 / len(doc["batch1"]["closed"]))
     return {
         "raw_images_per_s": raw,
         "raw_best_batch": best_batch,
@@ -447,19 +545,22 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {k} | " + " | ".join(f"{v[b]:.1f}" if b in v else "-" for b in batches) + " |")
     lines += [
         "",
-        "Closed loop (profiled bounds; then max batch 1):",
+        "Closed loop: the sweep with profiled bounds, then max batch 1 and profiled bounds alternated at 32 clients:",
         "",
         "| server | clients | images/s | p50 ms | p95 ms | p99 ms | queue p50 ms | mean batch | statuses | client "
         "CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for name, rows in (("profiled", doc["profiled"]["closed"]), ("max batch 1", doc["batch1"]["closed"])):
-        for row in rows:
-            lines.append(_row(name, f"{row['level']:g}", row))
+    for row in doc["profiled"]["closed"]:
+        lines.append(_row("profiled", f"{row['level']:g}", row))
+    pairs = zip(doc["batch1"]["closed"], doc["profiled"].get("saturated", []), strict=False)
+    for i, (one, prof) in enumerate(pairs, 1):
+        lines.append(_row(f"max batch 1 (round {i})", f"{one['level']:g}", one))
+        lines.append(_row(f"profiled (round {i})", f"{prof['level']:g}", prof))
     lines += [
         "",
-        f"Open loop, Poisson arrivals (capacity {doc['profiled']['capacity_images_per_s']:.1f} images/s "
-        "from the sweep):",
+        f"Open loop, Poisson arrivals at fractions of the capacity {doc['profiled']['capacity_images_per_s']:.1f} "
+        "images/s (median of the saturated closed-loop phases); fixed bounds run right beside profiled ones:",
         "",
         "| server | load | images/s | p50 ms | p95 ms | p99 ms | queue p50 ms | mean batch | statuses | client CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
@@ -479,6 +580,17 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| p99 at 50% load / single-request p50 ({_ms(r['p99_at_50pct_s'])} / {_ms(r['single_request_latency_s'])} ms)"
         f" | {_f(r['p99_at_50pct_over_single'])} | <= 3 |",
     ]
+    if "server_profile" in doc:
+        sp = doc["server_profile"]
+        lines += [
+            "",
+            f"Where the server's time goes at 32 clients (py-spy, {sp['samples']} samples of non-idle threads, "
+            f"{sp['phase']['images_per_s']:.1f} images/s while sampled):",
+            "",
+            "| part | share of samples |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {100 * v:.1f}% |" for k, v in sp["by_category"].items()]
     return "\n".join(lines)
 
 
@@ -509,8 +621,10 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     closed = doc["profiled"]["closed"]
     ax.plot([c["level"] for c in closed], [c["images_per_s"] for c in closed], "o-", label="HTTP, profiled bounds")
-    b1 = doc["batch1"]["closed"][0]
-    ax.plot([b1["level"]], [b1["images_per_s"]], "s", label="HTTP, max batch 1")
+    sat = doc["profiled"].get("saturated", [])
+    ax.plot([x["level"] for x in sat], [x["images_per_s"] for x in sat], "o", color="C0", mfc="none")
+    b1 = doc["batch1"]["closed"]
+    ax.plot([x["level"] for x in b1], [x["images_per_s"] for x in b1], "s", color="C1", label="HTTP, max batch 1")
     ax.axhline(r["raw_best_mix_images_per_s"], color="k", ls="--", label="raw sampler, best batch")
     if r["raw_batch1_mix_images_per_s"]:
         ax.axhline(r["raw_batch1_mix_images_per_s"], color="gray", ls=":", label="raw sampler, batch 1")

@@ -29,7 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-batches", nargs="+", type=int, default=list(d.raw_batches), help="raw sampler batch sizes")
     p.add_argument("--prompts", type=int, default=d.prompts, help="distinct shapes-world captions in the mix")
     p.add_argument("--threads", type=int, help="backend intra-op threads, server and raw sampler (default: all cores)")
-    p.add_argument("--profile-budget-s", type=float, default=d.profile_budget_s, help="server's warm-up profile budget")
+    p.add_argument(
+        "--profile-budget-s",
+        type=float,
+        default=d.profile_budget_s,
+        help="server's warm-up profile budget per model (default: the server's)",
+    )
+    p.add_argument("--gain-rounds", type=int, default=d.gain_rounds, help="max batch 1 / profiled alternations")
+    p.add_argument("--py-spy-s", type=float, default=d.py_spy_s, help="py-spy the server at 32 clients this long")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="results/bench", help="directory for http.json, http.md and the plots")
     p.set_defaults(handler=run)
@@ -52,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         profile_budget_s=args.profile_budget_s,
         seed=args.seed,
+        py_spy_s=args.py_spy_s,
+        gain_rounds=args.gain_rounds,
     )
     out = Path(args.out)
     doc = run_http_bench(cfg, out)

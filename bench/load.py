@@ -176,26 +176,57 @@ class Connection:
 
 
 class Pool:
-    """Idle keep-alive connections to one server, opened on demand."""
+    """Idle keep-alive connections to one server, opened on demand.
 
-    def __init__(self, url: str) -> None:
+    Servers close keep-alive connections that sit idle (uvicorn after 5 s), and a request written
+    just as that happens gets no answer. So connections idle for more than `max_idle_s` are
+    dropped, and a reused connection that closes before any response byte is retried once on a
+    fresh one (the server closed it without reading the request).
+    """
+
+    def __init__(self, url: str, max_idle_s: float = 2.0) -> None:
         u = urlsplit(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
-        self._idle: list[Connection] = []
+        self.max_idle_s = max_idle_s
+        self._idle: list[tuple[float, Connection]] = []
+
+    def _reuse(self) -> Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            since, conn = self._idle.pop()
+            if now - since <= self.max_idle_s and not conn.closed:
+                return conn
+            conn.close()
+        return None
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None):
-        conn = self._idle.pop() if self._idle else await Connection.open(self.host, self.port)
+        conn = self._reuse()
+        if conn is not None:
+            try:
+                result = await conn.request(method, path, body, headers)
+            except (HttpError, ConnectionResetError, BrokenPipeError):
+                conn.close()  # closed by the server while idle: retry on a fresh connection
+            except BaseException:
+                conn.close()
+                raise
+            else:
+                self._keep(conn)
+                return result
+        conn = await Connection.open(self.host, self.port)
         try:
             result = await conn.request(method, path, body, headers)
         except BaseException:
             conn.close()
             raise
-        if not conn.closed:
-            self._idle.append(conn)
+        self._keep(conn)
         return result
 
+    def _keep(self, conn: Connection) -> None:
+        if not conn.closed:
+            self._idle.append((time.monotonic(), conn))
+
     def close(self) -> None:
-        for c in self._idle:
+        for _, c in self._idle:
             c.close()
         self._idle.clear()
 

@@ -59,7 +59,7 @@ class ServiceSettings(BaseSettings):
         None, ge=0, le=10, description="longest a request waits for a fuller batch; None = from the cost profile"
     )
     batch_profile_budget_s: float = Field(
-        3.0, gt=0, le=120, description="warm-up time per model for the batch cost profile (when a bound is None)"
+        5.0, gt=0, le=120, description="warm-up time per model for the batch cost profile (when a bound is None)"
     )
     queue_limit_images: int = Field(256, ge=1, description="images queued before new requests get 429")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline of one request, queue and compute (504)")

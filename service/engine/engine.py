@@ -56,7 +56,7 @@ class EngineConfig:
     request_timeout_s: float = 60.0
     profile_max_batch: bool = False  # derive max_batch_images per model from the warm-up cost profile
     profile_max_wait: bool = False  # derive max_wait_s per model from it
-    profile_budget_s: float = 3.0  # time the profile may take per model
+    profile_budget_s: float = 5.0  # time the profile may take per model
     profile_batch_limit: int = 64  # largest batch size profiled
 
     @property

@@ -71,7 +71,7 @@ async def measure_costs(
     model: str,
     steps: int,
     max_batch: int = 64,
-    budget_s: float = 3.0,
+    budget_s: float = 5.0,
     repeats: int = 3,
 ) -> CostProfile:
     """Time `run(b)` (returns seconds) for b = 1, 2, 4, ... up to `max_batch`, within about `budget_s`.

@@ -92,11 +92,12 @@ def test_ratios_and_the_report_from_a_synthetic_run():
         "raw": {"rounds": [{"m@4": {1: 90.0, 4: 100.0}}, {"m@4": {1: 110.0, 4: 100.0}}]},
         "profiled": {
             "closed": [_phase(1, 50.0, 0.02, 0.03), _phase(16, 95.0, 0.1, 0.2), _phase(32, 96.0, 0.2, 0.3)],
+            "saturated": [_phase(32, 94.0, 0.2, 0.3), _phase(32, 98.0, 0.2, 0.3)],
             "open": [_phase(40.0, 40.0, 0.03, 0.05, "open", 0.5)],
             "capacity_images_per_s": 96.0,
         },
         "fixed": {"open": [_phase(40.0, 40.0, 0.04, 0.06, "open", 0.5)]},
-        "batch1": {"closed": [_phase(32, 90.0, 0.2, 0.3)]},
+        "batch1": {"closed": [_phase(32, 88.0, 0.2, 0.3), _phase(32, 92.0, 0.2, 0.3)]},
     }
     r = ratios(doc, classes)
     assert r["raw_best_mix_images_per_s"] == pytest.approx(100.0)  # mean of the rounds: b=1 100, b=4 100
