@@ -387,6 +387,38 @@ def raw_sampler(
     return out, pipelines
 
 
+def _mix_keys(pipelines, classes: Sequence[RequestClass]) -> list[tuple[str, Any, int, float]]:
+    """(key, pipeline, steps, guidance) of each distinct (model, steps) of the mix, in mix order."""
+    out: dict[str, tuple[str, Any, int, float]] = {}
+    for c in classes:
+        p = pipelines[c.model] if c.model else next(iter(pipelines.values()))
+        steps = c.steps or p.manifest.default_steps
+        w = c.guidance[len(c.guidance) // 2] if c.guidance else p.manifest.guidance.default
+        out.setdefault(f"{p.name}@{steps}", (f"{p.name}@{steps}", p, steps, w))
+    return list(out.values())
+
+
+def raw_phase(
+    pipelines, classes: Sequence[RequestClass], prompts: Sequence[str], batch: dict[str, int], seconds: float
+) -> dict[str, Any]:
+    """The raw sampler run back to back for `seconds` (split over the mix's keys, each at its batch size)."""
+    from service.pipeline import ImageJob
+
+    keys = _mix_keys(pipelines, classes)
+    per_key: dict[str, float] = {}
+    for key, p, steps, w in keys:
+        b, images, i = batch[key], 0, 0
+        t0 = time.perf_counter()
+        end = t0 + seconds / len(keys)
+        while time.perf_counter() < end:
+            p.generate([ImageJob(prompts[(i + j) % len(prompts)], i + j, steps, w) for j in range(b)])
+            images, i = images + b, i + b
+        per_key[key] = images / (time.perf_counter() - t0)
+    row = {"batch": batch, "per_key": per_key, "images_per_s": mix_throughput(per_key, classes, keys[0][0])}
+    log.info("raw at %s: %.1f images/s %s", batch, row["images_per_s"], {k: round(v, 1) for k, v in per_key.items()})
+    return row
+
+
 def mix_throughput(per_key: dict[str, float], classes: Sequence[RequestClass], default_key: str) -> float:
     """images/s of the request mix when each class runs at `per_key` images/s (weighted harmonic)."""
     total_images = sum(c.weight * c.n for c in classes)
@@ -434,8 +466,14 @@ def run_http_bench(cfg: HttpBenchConfig, out_dir: Path) -> dict[str, Any]:
 
         # closed-loop sweep, then 32 clients alternating max batch 1 and profiled bounds
         closed = [run_phase(prof, mix(i), "closed", c, cfg.closed_s) for i, c in enumerate(cfg.concurrency)]
-        saturated, single = [], []
+        # then, alternated in rounds: the raw sampler at batch 1 and at its best batch (from the sweep),
+        # the server with max batch 1 and with profiled bounds at 32 clients (each phase closed_s long)
+        best = {k: max(v, key=v.get) for k, v in raw1.items()}
+        ones = dict.fromkeys(best, 1)
+        saturated, single, raw_best, raw_one = [], [], [], []
         for r in range(cfg.gain_rounds):
+            raw_one.append(raw_phase(pipes, classes, prompts, ones, cfg.closed_s))
+            raw_best.append(raw_phase(pipes, classes, prompts, best, cfg.closed_s))
             single.append(run_phase(batch1, mix(200 + r), "closed", 32, cfg.closed_s))
             saturated.append(run_phase(prof, mix(200 + r), "closed", 32, cfg.closed_s))
         full = [row["images_per_s"] for row in closed if row["level"] >= 16] + [x["images_per_s"] for x in saturated]
@@ -466,7 +504,7 @@ def run_http_bench(cfg: HttpBenchConfig, out_dir: Path) -> dict[str, Any]:
 
     log.info("raw sampler, second round")
     raw2, _ = raw_sampler(cfg, classes, prompts, pipes)
-    doc["raw"] = {"rounds": [raw1, raw2]}
+    doc["raw"] = {"rounds": [raw1, raw2], "best": raw_best, "batch1": raw_one}
     doc["ratios"] = ratios(doc, classes)
     doc["finished"] = time.strftime("%FT%TZ", time.gmtime())
     doc["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -482,11 +520,15 @@ def ratios(doc: dict[str, Any], classes: Sequence[RequestClass]) -> dict[str, An
     best = {k: max(v.values()) for k, v in raw.items()}
     best_batch = {k: max(v, key=v.get) for k, v in raw.items()}
     b1 = {k: v[1] for k, v in raw.items() if 1 in v}
-    raw_best = mix_throughput(best, classes, keys[0])
-    raw_b1 = mix_throughput(b1, classes, keys[0]) if len(b1) == len(keys) else None
+    if doc["raw"].get("best"):  # the phases alternated with the server's (side by side)
+        raw_best = statistics.mean(x["images_per_s"] for x in doc["raw"]["best"])
+        raw_b1 = statistics.mean(x["images_per_s"] for x in doc["raw"]["batch1"])
+    else:  # only the sweep
+        raw_best = mix_throughput(best, classes, keys[0])
+        raw_b1 = mix_throughput(b1, classes, keys[0]) if len(b1) == len(keys) else None
     closed = {r["level"]: r for r in doc["profiled"]["closed"]}
     sat_rows = doc["profiled"].get("saturated") or [r for lvl, r in closed.items() if lvl >= 16]
-    saturated = statistics.median([r["images_per_s"] for r in sat_rows])
+    saturated = statistics.mean([r["images_per_s"] for r in sat_rows])
     # the server's gain: profiled bounds over max batch 1, each at 32 clients, phases alternated
     server32 = sum(r["images_per_s"] for r in sat_rows)
     batch1_32 = sum(r["images_per_s"] for r in doc["batch1"]["closed"])
@@ -547,12 +589,18 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "Closed loop: the sweep with profiled bounds, then max batch 1 and profiled bounds alternated at 32 clients:",
         "",
-        "| server | clients | images/s | p50 ms | p95 ms | p99 ms | queue p50 ms | mean batch | statuses | client "
-        "CPU |",
+        "| server | clients (raw: batch) | images/s | p50 ms | p95 ms | p99 ms | queue p50 ms | mean batch "
+        "| statuses (raw: images/s per model) | client CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in doc["profiled"]["closed"]:
         lines.append(_row("profiled", f"{row['level']:g}", row))
+    raw_pairs = zip(doc["raw"].get("batch1", []), doc["raw"].get("best", []), strict=False)
+    for i, (one, best) in enumerate(raw_pairs, 1):
+        for name, row in ((f"raw sampler, batch 1 (round {i})", one), (f"raw sampler, best batch (round {i})", best)):
+            per_key = ", ".join(f"{k} {v:.1f}" for k, v in row["per_key"].items())
+            b = ", ".join(f"{k} b={v}" for k, v in row["batch"].items())
+            lines.append(f"| {name} | {b} | {row['images_per_s']:.1f} | - | - | - | - | - | {per_key} | - |")
     pairs = zip(doc["batch1"]["closed"], doc["profiled"].get("saturated", []), strict=False)
     for i, (one, prof) in enumerate(pairs, 1):
         lines.append(_row(f"max batch 1 (round {i})", f"{one['level']:g}", one))
@@ -640,13 +688,11 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, rows, style in (
-        ("profiled", doc["profiled"]["open"], "-"),
-        ("fixed 8 / 10 ms", doc["fixed"]["open"], "--"),
-    ):
+    series = (("profiled", doc["profiled"]["open"], "C0"), ("fixed 8 / 10 ms", doc["fixed"]["open"], "C1"))
+    for name, rows, color in series:
         loads = [100 * x["load"] for x in rows]
-        ax.plot(loads, [1000 * x["latency_s"]["p50"] for x in rows], "o" + style, label=f"{name} p50")
-        ax.plot(loads, [1000 * x["latency_s"]["p99"] for x in rows], "^" + style, label=f"{name} p99")
+        ax.plot(loads, [1000 * x["latency_s"]["p50"] for x in rows], "o-", color=color, label=f"{name} p50")
+        ax.plot(loads, [1000 * x["latency_s"]["p99"] for x in rows], "^--", color=color, label=f"{name} p99")
     if r["single_request_latency_s"]:
         ax.axhline(1000 * r["single_request_latency_s"], color="gray", ls=":", label="single request p50")
         ax.axhline(3000 * r["single_request_latency_s"], color="r", ls=":", label="3x single (p99 target at 50%)")

@@ -43,7 +43,7 @@ def fuzz(tmp_path: Path, examples: int) -> dict:
         cmd = [*cli, "run", f"{server.url}/openapi.json", "--checks", "all", "--exclude-checks", EXCLUDED]
         cmd += ["-n", str(examples), "--seed", "1", "--report", "ndjson", "--report-ndjson-path", str(report)]
         cmd += ["--request-timeout", "30", "--suppress-health-check", "all"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache dir
         alive = server.ready()
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert alive == 200
