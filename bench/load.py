@@ -331,6 +331,7 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float, mix: RequestMix | None
     lat = [o.latency_s for o in ok]
     queue = [o.queue_s for o in ok if o.queue_s is not None]
     compute = [o.compute_s for o in ok if o.compute_s is not None]
+    over = [o.latency_s - o.queue_s - o.compute_s for o in ok if o.queue_s is not None and o.compute_s is not None]
     statuses = Counter(o.status for o in outcomes)
     out: dict[str, Any] = {
         "requests": len(outcomes),
@@ -341,6 +342,10 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float, mix: RequestMix | None
         "latency_s": {f"p{q}": percentile(lat, q) for q in (50, 95, 99)} | {"mean": _mean(lat)},
         "queue_s": {f"p{q}": percentile(queue, q) for q in (50, 95, 99)},
         "compute_s": {f"p{q}": percentile(compute, q) for q in (50, 99)},
+        # outside the engine: HTTP parsing, routing, PNG encoding, the response, the client itself
+        "overhead_s": {f"p{q}": percentile(over, q) for q in (50, 99)},
+        "latencies_s": [round(o.latency_s, 5) for o in ok],
+        "classes": [o.cls for o in ok],
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "rejection_rate": (len(outcomes) - len(ok)) / len(outcomes) if outcomes else 0.0,
         "retry_after": sorted({o.retry_after for o in outcomes if o.retry_after}),
@@ -355,6 +360,20 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float, mix: RequestMix | None
             for i, c in enumerate(mix.classes)
         }
     return out
+
+
+def fifo_p99(service_s: Sequence[float], rate: float, n: int = 200_000, seed: int = 0) -> float:
+    """p99 sojourn time of an ideal single FIFO server (M/G/1, no batching) with Poisson arrivals at
+    `rate` and service times drawn from `service_s` (Lindley's recursion): the queueing floor."""
+    rng = random.Random(seed)
+    wait, sojourn = 0.0, []
+    prev_service = 0.0
+    for _ in range(n):
+        gap = rng.expovariate(rate)
+        wait = max(0.0, wait + prev_service - gap)
+        prev_service = rng.choice(service_s)
+        sojourn.append(wait + prev_service)
+    return percentile(sojourn, 99) or 0.0
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -109,3 +109,16 @@ def test_ratios_and_the_report_from_a_synthetic_run():
     text = markdown(json.loads(json.dumps(doc)))  # the report reads the JSON as written
     assert "| HTTP saturated / raw best (96.0 / 100.0 images/s) | 0.96 | >= 0.9 |" in text
     assert "| fixed 8 / 10 ms | 50% |" in text
+
+
+def test_the_fifo_floor_matches_the_m_m_1_formula():
+    import math
+    import random
+
+    from bench.load import fifo_p99
+
+    rng = random.Random(1)
+    services = [rng.expovariate(1.0) for _ in range(20000)]  # mu = 1
+    # M/M/1 sojourn time is exponential with rate mu - lambda: p99 = ln(100) / 0.5 at lambda = 0.5
+    assert fifo_p99(services, rate=0.5, n=200_000) == pytest.approx(math.log(100) / 0.5, rel=0.1)
+    assert fifo_p99([1.0], rate=1e-6, n=1000) == pytest.approx(1.0)  # no queue: the service time
