@@ -75,6 +75,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         profile_max_batch=settings.max_batch_images is None,
         profile_max_wait=settings.max_wait_s is None,
         profile_budget_s=settings.batch_profile_budget_s,
+        scheduling=settings.scheduling,
     )
 
 

@@ -27,6 +27,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="backend intra-op threads (CPU)")
     p.add_argument("--max-batch-images", type=int)
     p.add_argument("--max-wait-s", type=float)
+    p.add_argument("--scheduling", choices=["request", "step"], help="batch whole requests or sampler steps")
     p.add_argument("--queue-limit-images", type=int)
     p.add_argument("--request-timeout-s", type=float)
     p.add_argument("--drain-timeout-s", type=float)
@@ -45,6 +46,7 @@ def settings_from_args(args: argparse.Namespace):
         "port",
         "max_batch_images",
         "max_wait_s",
+        "scheduling",
         "queue_limit_images",
         "request_timeout_s",
         "drain_timeout_s",

@@ -47,7 +47,7 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             "fewstep_queue_wait_seconds",
-            "Time a request waited in the queue before its batch started.",
+            "Time a request waited in the queue before its batch started (step-level: its first image admitted).",
             ["model"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
@@ -65,6 +65,22 @@ class Metrics:
             ["model"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
+        )
+        self.step_iterations = Counter(
+            "fewstep_step_iterations_total",
+            "Denoiser evaluations of step-level scheduling (each serves every in-flight image once).",
+            ["model"],
+            registry=r,
+        )
+        self.step_iteration_seconds = Histogram(
+            "fewstep_step_iteration_seconds",
+            "Backend time of one step-level iteration.",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.in_flight_images = Gauge(
+            "fewstep_in_flight_images", "Images inside the running step-level batch.", ["model"], registry=r
         )
         self.images = Counter("fewstep_images_generated_total", "Images generated.", ["model"], registry=r)
         self.batch_failures = Counter(
@@ -100,6 +116,7 @@ class Metrics:
                 str(m.guidance.network_input).lower(),
             ).set(1)
             self.images.labels(p.name)
+            self.in_flight_images.labels(p.name)
             self.batch_failures.labels(p.name)
 
     def reject(self, reason: str) -> None:

@@ -21,6 +21,7 @@ from fewstep.bundle import Manifest
 from fewstep.images import to_uint8
 from fewstep.rng import SeededNoise, check_seed
 from fewstep.sampler import SAMPLERS, guidance_combine
+from fewstep.schedule import StepPlan
 from service.backends.base import Denoiser, chunked
 from service.text import PromptEncoder
 
@@ -96,32 +97,47 @@ class Pipeline:
     def sample(self, jobs: Sequence[ImageJob], steps: int) -> np.ndarray:
         """The final x_hat, float32 (N, C, R, R) in about [-1, 1] (parity tests compare this)."""
         m = self.manifest
-        states, mask = self.prompts([j.prompt for j in jobs])
         w = np.array([j.guidance for j in jobs], dtype=np.float32)
-        null = None
-        if not m.guidance.network_input and np.any(w != 1.0):
-            null = self.prompts([j.negative_prompt or m.text.null_prompt for j in jobs])
         noise = SeededNoise([j.seed for j in jobs], (m.channels, m.resolution, m.resolution))
-        cond = (states, mask, null)
-        return self._sample(self._denoise, self._plans[steps], cond, w, noise, np.zeros(1, np.float32))
+        return self._sample(self.denoise, self._plans[steps], self.text_states(jobs), w, noise, np.zeros(1, np.float32))
 
-    def _denoise(self, z: np.ndarray, t: np.ndarray, cond, w: np.ndarray) -> np.ndarray:
+    def plan(self, steps: int) -> StepPlan:
+        """The manifest's step plan for `steps` (float64 coefficients computed at export)."""
+        return self._plans[steps]
+
+    def text_states(self, jobs: Sequence[ImageJob]) -> tuple:
+        """The `cond` of `denoise` for `jobs`: (states, mask, null) with null None unless some row is guided."""
+        m = self.manifest
+        states, mask = self.prompts([j.prompt for j in jobs])
+        null = None
+        if not m.guidance.network_input and any(j.guidance != 1.0 for j in jobs):
+            null = self.prompts([j.negative_prompt or m.text.null_prompt for j in jobs])
+        return states, mask, null
+
+    def denoise(self, z: np.ndarray, t: np.ndarray, cond, w: np.ndarray) -> np.ndarray:
+        """One guided evaluation x_hat^w per row: the `denoise` callable of `fewstep.sampler`.
+
+        Rows are independent (per-row t, text and w), which is what step-level batching relies on:
+        a teacher evaluates the null/negative half only for rows with w != 1, and w = 1 rows take
+        x_cond exactly, as they would alone (no rounding through the difference).
+        """
         states, mask, null = cond
         run = self.denoiser
         if self.manifest.guidance.network_input:
             return chunked(run, run.max_batch, z, t, states, mask, w)
-        if null is None:
+        guided = np.flatnonzero(w != 1.0) if null is not None else np.zeros(0, np.int64)
+        if guided.size == 0:
             return chunked(run, run.max_batch, z, t, states, mask)
         null_states, null_mask = null
         x = chunked(
             run,
             run.max_batch,
-            np.concatenate([z, z]),
-            np.concatenate([t, t]),
-            np.concatenate([states, null_states]),
-            np.concatenate([mask, null_mask]),
+            np.concatenate([z, z[guided]]),
+            np.concatenate([t, t[guided]]),
+            np.concatenate([states, null_states[guided]]),
+            np.concatenate([mask, null_mask[guided]]),
         )
-        x_cond, x_null = np.split(x, 2)
-        # w = 1 images take x_cond exactly, as they would alone (no rounding through the difference).
-        w4 = w.reshape(-1, 1, 1, 1)
-        return np.where(w4 == 1.0, x_cond, guidance_combine(x_cond, x_null, w4))
+        x_cond, x_null = x[: len(z)], x[len(z) :]
+        x_hat = x_cond.copy()
+        x_hat[guided] = guidance_combine(x_cond[guided], x_null, w[guided].reshape(-1, 1, 1, 1))
+        return x_hat

@@ -12,7 +12,7 @@ Lists (`FEWSTEP_BUNDLES`, `FEWSTEP_API_KEYS`) take a JSON list or a comma-separa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +60,11 @@ class ServiceSettings(BaseSettings):
     )
     batch_profile_budget_s: float = Field(
         5.0, gt=0, le=120, description="warm-up time per model for the batch cost profile (when a bound is None)"
+    )
+    scheduling: Literal["request", "step"] = Field(
+        "request",
+        description="request: a batch runs all its steps (dynamic batching); step: images join and leave "
+        "the running batch between sampler steps (iteration-level); same API and images",
     )
     queue_limit_images: int = Field(256, ge=1, description="images queued before new requests get 429")
     request_timeout_s: float = Field(60.0, gt=0, description="deadline of one request, queue and compute (504)")

@@ -7,6 +7,10 @@ client disconnect, which cancels the caller) removes the request from the queue 
 not started, and otherwise lets the batch finish without it (a running backend call cannot be
 interrupted). A backend exception fails only the requests of that batch.
 
+With `scheduling="step"` the batch loop is `service.engine.step_loop.StepLoop` instead: images join
+and leave the running batch between sampler steps, and a caller that leaves frees its slots at
+the next step. Everything else here (admission, deadlines, drain) is the same in both modes.
+
 With `profile_max_batch` / `profile_max_wait` set, warm-up also times each model's batch cost per
 size and replaces the configured bounds with the derived ones (`service.engine.profile`).
 
@@ -58,6 +62,7 @@ class EngineConfig:
     profile_max_wait: bool = False  # derive max_wait_s per model from it
     profile_budget_s: float = 5.0  # time the profile may take per model
     profile_batch_limit: int = 64  # largest batch size profiled
+    scheduling: Literal["request", "step"] = "request"  # step: `service.engine.step_loop`
 
     @property
     def profiled(self) -> bool:
@@ -117,7 +122,13 @@ class Engine:
     async def start(self) -> None:
         """Start the batch loop (admission opens after `warm_up`)."""
         if self._loop_task is None:
-            self._loop_task = asyncio.create_task(self._batch_loop(), name="fewstep-batcher")
+            if self.config.scheduling == "step":
+                from service.engine.step_loop import StepLoop
+
+                loop = StepLoop(self).run()
+            else:
+                loop = self._batch_loop()
+            self._loop_task = asyncio.create_task(loop, name="fewstep-batcher")
 
     async def warm_up(self, warm: bool = True) -> None:
         """Run one image per model and step count on the runner, then admit requests."""

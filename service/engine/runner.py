@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
 from service.pipeline import ImageJob, Pipeline
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 class Runner:
@@ -32,6 +35,10 @@ class Runner:
         """uint8 images for `jobs` and the seconds the backend took."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _timed_generate, pipeline, list(jobs))
+
+    async def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn(*args)` on the runner thread (step-level scheduling runs one iteration per call)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def warm(self, pipelines: Sequence[Pipeline]) -> None:
         """One image per model and step count, so first requests do not pay for lazy initialisation."""
