@@ -530,8 +530,14 @@ def ratios(doc: dict[str, Any], classes: Sequence[RequestClass]) -> dict[str, An
     best_batch = {k: max(v, key=v.get) for k, v in raw.items()}
     b1 = {k: v[1] for k, v in raw.items() if 1 in v}
     if doc["raw"].get("best"):  # the phases alternated with the server's (side by side)
-        raw_best = statistics.mean(x["images_per_s"] for x in doc["raw"]["best"])
-        raw_b1 = statistics.mean(x["images_per_s"] for x in doc["raw"]["batch1"])
+        # per model, the better of batch 1 and the sweep's best batch as measured in these phases
+        # (on a shared machine the short sweep can crown a batch size the long phases do not bear out)
+        one = {k: statistics.mean(x["per_key"][k] for x in doc["raw"]["batch1"]) for k in keys}
+        sweep_best = {k: statistics.mean(x["per_key"][k] for x in doc["raw"]["best"]) for k in keys}
+        best = {k: max(one[k], sweep_best[k]) for k in keys}
+        best_batch = {k: 1 if one[k] >= sweep_best[k] else doc["raw"]["best"][0]["batch"][k] for k in keys}
+        raw_best = mix_throughput(best, classes, keys[0])
+        raw_b1 = mix_throughput(one, classes, keys[0])
     else:  # only the sweep
         raw_best = mix_throughput(best, classes, keys[0])
         raw_b1 = mix_throughput(b1, classes, keys[0]) if len(b1) == len(keys) else None

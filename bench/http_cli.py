@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--py-spy-s", type=float, default=d.py_spy_s, help="py-spy the server at 32 clients this long")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="results/bench", help="directory for http.json, http.md and the plots")
+    p.add_argument("--report-only", action="store_true", help="recompute ratios, http.md and plots from http.json")
     p.set_defaults(handler=run)
 
 
@@ -63,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
         gain_rounds=args.gain_rounds,
     )
     out = Path(args.out)
-    doc = run_http_bench(cfg, out)
+    if args.report_only:
+        from bench.http import RequestClass, plot, ratios
+
+        doc = json.loads((out / "http.json").read_text())
+        doc["ratios"] = ratios(doc, [RequestClass.parse(m) for m in doc["config"]["mix"]])
+        (out / "http.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        plot(doc, out)
+    else:
+        doc = run_http_bench(cfg, out)
     text = markdown(doc)
     (out / "http.md").write_text(text + "\n")
     print(text)

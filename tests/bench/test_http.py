@@ -122,3 +122,21 @@ def test_the_fifo_floor_matches_the_m_m_1_formula():
     # M/M/1 sojourn time is exponential with rate mu - lambda: p99 = ln(100) / 0.5 at lambda = 0.5
     assert fifo_p99(services, rate=0.5, n=200_000) == pytest.approx(math.log(100) / 0.5, rel=0.1)
     assert fifo_p99([1.0], rate=1e-6, n=1000) == pytest.approx(1.0)  # no queue: the service time
+
+
+def test_the_raw_limit_is_the_better_of_batch_1_and_the_sweeps_best_in_the_alternated_phases():
+    classes = [RequestClass("a", 4), RequestClass("b", 8)]
+    doc = {
+        "raw": {
+            "rounds": [{"a@4": {1: 10.0, 4: 30.0}, "b@8": {1: 10.0, 32: 20.0}}],
+            "batch1": [{"batch": {"a@4": 1, "b@8": 1}, "per_key": {"a@4": 20.0, "b@8": 12.0}, "images_per_s": 15}],
+            "best": [{"batch": {"a@4": 4, "b@8": 32}, "per_key": {"a@4": 30.0, "b@8": 10.0}, "images_per_s": 15}],
+        },
+        "profiled": {"closed": [_phase(1, 5.0, 0.1, 0.2), _phase(32, 15.0, 1.0, 2.0)], "open": []},
+        "batch1": {"closed": [_phase(32, 15.0, 1.0, 2.0)]},
+    }
+    r = ratios(doc, classes)
+    # a: batch 4 (30/s) beats batch 1; b: the sweep's batch 32 lost to batch 1 in the long phases
+    assert r["raw_best_batch"] == {"a@4": 4, "b@8": 1}
+    assert r["raw_best_mix_images_per_s"] == pytest.approx(2 / (1 / 30 + 1 / 12))
+    assert r["hardware_batching_gain"] == pytest.approx((2 / (1 / 30 + 1 / 12)) / (2 / (1 / 20 + 1 / 12)))
