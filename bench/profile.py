@@ -89,8 +89,7 @@ def _table(name: str, batch: int, by_op, count, runs: int, median_ms: float) -> 
 
 def markdown(prof: dict[str, Any], top: int = 12) -> str:
     lines = [
-        f"**{prof['engine']}**, batch {prof['batch']} "
-        f"(one evaluation {prof['median_ms_unprofiled']:.0f} ms, median, profiler off)",
+        f"**{prof['engine']}**, batch {prof['batch']} (one evaluation {prof['median_ms_unprofiled']:.0f} ms, median)",
         "",
         "| op | ms/run | share | calls |",
         "|---|---:|---:|---:|",

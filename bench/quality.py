@@ -6,7 +6,8 @@ row stands beside the fp32 row with identical noise and only the arithmetic diff
 paths the service does not serve yet (int8, fp16 graphs, `bench.paths`) are loaded as fp32 and
 their denoiser swapped in.
 
-The row has the schema of `distill.evaluate` rows plus `backend` and `precision`, and two noise
+The row has the schema of `distill.evaluate` rows plus `backend` and `compute_precision` (the
+arithmetic: fp32, bf16, int8; `precision` stays the evaluator's precision-recall figure), and two noise
 yardsticks to judge a difference by: `fd_bootstrap_sd` (FD over items resampled with
 replacement, generated and reference features together) and `adherence_se` (binomial standard
 error of the overall adherence). When the images of the reference path (fp32 on the same
@@ -121,7 +122,7 @@ def quality_row(
         "machine": machine(),
         "git_sha": git_sha(),
         "backend": backend,
-        "precision": precision,
+        "compute_precision": precision,  # "precision" is the evaluator's precision (with recall)
         "compile": compile,
         "batch_size": batch_size,
         "fd_bootstrap_sd": fd_bootstrap_sd(gen_feats, ref_feats),

@@ -16,6 +16,7 @@ out="${1:-${OUT:-.}}"
 py="${PYTHON:-$(command -v python3 || command -v python)}"
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && py=.venv/bin/python
 mkdir -p "$out"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # torch CPU threads sleep, not spin (see BENCHMARKS.md)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not found"
 "$py" - <<'PY' || true
 import importlib

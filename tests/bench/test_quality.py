@@ -42,7 +42,8 @@ def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
         "eval_seed", "machine", "git_sha",
     }  # fmt: skip
     assert keys <= set(fp32)
-    assert fp32["backend"] == "torch" and fp32["precision"] == "fp32"
+    assert fp32["backend"] == "torch" and fp32["compute_precision"] == "fp32"
+    assert 0 <= fp32["precision"] <= 1  # the evaluator's precision, as in distill.evaluate rows
     assert fp32["nfe"] == 4 and fp32["n_images"] == 10
     assert fp32["fd_bootstrap_sd"] >= 0
     assert (tmp_path / "rows" / f"{fp32['name']}.json").is_file()
