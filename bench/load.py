@@ -346,6 +346,7 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float, mix: RequestMix | None
         "overhead_s": {f"p{q}": percentile(over, q) for q in (50, 99)},
         "latencies_s": [round(o.latency_s, 5) for o in ok],
         "classes": [o.cls for o in ok],
+        "computes_s": [round(o.compute_s, 5) for o in ok if o.compute_s is not None],
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "rejection_rate": (len(outcomes) - len(ok)) / len(outcomes) if outcomes else 0.0,
         "retry_after": sorted({o.retry_after for o in outcomes if o.retry_after}),
