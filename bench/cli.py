@@ -105,7 +105,8 @@ def _profile(args: argparse.Namespace) -> int:
 def _gpu(args: argparse.Namespace) -> int:
     from bench.gpu import main
 
-    return main(args.gpu_args)
+    rest = list(args.gpu_args)
+    return main(rest[1:] if rest[:1] == ["--"] else rest)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
