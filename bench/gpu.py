@@ -119,12 +119,16 @@ def guided(call: Callable, cond2, w: float) -> Callable:
 
 
 def torch_call(model, dtype=None) -> Callable:
+    """The network under autocast at `dtype` (None: fp32). Autocast's weight-cast cache is off:
+    a cached cast made while a CUDA graph is captured would be freed under the graph."""
     import torch
 
     device = next(model.parameters()).device.type
 
     def call(z, t, states, mask):
-        ctx = torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        ctx = (
+            torch.autocast(device, dtype=dtype, cache_enabled=False) if dtype is not None else contextlib.nullcontext()
+        )
         with ctx:
             return model(z, t, states, mask)
 
