@@ -85,8 +85,9 @@ class Server:
         self.proc, self.url, self.bundles, self.log = proc, url, bundles, log
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["request", "step"])
 def server(request, tmp_path_factory) -> Iterator[Server]:
+    """The server, once per scheduling mode (request-level and step-level batching, issue 5)."""
     try:
         bundles = Path(request.getfixturevalue("default_bundles"))
     except pytest.FixtureLookupError:
@@ -96,6 +97,7 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     fewstep = Path(sys.executable).parent / "fewstep"
     cmd = [str(fewstep), "serve", "--bundles", str(bundles), "--port", str(port)]
     cmd += ["--max-batch-images", "16", "--max-wait-s", "0.05", "--drain-timeout-s", "30"]
+    cmd += ["--scheduling", request.param]
     with log.open("w") as out:
         env = {**os.environ, "FEWSTEP_DEFAULT_MODEL": "teacher"}  # as `make serve` does
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
