@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ TORCH_DIR = "torch"
 
 class TorchDenoiser:
     def __init__(self, bundle: Path, spec: GraphSpec, settings: BackendSettings) -> None:
+        # OpenMP workers that spin between calls made torch 5-15x slower on a shared CPU
+        # (BENCHMARKS.md); ONNX Runtime sessions already sleep. Effective if torch is not loaded yet.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import torch
             from safetensors.torch import load_file
