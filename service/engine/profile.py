@@ -76,25 +76,27 @@ async def measure_costs(
 ) -> CostProfile:
     """Time `run(b)` (returns seconds) for b = 1, 2, 4, ... up to `max_batch`, within about `budget_s`.
 
-    Each size runs once untimed (its prompts enter the text cache, as a serving workload's repeated
-    prompts do), then `repeats` times while that fits the budget (at least once), keeping the
-    fastest: on a shared machine other work only ever adds time. The next size is tried only if a
-    batch of it, at the cost per image seen so far, fits what is left.
+    A first pass runs each size once untimed (its prompts enter the text cache, as a serving
+    workload's repeated prompts do) and once timed, and tries the next size only if its two runs,
+    at the cost per image seen so far, fit what is left. Then up to `repeats - 1` rounds time every
+    size again in turn while a whole round fits, so that drift on a shared machine hits every size
+    alike; each size keeps its fastest time (other work only ever adds time).
     """
-    seconds: dict[int, float] = {}
+    seconds: dict[int, list[float]] = {}
     spent, b = 0.0, 1
     while b <= max_batch:
         spent += await run(b)
-        times: list[float] = []
-        for _ in range(repeats):
-            t = await run(b)
-            times.append(t)
-            spent += t
-            if spent + t > budget_s:
-                break
-        seconds[b] = min(times)
-        per_image = seconds[b] / b
-        if spent + 2 * (2 * b * per_image) > budget_s:  # the next size: its untimed run and one timed
+        t = await run(b)
+        spent += t
+        seconds[b] = [t]
+        if spent + 4 * t > budget_s:  # the next size, 2b images at this cost per image, runs twice
             break
         b *= 2
-    return CostProfile(model, steps, seconds)
+    for _ in range(repeats - 1):
+        if spent + sum(min(v) for v in seconds.values()) > budget_s:
+            break
+        for size, times in seconds.items():
+            t = await run(size)
+            spent += t
+            times.append(t)
+    return CostProfile(model, steps, {size: min(times) for size, times in seconds.items()})

@@ -47,7 +47,7 @@ def test_a_small_gain_below_the_threshold_does_not_wait():
     assert derive_limits(p).max_wait_s == 0.0
 
 
-def test_measure_costs_doubles_sizes_within_the_budget():
+def test_measure_costs_doubles_sizes_within_the_budget_then_repeats_them_in_turn():
     calls: list[int] = []
 
     async def run(b: int) -> float:
@@ -57,7 +57,8 @@ def test_measure_costs_doubles_sizes_within_the_budget():
     p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=1.0, repeats=3))
     assert sorted(p.seconds) == [1, 2, 4, 8, 16] and p.seconds[8] == pytest.approx(0.08)
     assert sum(0.01 * b for b in calls) <= 1.0 + 1e-9  # never over budget
-    assert calls[:4] == [1, 1, 1, 1]  # one untimed run (fills the prompt cache), then the timed repeats
+    # each size untimed then timed, then one round over all sizes (a second would not fit)
+    assert calls == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 1, 2, 4, 8, 16]
 
 
 def test_measure_costs_keeps_the_fastest_repeat():
