@@ -150,7 +150,7 @@ def test_memory_stays_flat_over_5000_requests(tmp_path):
     with fault_server(tmp_path, per_call_s=0.0, max_batch_images=16, max_wait_s=0.0) as server:
         mix = RequestMix([RequestClass(model="fake", steps=4)], shapes_prompts(256), seed=2)
 
-        async def requests(count: int, clients: int = 16) -> list[int]:
+        async def requests(count: int, clients: int = 10) -> list[int]:
             pool, statuses = Pool(server.url), []
 
             async def client(k: int) -> None:
