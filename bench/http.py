@@ -698,7 +698,14 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     closed = doc["profiled"]["closed"]
     ax.plot([c["level"] for c in closed], [c["images_per_s"] for c in closed], "o-", label="HTTP, profiled bounds")
     sat = doc["profiled"].get("saturated", [])
-    ax.plot([x["level"] for x in sat], [x["images_per_s"] for x in sat], "o", color="C0", mfc="none")
+    ax.plot(
+        [x["level"] for x in sat],
+        [x["images_per_s"] for x in sat],
+        "o",
+        color="C0",
+        mfc="none",
+        label="HTTP, profiled (alternated rounds)",
+    )
     b1 = doc["batch1"]["closed"]
     ax.plot([x["level"] for x in b1], [x["images_per_s"] for x in b1], "s", color="C1", label="HTTP, max batch 1")
     ax.axhline(r["raw_best_mix_images_per_s"], color="k", ls="--", label="raw sampler, best batch")
