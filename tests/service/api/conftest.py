@@ -6,12 +6,20 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.backends.fake import fake_pipeline
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings
+
+
+@pytest.fixture(autouse=True, params=["request", "step"])
+def scheduling(request, monkeypatch) -> str:
+    """Every API test runs under both schedulers: the API must not change with the scheduling mode."""
+    monkeypatch.setenv("FEWSTEP_SCHEDULING", request.param)
+    return request.param
 
 
 def default_pipelines() -> list[Pipeline]:
