@@ -144,6 +144,12 @@ def prometheus(server: Server, tmp_path_factory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/-/ready", 60, proc)
+        # One scrape before the burst: rate() needs a sample from before the requests it measures.
+        for _ in range(100):
+            up = httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()["data"]["result"]
+            if up and up[0]["value"][1] == "1":
+                break
+            time.sleep(0.2)
         yield url
     finally:
         stop(proc, timeout_s=20)
@@ -175,8 +181,11 @@ def burst(server: Server, default_model: dict, prometheus_or_none) -> list[tuple
 
 
 @pytest.fixture(scope="module")
-def prometheus_or_none(request) -> str | None:
-    """Prometheus if it can run, started before the burst so that it scrapes before and after."""
+def prometheus_or_none(request, server: Server) -> str | None:
+    """Prometheus if it can run, started before the burst so that it scrapes before and after.
+
+    Depends on `server` explicitly: one Prometheus per scheduling mode's server (a dynamic
+    `getfixturevalue` alone would keep the first mode's, torn-down, Prometheus)."""
     try:
         return request.getfixturevalue("prometheus")
     except pytest.skip.Exception:
@@ -223,7 +232,7 @@ def test_prometheus_scrapes_and_answers_a_histogram_quantile(burst, prometheus_o
         pytest.skip("Debian's `prometheus` is not installed (scripts/install-system-deps.sh)")
     query = (
         "histogram_quantile(0.9, sum by (le) "
-        '(rate(fewstep_http_request_duration_seconds_bucket{route="/generate"}[1m])))'
+        '(rate(fewstep_http_request_duration_seconds_bucket{route="/generate"}[10m])))'
     )
     value = None
     for _ in range(60):
@@ -233,7 +242,8 @@ def test_prometheus_scrapes_and_answers_a_histogram_quantile(burst, prometheus_o
             value = float(result[0]["value"][1])
             break
         time.sleep(1)
-    assert value is not None and value > 0, "no quantile from Prometheus"
+    targets = httpx.get(f"{prometheus_or_none}/api/v1/targets").json()["data"]["activeTargets"]
+    assert value is not None and value > 0, f"no quantile from Prometheus: {r}; targets {targets}"
 
 
 def test_promtool_check_metrics_on_a_live_scrape(burst, server: Server):
