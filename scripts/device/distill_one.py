@@ -1,7 +1,25 @@
-import logging, os, sys
+import logging
+import os
+import sys
+
 from distill.distill_config import load_distill_config
 from distill.distiller import distill
+
 logging.basicConfig(level=logging.INFO)
 name, method, k, minutes, *extra = sys.argv[1:]
-cfg = load_distill_config(os.environ.get("PRESET", "shapes32-gpu"), None, [f"method={method}", f"steps={k}", "batch_size=64", "iters=3000", "sample_every=100000", "ckpt_every=250", *extra])
-print(distill(cfg, "models/teacher", f"/tmp/druns/{name}", progress=False, max_seconds=60 * float(minutes), pack_unfinished=True), flush=True)
+cfg = load_distill_config(
+    os.environ.get("PRESET", "shapes32-gpu"),
+    None,
+    [f"method={method}", f"steps={k}", "batch_size=64", "iters=3000", "sample_every=100000", "ckpt_every=250", *extra],
+)
+print(
+    distill(
+        cfg,
+        "models/teacher",
+        f"/tmp/druns/{name}",
+        progress=False,
+        max_seconds=60 * float(minutes),
+        pack_unfinished=True,
+    ),
+    flush=True,
+)

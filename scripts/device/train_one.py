@@ -1,6 +1,11 @@
-import logging, os, sys, time
+import logging
+import os
+import sys
+import time
+
 from distill.config import load_config
 from distill.train import train
+
 logging.basicConfig(level=logging.INFO)
 name, *ov = sys.argv[1:]
 cfg = load_config(os.environ.get("PRESET", "shapes32-cpu"), None, ["data.num_workers=3", "sample_every=100000", *ov])
