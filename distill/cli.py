@@ -91,6 +91,16 @@ def _table(args: argparse.Namespace) -> int:
     from distill.report import TEACHER_GRID, teacher_table
 
     grid = TEACHER_GRID
+    if args.report_only:  # rebuild teacher.md and the plot from the JSON rows already written
+        from distill.report import write_table
+
+        rows = [json.loads(p.read_text()) for p in sorted((Path(args.out_dir) / "teacher").glob("*.json"))]
+        if not rows:
+            raise ValueError(f"--report-only: no rows in {Path(args.out_dir) / 'teacher'}")
+        rows.sort(key=lambda r: (list(TEACHER_GRID).index(r["sampler"]), r["steps"]))
+        out = Path(args.out_dir)
+        write_table(rows, out / "teacher.md", out / "teacher_fd_nfe.png", "Teacher baselines", args.model)
+        return 0
     if args.guidance is None:
         best = Path(args.out_dir) / "guidance" / "best.json"
         if not best.is_file():
@@ -274,6 +284,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--samplers", nargs="*", help="subset of ancestral ddim dpmpp-2m unipc")
     tb.add_argument("--out-dir", default="results")
     tb.add_argument("--no-progress", action="store_true")
+    tb.add_argument("--report-only", action="store_true", help="rebuild the table and plot from existing rows")
     tb.set_defaults(handler=_table)
 
     dt = ev_sub.add_parser("distill-table", help="students against the teacher at equal steps (results/distill.md)")
