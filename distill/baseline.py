@@ -36,10 +36,9 @@ from tqdm import tqdm
 
 from distill.checkpoint import _contiguous, load_denoiser, load_optimizer_tensors, optimizer_tensors
 from distill.config import ConfigError
-from distill.data import build_dataset, build_loader
 from distill.denoise import TextCond, encode_cond
 from distill.distill_config import RESUMABLE, DistillConfig
-from distill.distiller import guided, make_student, pack_student, write_student_samples
+from distill.distiller import CountedBatches, guided, make_student, pack_student, write_student_samples
 from distill.plots import plot_loss
 from distill.text import TextEncoder
 from distill.train import MetricsLog, setup_distributed
@@ -240,17 +239,7 @@ def run_baseline(
     metrics.truncate_after(step)
     data_cfg = cfg.data.model_copy(update={"resolution": run.tcfg.model.resolution})
 
-    class Counted:
-        def __init__(self) -> None:
-            dataset = build_dataset(data_cfg, cfg.batch_size, 0, batch_index, None)
-            self.it = iter(build_loader(dataset, cfg.data.num_workers))
-            self.n = batch_index
-
-        def __next__(self) -> dict[str, Any]:
-            self.n += 1
-            return next(self.it)
-
-    batches = Counted()
+    batches = CountedBatches(data_cfg, cfg.batch_size, batch_index)
     end = cfg.iters if stop_at is None else min(cfg.iters, stop_at)
     bar = tqdm(
         total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True, desc=f"{cfg.method} K={cfg.steps}"

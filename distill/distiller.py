@@ -34,7 +34,7 @@ from distill.checkpoint import (
     load_optimizer_tensors,
     optimizer_tensors,
 )
-from distill.config import ConfigError, TrainConfig
+from distill.config import ConfigError, DataConfig, TrainConfig
 from distill.data import build_dataset, build_loader, to_uint8
 from distill.denoise import GuidedDenoiser, TextCond, encode_cond
 from distill.distill_config import RESUMABLE, DistillConfig
@@ -270,6 +270,18 @@ class Distiller:
         return meta
 
 
+class CountedBatches:
+    """Training batches from `start` on, counting how many were drawn (the resume position)."""
+
+    def __init__(self, data_cfg: DataConfig, batch_size: int, start: int) -> None:
+        self.it = iter(build_loader(build_dataset(data_cfg, batch_size, 0, start, None), data_cfg.num_workers))
+        self.n = start
+
+    def __next__(self) -> dict[str, Any]:
+        self.n += 1
+        return next(self.it)
+
+
 class _Guided(torch.nn.Module):
     """The guided teacher as a module of (z, t), for `torch.func.functional_call` in the jvp."""
 
@@ -355,18 +367,7 @@ def distill(
     metrics.truncate_after(step)
     data_cfg = cfg.data.model_copy(update={"resolution": run.tcfg.model.resolution})
 
-    class Counted:
-        def __init__(self) -> None:
-            self.it = iter(
-                build_loader(build_dataset(data_cfg, cfg.batch_size, 0, batch_index, None), cfg.data.num_workers)
-            )
-            self.n = batch_index
-
-        def __next__(self) -> dict[str, Any]:
-            self.n += 1
-            return next(self.it)
-
-    batches = Counted()
+    batches = CountedBatches(data_cfg, cfg.batch_size, batch_index)
     end = cfg.iters if stop_at is None else min(cfg.iters, stop_at)
     bar = tqdm(
         total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True, desc=f"{cfg.method} K={cfg.steps}"
