@@ -26,7 +26,11 @@ class DistillConfig(StrictModel):
     grad_clip: float = Field(1.0, gt=0)
     warmup: int = Field(50, ge=0, description="linear learning-rate warm-up, in student updates")
     aux_steps: int = Field(1, ge=1, description="mm-alt: auxiliary updates per student update")
-    weighting: Literal["rms", "none"] = "rms"
+    weighting: Literal["rms", "batch", "none"] = Field(
+        "rms",
+        description="mm: w(s) of the student surrogate (rms: per example unit direction; batch: one scale "
+        "per minibatch; none)",
+    )
     guidance_min: float = Field(1.0, ge=0)
     guidance_max: float = Field(5.0, ge=0)
     guidance_default: float = Field(3.0, ge=0, description="the w used for samples and the bundle default")

@@ -69,10 +69,18 @@ def normalise(d: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 def surrogate(x_tilde: torch.Tensor, direction: torch.Tensor, weighting: str = "rms") -> torch.Tensor:
-    """The student's linear surrogate mean_i x_tilde_i . stopgrad(d_i): its gradient in x_tilde is d."""
+    """The student's linear surrogate mean_i x_tilde_i . stopgrad(d_i): its gradient in x_tilde is d.
+
+    weighting: "rms" divides each example's d by its own RMS, "batch" divides every d by the RMS over
+    the whole minibatch (one scalar: the loss scale is uniform across training, the relative size of
+    d across s is kept), "none" leaves d as it is."""
     d = direction.detach()
     if weighting == "rms":
         d = normalise(d)
+    elif weighting == "batch":
+        d = d / (d.pow(2).mean().sqrt() + 1e-8)
+    elif weighting != "none":
+        raise ValueError(f"weighting: unknown {weighting!r} (rms, batch or none)")
     return (x_tilde * d).flatten(1).sum(1).mean() / x_tilde[0].numel()
 
 

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -15,6 +16,7 @@ from distill.moment_matching import (
     posterior_draw,
     preconditioned_direction,
     sample_times,
+    surrogate,
     teacher_jvp,
 )
 from fewstep.networks import alpha_sigma_torch
@@ -173,7 +175,25 @@ def _one_step_samples(student, gen, n=4000) -> torch.Tensor:
         return student(torch.randn(n, 1, generator=gen), torch.ones(n))
 
 
-def test_mm_alt_moves_a_one_step_student_toward_the_data():
+def test_the_surrogate_gradient_is_the_weighted_direction():
+    """d(loss)/d(x_tilde) is d scaled by the weighting: per example to unit RMS ("rms"), by one
+    minibatch scalar that keeps the examples' relative sizes ("batch"), or not at all ("none")."""
+    d = torch.stack([torch.full((2, 3), 0.01), torch.full((2, 3), 2.0)])
+    grads = {}
+    for weighting in ("rms", "batch", "none"):
+        x = torch.zeros_like(d, requires_grad=True)
+        surrogate(x, d, weighting).backward()
+        grads[weighting] = x.grad * d.shape[0] * d[0].numel()  # undo the mean over examples and elements
+    torch.testing.assert_close(grads["none"], d)
+    torch.testing.assert_close(grads["rms"], torch.ones_like(d), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads["batch"].pow(2).mean(), torch.tensor(1.0))
+    torch.testing.assert_close(grads["batch"][1] / grads["batch"][0], torch.full((2, 3), 200.0))
+    with pytest.raises(ValueError, match="weighting"):
+        surrogate(d, d, "per-pixel")
+
+
+@pytest.mark.parametrize("weighting", ["rms", "batch"])
+def test_mm_alt_moves_a_one_step_student_toward_the_data(weighting):
     gen = torch.Generator().manual_seed(4)
     teacher = Analytic().requires_grad_(False)
     student, aux = Residual(teacher), Residual(teacher)
@@ -195,7 +215,7 @@ def test_mm_alt_moves_a_one_step_student_toward_the_data():
         else:
             with torch.no_grad():
                 fake = aux(z_s, s)
-            loss = mm_alt_student_loss(x_tilde, fake, target)
+            loss = mm_alt_student_loss(x_tilde, fake, target, weighting)
             opt_s.zero_grad()
             loss.backward()
             opt_s.step()
