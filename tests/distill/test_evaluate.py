@@ -1,13 +1,14 @@
 """The evaluation pipeline against sets whose right answer is known, with the committed evaluator."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from distill.evaluate import eval_set, reference_images, score
+from distill.evaluate import adherence, eval_set, reference_images, score
 from distill.evaluator import attribute_accuracy, load_evaluator, predict
 from fewstep import shapes
 
@@ -91,6 +92,27 @@ def test_collapsed_background_shows_in_free_attribute_tv(evaluator, items, refer
     s = score(evaluator, np.stack(black), reference, items)
     assert s["free_attribute_tv"]["background"] > 0.5
     assert s["adherence"]["overall"] > 0.95  # the prompts never asked for a background
+
+
+def test_two_object_failures_are_broken_down_by_attribute():
+    """Scenes that lose their second object fail two-object prompts on count only; swapping the two
+    objects' colours fails them on colour binding; one-object prompts are untouched by either."""
+    items = [e for e in eval_set(200) if not e.held_out]
+    truth = [e.item.scene for e in items]
+    dropped = [shapes.Scene(sc.background, sc.objects[:1]) for sc in truth]
+    a = adherence(dropped, items)
+    assert a["one_object"] == 1.0 and a["two_objects"] == 0.0
+    assert a["two_objects_per_attribute"]["count"] == 0.0 and a["two_objects_per_attribute"]["background"] == 1.0
+
+    def swap(sc):
+        if len(sc.objects) < 2 or sc.objects[0].colour == sc.objects[1].colour:
+            return sc
+        o1, o2 = sc.objects
+        return shapes.Scene(sc.background, (replace(o1, colour=o2.colour), replace(o2, colour=o1.colour)))
+
+    b = adherence([swap(sc) for sc in truth], items)
+    assert b["one_object"] == 1.0 and b["two_objects_per_attribute"]["count"] == 1.0
+    assert b["two_objects_per_attribute"]["colour"] < 0.2 and b["two_objects_per_attribute"]["shape"] == 1.0
 
 
 SCHEMA = {
