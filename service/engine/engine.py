@@ -202,6 +202,11 @@ class Engine:
             self.metrics.ready.set(0)
 
     @property
+    def queued_images(self) -> int:
+        """Images waiting in the queue (the quantity `queue_limit_images` bounds)."""
+        return sum(t.images for t in self._queue)
+
+    @property
     def idle(self) -> bool:
         return not self._queue and not self._busy
 
@@ -294,7 +299,7 @@ class Engine:
         if self.state != "ready":
             reason = "draining" if self.state in ("draining", "stopped") else "not_ready"
             raise NotReady(f"not accepting requests: {self.not_ready_reason()}", reason)
-        queued = sum(t.images for t in self._queue)
+        queued = self.queued_images
         if queued + request.n > self.config.queue_limit_images:
             raise QueueFull(
                 f"queue full ({queued} images queued, limit {self.config.queue_limit_images})",
@@ -332,7 +337,7 @@ class Engine:
 
     def _update_gauges(self) -> None:
         self.metrics.queue_depth.set(len(self._queue))
-        self.metrics.queue_images.set(sum(t.images for t in self._queue))
+        self.metrics.queue_images.set(self.queued_images)
 
     # --- batching --------------------------------------------------------------------------------
 
