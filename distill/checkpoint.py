@@ -173,18 +173,20 @@ def load_adam_second_moments(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removesuffix(".exp_avg_sq"): v for k, v in optim.items() if k.endswith(".exp_avg_sq")}
 
 
+def weights_file(path: str | Path, weights: str = "ema") -> tuple[Path, TrainConfig]:
+    """The safetensors file `load_denoiser` reads for `path` (packed model or run/checkpoint), and its config."""
+    path = Path(path)
+    if (path / PACKED_CONFIG).is_file() and (path / PACKED_WEIGHTS).is_file() and weights == "ema":
+        return path / PACKED_WEIGHTS, validate_config(json.loads((path / PACKED_CONFIG).read_text())["config"])
+    ckpt = resolve_checkpoint(path)
+    return ckpt / f"{weights}.safetensors", checkpoint_config(ckpt)
+
+
 def load_denoiser(
     path: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
 ) -> tuple[Denoiser, TrainConfig]:
     """A trained denoiser and its config, from a packed model or a run/checkpoint (EMA by default)."""
-    path = Path(path)
-    if (path / PACKED_CONFIG).is_file() and (path / PACKED_WEIGHTS).is_file() and weights == "ema":
-        cfg = validate_config(json.loads((path / PACKED_CONFIG).read_text())["config"])
-        file = path / PACKED_WEIGHTS
-    else:
-        ckpt = resolve_checkpoint(path)
-        cfg = checkpoint_config(ckpt)
-        file = ckpt / f"{weights}.safetensors"
+    file, cfg = weights_file(path, weights)
     model = build_denoiser(cfg.model)
     model.load_state_dict(load_file(file))
     return model.to(device).eval().requires_grad_(False), cfg

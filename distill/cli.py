@@ -137,7 +137,7 @@ def _distill_table(args: argparse.Namespace) -> int:
     sampler, steps = args.teacher_best
     distill_table(
         students, args.teacher, args.guidance, args.n_images, args.out_dir, (sampler, int(steps)),
-        progress=not args.no_progress,
+        progress=not args.no_progress, reuse=not args.fresh,
     )  # fmt: skip
     return 0
 
@@ -295,6 +295,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dt.add_argument("--n-images", type=int, default=2000)
     dt.add_argument("--out-dir", default="results")
     dt.add_argument("--no-progress", action="store_true")
+    dt.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")
     dt.set_defaults(handler=_distill_table)
 
     gs = ev_sub.add_parser("guidance", help="sweep the guidance scale (results/guidance.md)")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from distill.checkpoint import load_denoiser, student_info
-from distill.evaluate import eval_set, evaluate, generate
+from distill.evaluate import eval_set, evaluate, generate, reusable
 from distill.report import _fmt
 from distill.text import TextEncoder
 
@@ -139,7 +139,10 @@ def distill_table(
     out_dir: str | Path = "results",
     teacher_best: tuple[str, int] = ("ancestral", 64),
     progress: bool = True,
+    reuse: bool = True,
 ) -> list[dict[str, Any]]:
+    """Evaluate every planned row (reusing, with `reuse`, rows already written for the same weights
+    and settings) and write the table, the plot and the side-by-side grid."""
     out_dir = Path(out_dir)
     plan = plan_rows(students, teacher, guidance, teacher_best)
     rows = []
@@ -147,9 +150,12 @@ def distill_table(
         name = f"{p['label'].split()[0].replace('(', '')}-{p['sampler']}-{p['steps']}"
         if not p["label"].startswith("teacher"):
             name = f"{p['label']}-k{p['steps']}"
-        row = evaluate(
-            p["model"], p["sampler"], p["steps"], p["guidance"], n_images, name, out_dir / "distill", progress=progress
-        )
+        args = (p["model"], p["sampler"], p["steps"], p["guidance"], n_images)
+        row = reusable(out_dir / "distill" / f"{name}.json", *args) if reuse else None
+        if row is not None:
+            log.info("%s: reusing the row already measured for these weights and settings", name)
+        else:
+            row = evaluate(*args, name, out_dir / "distill", progress=progress)
         row.update(label=p["label"], train=p["train"])
         (out_dir / "distill" / f"{name}.json").write_text(json.dumps(row, indent=2))
         rows.append(row)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from distill.checkpoint import load_denoiser, student_info
+from distill.checkpoint import load_denoiser, student_info, weights_file
 from distill.data import to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond, nfe_per_step
 from distill.evaluator import load_evaluator, predict
@@ -37,6 +37,7 @@ from distill.grid import save_grid
 from distill.metrics import frechet_distance, kernel_inception_distance, precision_recall, total_variation
 from distill.text import TextEncoder
 from fewstep import shapes
+from fewstep.bundle import sha256_file
 from fewstep.rng import SeededNoise
 from fewstep.sampler import SAMPLERS
 
@@ -204,6 +205,41 @@ def git_sha() -> str:
         return "unknown"
 
 
+def identity(model_path: str | Path, evaluator_path: str | Path) -> dict[str, str]:
+    """The sha256 of the weights a row scores and of the evaluator that scored it: with the settings,
+    what makes two rows the same measurement (`reusable`)."""
+    return {
+        "model_sha256": sha256_file(weights_file(model_path)[0]),
+        "evaluator_sha256": sha256_file(Path(evaluator_path) / "weights.safetensors"),
+    }
+
+
+def reusable(
+    row_file: Path,
+    model_path: str | Path,
+    sampler: str,
+    steps: int,
+    guidance: float,
+    n_images: int,
+    evaluator_path: str | Path = "models/evaluator",
+) -> dict[str, Any] | None:
+    """The row already written at `row_file` if it measured exactly this (same weights, evaluator,
+    sampler, steps, guidance, image count and eval seed), else None: lets long tables skip the rows
+    whose inputs have not changed (the teacher's many-step rows cost minutes each on a CPU)."""
+    if not row_file.is_file():
+        return None
+    row = json.loads(row_file.read_text())
+    want = {
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": guidance,
+        "n_images": n_images,
+        "eval_seed": EVAL_SEED,
+        **identity(model_path, evaluator_path),
+    }
+    return row if all(row.get(k) == v for k, v in want.items()) else None
+
+
 def evaluate(
     model_path: str | Path,
     sampler: str,
@@ -243,6 +279,7 @@ def evaluate(
         **score(evaluator, images, ref, items),
         "seconds_per_image": seconds / len(items),
         "evaluator_accuracy": ev_manifest["accuracy"],
+        **identity(model_path, evaluator_path),
         "eval_seed": EVAL_SEED,
         "machine": machine(),
         "git_sha": git_sha(),

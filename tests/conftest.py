@@ -41,7 +41,9 @@ def tiny_bert_dir(tmp_path_factory):
     return path
 
 
-def make_packed_model(path, encoder_dir, guidance_input: bool = False, seed: int = 0, text_dim: int = 32):
+def make_packed_model(
+    path, encoder_dir, guidance_input: bool = False, seed: int = 0, text_dim: int = 32, overrides: tuple[str, ...] = ()
+):
     """A packed model (`fewstep pack` layout) of a tiny UNet with random, non-trivial weights.
 
     The UNet zero-initialises its output layers (so training starts at the identity-like
@@ -56,7 +58,7 @@ def make_packed_model(path, encoder_dir, guidance_input: bool = False, seed: int
     from distill.config import load_config
     from fewstep.networks import build_denoiser
 
-    overrides = [f"text.encoder={encoder_dir}", f"model.text_dim={text_dim}", "text.max_tokens=16"]
+    overrides = [f"text.encoder={encoder_dir}", f"model.text_dim={text_dim}", "text.max_tokens=16", *overrides]
     if guidance_input:
         overrides.append("model.guidance_input=true")
     cfg = load_config("tiny", None, overrides)
