@@ -54,20 +54,11 @@ students: $(STAMP)
 	$(VENV)/bin/fewstep distill --teacher models/teacher --method mm-alt --steps 8 --out runs/students/mm-alt-k8
 	$(VENV)/bin/fewstep distill --teacher models/teacher --method mm-alt --steps 4 --out runs/students/mm-alt-k4
 
-# The committed results/distill.md: K = 8, every method on one CPU thread with a 5-minute budget
-# (pd: 240 updates, its three halving stages must complete), then the table at 500 images (~30 min
-# on a shared 2-core machine). DISTILL_MINUTES / PD_ITERS / EVAL_IMAGES scale it up.
-DISTILL_MINUTES ?= 5
-PD_ITERS ?= 240
-EVAL_IMAGES ?= 500
-DISTILL_COMMON = --teacher models/teacher --steps 8 --preset shapes32-cpu --set threads=1 --set sample_every=100000 --no-progress
+# The committed results/distill.md: every method at K = 1, 2, 4, 8 on the same 5-minute budget, one
+# CPU thread per run and two runs side by side, then the table at 500 images (scripts/equal_budget.sh
+# says how each method is held to the budget; KS, MINUTES, JOBS, EVAL_IMAGES scale it).
 results-distill: $(STAMP)
-	for m in mm-alt cd mm-param; do \
-		OMP_NUM_THREADS=1 $(VENV)/bin/fewstep distill $(DISTILL_COMMON) --method $$m --set iters=3000 \
-			--max-minutes $(DISTILL_MINUTES) --pack-unfinished --out runs/equal/$$m-k8 || exit 1; \
-	done
-	OMP_NUM_THREADS=1 $(VENV)/bin/fewstep distill $(DISTILL_COMMON) --method pd --set iters=$(PD_ITERS) --out runs/equal/pd-k8
-	OMP_NUM_THREADS=1 $(VENV)/bin/fewstep eval distill-table --students runs/equal --n-images $(EVAL_IMAGES)
+	FEWSTEP=$(VENV)/bin/fewstep scripts/equal_budget.sh
 
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed

@@ -142,6 +142,16 @@ def _distill_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_guidance(args: argparse.Namespace) -> int:
+    from distill.distill_report import guidance_compare
+
+    guidance_compare(
+        Path(args.student), args.teacher, tuple(args.weights), tuple(args.teacher_steps), args.n_images,
+        args.out_dir, progress=not args.no_progress, reuse=not args.fresh,
+    )  # fmt: skip
+    return 0
+
+
 def _train_evaluator(args: argparse.Namespace) -> int:
     import torch
 
@@ -297,6 +307,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dt.add_argument("--no-progress", action="store_true")
     dt.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")
     dt.set_defaults(handler=_distill_table)
+
+    dg = ev_sub.add_parser(
+        "distill-guidance", help="one student against the teacher at the same w (results/distill_guidance.md)"
+    )
+    dg.add_argument("--student", required=True, help="a packed student")
+    dg.add_argument("--teacher", default="models/teacher")
+    dg.add_argument("--weights", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0])
+    dg.add_argument("--teacher-steps", type=int, nargs="+", default=[8, 32], help="the teacher's ancestral steps")
+    dg.add_argument("--n-images", type=int, default=2000)
+    dg.add_argument("--out-dir", default="results")
+    dg.add_argument("--no-progress", action="store_true")
+    dg.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")
+    dg.set_defaults(handler=_distill_guidance)
 
     gs = ev_sub.add_parser("guidance", help="sweep the guidance scale (results/guidance.md)")
     gs.add_argument("--model", required=True)

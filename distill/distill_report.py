@@ -7,6 +7,9 @@ Each student row also carries its training cost (updates, wall time, image netwo
 from the packed config. Writes `results/distill.md`, the JSON rows under `results/distill/`,
 `results/distill_fd_steps.png` (FD against steps per method) and `results/distill_grid.png` (the
 same eight prompts and seeds for every row, side by side).
+
+`fewstep eval distill-guidance` sweeps w for one student against the teacher at the same w
+(`results/distill_guidance.md`).
 """
 
 from __future__ import annotations
@@ -170,4 +173,62 @@ def distill_table(
         (out_dir / "distill.md").write_text(text)
         plot_fd_steps(rows, out_dir / "distill_fd_steps.png")
     side_by_side(plan, out_dir / "distill_grid.png")
+    return rows
+
+
+def guidance_compare(
+    student: Path,
+    teacher: str,
+    weights: tuple[float, ...],
+    teacher_steps: tuple[int, ...],
+    n_images: int,
+    out_dir: str | Path = "results",
+    progress: bool = True,
+    reuse: bool = True,
+) -> list[dict[str, Any]]:
+    """One guidance-conditioned student against the teacher at the same w (`results/distill_guidance.md`).
+
+    The student serves every w of its training range with one network evaluation per step; the
+    teacher pays two (conditional and unconditional) at each of `teacher_steps` ancestral steps."""
+    out_dir = Path(out_dir)
+    rows_dir = out_dir / "distill_guidance"
+    info = student_info(student)
+    if info is None:
+        raise ValueError(f"{student} is not a distilled student (no 'student' block in its config.json)")
+    k, sampler = int(info["steps"]), info.get("sampler", "ancestral")
+    plan = [(f"{info['method']} K={k}", str(student), sampler, k, f"{info['method']}-k{k}")]
+    plan += [(f"teacher ancestral {n}", teacher, "ancestral", n, f"teacher-ancestral-{n}") for n in teacher_steps]
+    rows = []
+    for w in weights:
+        for label, model, smp, steps, stem in plan:
+            name = f"{stem}-w{w:g}"
+            args = (model, smp, steps, w, n_images)
+            row = reusable(rows_dir / f"{name}.json", *args) if reuse else None
+            if row is None:
+                row = evaluate(*args, name, rows_dir, progress=progress)
+            row["label"] = label
+            rows.append(row)
+            log.info("w=%g %s: FD %.1f adherence %.3f", w, label, row["fd"], row["adherence"]["overall"])
+    head = (
+        "| w | model | NFE | FD | KID | adherence | 1 obj | 2 obj | held-out | precision | recall | bg TV "
+        "| s/image |\n" + "|" + " --- |" * 13 + "\n"
+    )
+    lines = [
+        f"| {r['guidance']:g} | {r['label']} | {r['nfe']:.0f} | {_fmt(r['fd'])} | {_fmt(r['kid'], 4)} "
+        f"| {_fmt(r['adherence']['overall'])} | {_fmt(r['adherence']['one_object'])} "
+        f"| {_fmt(r['adherence']['two_objects'])} | {_fmt(r['adherence']['held_out'])} | {_fmt(r['precision'])} "
+        f"| {_fmt(r['recall'])} | {_fmt(r['free_attribute_tv'].get('background'))} | {r['seconds_per_image']:.4f} |"
+        for r in rows
+    ]
+    lo, _, hi = info.get("guidance", [None, None, None])
+    r0 = rows[0]
+    text = (
+        f"# Guidance sweep: `{student}` against the teacher at the same w\n\n"
+        f"The student was distilled for w in [{lo}, {hi}] (one network evaluation per step at any w); the "
+        f"teacher uses classifier-free guidance (two per step). {r0['n_images']} images per row, eval seed "
+        f"{r0['eval_seed']}, machine: {r0['machine']}, git {r0['git_sha']}. Regenerate: "
+        f"`fewstep eval distill-guidance --student {student} --n-images {n_images}`.\n\n"
+    )
+    text += head + "\n".join(lines) + "\n"
+    (out_dir / "distill_guidance.md").write_text(text)
     return rows

@@ -68,3 +68,21 @@ def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, mo
     calls.clear()
     table(reuse=False)
     assert len(calls) == 4
+
+
+def test_the_guidance_sweep_compares_the_student_and_the_teacher_at_each_w(models, tmp_path):
+    from distill.distill_report import guidance_compare
+
+    teacher, student = models
+    out = tmp_path / "results"
+    rows = guidance_compare(student, str(teacher), (1.0, 3.0), (4,), 6, out, progress=False)
+    assert [(r["label"], r["guidance"]) for r in rows] == [
+        ("mm-alt K=2", 1.0), ("teacher ancestral 4", 1.0), ("mm-alt K=2", 3.0), ("teacher ancestral 4", 3.0),
+    ]  # fmt: skip
+    # One evaluation per step for the student at any w; the teacher doubles its batch for w != 1.
+    assert [r["nfe"] for r in rows] == [2, 4, 2, 8]
+    text = (out / "distill_guidance.md").read_text()
+    assert "w in [1.0, 3.0]" in text and text.count("\n| ") == 2 + 4
+    assert sorted(p.name for p in (out / "distill_guidance").glob("*.json")) == [
+        "mm-alt-k2-w1.json", "mm-alt-k2-w3.json", "teacher-ancestral-4-w1.json", "teacher-ancestral-4-w3.json",
+    ]  # fmt: skip
