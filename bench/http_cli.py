@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.http import markdown, run_http_bench
+    from bench.http import run_http_bench
+    from bench.http_report import markdown
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = HttpBenchConfig(
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     if args.report_only:
-        from bench.http import RequestClass, plot, ratios
+        from bench.http_report import plot, ratios
+        from bench.load import RequestClass
 
         doc = json.loads((out / "http.json").read_text())
         doc["ratios"] = ratios(doc, [RequestClass.parse(m) for m in doc["config"]["mix"]])

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.http import ServerProcess, machine, run_phase, warm_prompts
+from bench.http import run_phase
 from bench.load import RequestClass, RequestMix, shapes_prompts
+from bench.server import ServerProcess, machine, warm_prompts
 
 log = logging.getLogger(__name__)
 

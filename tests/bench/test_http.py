@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from bench.http import histogram_delta, markdown, mix_throughput, ratios
+from bench.http_report import markdown, mix_throughput, ratios
 from bench.load import Outcome, RequestClass, RequestMix, percentile, shapes_prompts, summarize
+from bench.server import histogram_delta
 
 
 def test_request_classes_parse_from_the_command_line_form():
