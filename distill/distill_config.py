@@ -27,7 +27,7 @@ class DistillConfig(StrictModel):
     warmup: int = Field(50, ge=0, description="linear learning-rate warm-up, in student updates")
     aux_steps: int = Field(1, ge=1, description="mm-alt: auxiliary updates per student update")
     weighting: Literal["rms", "batch", "none"] = Field(
-        "rms",
+        "batch",
         description="mm: w(s) of the student surrogate (rms: per example unit direction; batch: one scale "
         "per minibatch; none)",
     )
