@@ -227,7 +227,8 @@ def guidance_compare(
         f"The student was distilled for w in [{lo}, {hi}] (one network evaluation per step at any w); the "
         f"teacher uses classifier-free guidance (two per step). {r0['n_images']} images per row, eval seed "
         f"{r0['eval_seed']}, machine: {r0['machine']}, git {r0['git_sha']}. Regenerate: "
-        f"`fewstep eval distill-guidance --student {student} --n-images {n_images}`.\n\n"
+        f"`fewstep eval distill-guidance --student {student} --weights {' '.join(f'{w:g}' for w in weights)} "
+        f"--teacher-steps {' '.join(map(str, teacher_steps))} --n-images {n_images}`.\n\n"
     )
     text += head + "\n".join(lines) + "\n"
     (out_dir / "distill_guidance.md").write_text(text)

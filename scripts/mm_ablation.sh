@@ -50,3 +50,4 @@ if [ ! -f "$OUT/eval/init.json" ]; then
     --n-images "$EVAL_IMAGES" --threads 1 --name init --out-dir "$OUT/eval" --no-progress > "$OUT/init.log" 2>&1
 fi
 ${PY:-.venv/bin/python} -m distill.ablation_report "$OUT" results/mm_ablation.md
+mkdir -p results/mm_ablation && cp "$OUT"/eval/*.json results/mm_ablation/   # the rows, in the evaluation schema
