@@ -55,15 +55,15 @@ from bench.server import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MIX = (
-    "model=mm-alt-k4,steps=4,guidance=1.5|3|4.5,weight=1",
-    "model=mm-alt-k8,steps=8,guidance=1.5|3|4.5,weight=1",
+    "model=pd-k4,steps=4,guidance=1.5|3|4.5,weight=1",
+    "model=pd-k8,steps=8,guidance=1.5|3|4.5,weight=1",
 )
 FIXED_BOUNDS = {"max_batch_images": 8, "max_wait_s": 0.01}  # the constants the profile replaced
 
 
 @dataclass(frozen=True)
 class HttpBenchConfig:
-    bundles: tuple[str, ...] = ("bundles/mm-alt-k4", "bundles/mm-alt-k8")
+    bundles: tuple[str, ...] = ("bundles/pd-k4", "bundles/pd-k8")
     mix: tuple[str, ...] = DEFAULT_MIX
     concurrency: tuple[int, ...] = (1, 4, 16, 32, 64)
     loads: tuple[float, ...] = (0.25, 0.5, 0.7, 0.9)

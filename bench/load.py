@@ -6,7 +6,7 @@ in-flight request, and the process CPU time it used is reported beside the figur
 
 - `RequestMix`: weighted request classes (model, steps, guidance scales, images per request) over
   a pool of shapes-world captions and random seeds; `RequestClass.parse` reads the command-line
-  form `model=mm-alt-k4,steps=4,guidance=1.5|3|4.5,n=1,weight=2`. The step-level batching issue
+  form `model=pd-k4,steps=4,guidance=1.5|3|4.5,n=1,weight=2`. The step-level batching issue
   reuses it with 4- and 8-step requests at several guidance scales.
 - `closed_loop(url, mix, clients, seconds)`: each client sends its next request when the last one
   answered (throughput at a concurrency).
