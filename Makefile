@@ -43,10 +43,13 @@ teacher: $(STAMP)
 evaluator: $(STAMP)
 	$(VENV)/bin/fewstep eval train-evaluator --out models/evaluator
 
-# results/guidance.md and results/teacher.md with their JSON rows and plot (hours on 2 CPU cores).
+# results/guidance.md and results/teacher.md with their JSON rows and plot, at 500 images a row as
+# committed (2-3 hours on 2 CPU cores; a 256-step row takes about 40 minutes on one thread).
+# TEACHER_IMAGES=2000 gives the evaluation's default count.
+TEACHER_IMAGES ?= 500
 results-teacher: $(STAMP)
-	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images 500
-	$(VENV)/bin/fewstep eval table --model models/teacher
+	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images $(TEACHER_IMAGES)
+	$(VENV)/bin/fewstep eval table --model models/teacher --n-images $(TEACHER_IMAGES)
 
 # The default students: the method that won the equal-budget table at K = 4 and 8 (results/distill.md:
 # progressive distillation, DDIM halving from 64 teacher steps), 600 updates at batch 32 each, the two
