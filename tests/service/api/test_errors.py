@@ -83,6 +83,7 @@ def test_a_full_queue_is_429_with_retry_after(scheduling):
     # One batch slot, so that "queued" waits in the queue in step-level mode as well.
     with serving([fake_pipeline("fake", gated)], queue_limit_images=2, max_wait_s=0.0, max_batch_images=1) as client:
         gated.gate.clear()
+        gated.entered.clear()  # warm-up already called the denoiser: only the holder may set it now
         with ThreadPoolExecutor(2) as pool:
             holder = pool.submit(client.post, "/generate", json={"prompt": "holder", "seed": 0})
             assert gated.entered.wait(5)
