@@ -1,13 +1,17 @@
 """`results/mm_ablation.md` from the runs of `scripts/mm_ablation.sh`: one row per short mm-alt run,
 what it changed against the base settings, its updates and its evaluation figures, beside the
-student's starting point (the teacher at w = 1 with the same 8 steps).
+student's starting point (the teacher at w = 1 with the same 8 steps). With `--length`,
+`results/mm_length.md` and its plot from `scripts/mm_length.sh`: the same figures along each run's
+training length (rows named `<run>-it<updates>`).
 
     python -m distill.ablation_report runs/ablation results/mm_ablation.md
+    python -m distill.ablation_report --length runs/length results/mm_length.md
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,7 +65,104 @@ def ablation_markdown(out: Path) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+SLICE = re.compile(r"^(?P<run>.+)-it(?P<updates>\d+)$")
+TEACHER_BEST = Path("results/distill/teacher-ancestral-64.json")
+
+
+def _row_cells(r: dict[str, Any]) -> str:
+    a = r["adherence"]
+    return (
+        f"{r['guidance']:g} | {_fmt(r['fd'])} | {_fmt(a['overall'])} | {_fmt(a['one_object'])} "
+        f"| {_fmt(a['two_objects'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
+        f"| {_fmt(r['free_attribute_tv'].get('background'))} |"
+    )
+
+
+def length_rows(out: Path) -> dict[str, list[tuple[int, float, dict[str, Any]]]]:
+    """Per run, its evaluated slices as (updates, cumulative training seconds, row), by updates."""
+    runs: dict[str, list[tuple[int, float, dict[str, Any]]]] = {}
+    for p in sorted((out / "eval").glob("*.json")):
+        m = SLICE.match(p.stem)
+        if m is None:
+            continue
+        summary = json.loads(p.with_suffix(".summary").read_text())
+        if summary["iters"] != int(m["updates"]):
+            raise ValueError(f"{p}: named after {m['updates']} updates but its run stopped at {summary['iters']}")
+        runs.setdefault(m["run"], []).append((summary["iters"], summary["wall_s"], json.loads(p.read_text())))
+    if not runs:
+        raise FileNotFoundError(f"{out}/eval: no <run>-it<updates>.json rows")
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in runs.items()}
+
+
+def length_markdown(out: Path, teacher_best: Path = TEACHER_BEST) -> str:
+    """The learning-curve table: each run's figures after each slice, with the start and the
+    teacher's best row (the issue's 8-step target) as references."""
+    runs = length_rows(out)
+    init = json.loads((out / "eval" / "init.json").read_text())
+    lines = [
+        "| run | w range | updates | training minutes | eval w | FD | adherence | 1 obj | 2 obj | precision "
+        "| recall | bg TV |",
+        "|" + " --- |" * 12,
+        f"| start (teacher w = 1, 8 ancestral steps) | - | 0 | 0 | {_row_cells(init)}",
+    ]
+    if teacher_best.is_file():
+        t = json.loads(teacher_best.read_text())
+        lines.append(f"| teacher best ({t['sampler']} {t['steps']} steps, target) | - | - | - | {_row_cells(t)}")
+    for name, slices in runs.items():
+        s = _settings(out / name)
+        for updates, wall_s, r in slices:
+            lines.append(
+                f"| {name} | [{s['guidance_min']:g}, {s['guidance_max']:g}] | {updates} | {wall_s / 60:.1f} "
+                f"| {_row_cells(r)}"
+            )
+    r0 = next(iter(runs.values()))[0][2]
+    head = (
+        "# mm-alt training length at K = 8\n\n"
+        "Each run: `fewstep distill --method mm-alt --steps 8` from `models/teacher` at batch 32, resumed in "
+        "slices on one CPU thread (two runs side by side); after each slice the student is packed and "
+        f"evaluated on {r0['n_images']} images (eval seed {r0['eval_seed']}) with the 8-step ancestral "
+        f"sampler at the w shown. Machine: {r0['machine']}. Plot: `mm_length.png`. Regenerate: "
+        "`scripts/mm_length.sh`.\n\n"
+    )
+    return head + "\n".join(lines) + "\n"
+
+
+def plot_length(out: Path, png: Path, teacher_best: Path = TEACHER_BEST) -> None:
+    """FD against updates per run, with the start and the teacher's best as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = length_rows(out)
+    init = json.loads((out / "eval" / "init.json").read_text())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, slices in runs.items():
+        ax.plot(
+            [0] + [u for u, _, _ in slices],
+            [init["fd"]] + [r["fd"] for _, _, r in slices],
+            marker="o",
+            label=f"{name} (eval w = {slices[0][2]['guidance']:g})",
+        )
+    ax.axhline(init["fd"], color="grey", linestyle=":", label="start (teacher w = 1, 8 steps)")
+    if teacher_best.is_file():
+        t = json.loads(teacher_best.read_text())
+        ax.axhline(t["fd"], color="black", linestyle="--", label=f"teacher best ({t['steps']} steps, target)")
+    ax.set_xlabel("student updates (batch 32)")
+    ax.set_ylabel("FD (evaluator features)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--length":
+        out, md = Path(argv[1]), Path(argv[2])
+        md.write_text(length_markdown(out))
+        plot_length(out, md.with_suffix(".png"))
+        return 0
     out, md = Path(argv[0]), Path(argv[1])
     md.write_text(ablation_markdown(out))
     return 0

@@ -1,10 +1,11 @@
-"""`results/mm_ablation.md`: the starting point first, then one row per run with what it changed."""
+"""`results/mm_ablation.md`: the starting point first, then one row per run with what it changed;
+`results/mm_length.md`: each run's figures after each slice, in order of updates."""
 
 import json
 
 import pytest
 
-from distill.ablation_report import ablation_markdown
+from distill.ablation_report import ablation_markdown, length_markdown, plot_length
 from distill.distill_config import load_distill_config
 
 
@@ -31,3 +32,40 @@ def test_rows_show_the_changed_settings_and_the_figures(tmp_path):
     (tmp_path / "eval" / "init.json").unlink()
     with pytest.raises(FileNotFoundError, match="starting point"):
         ablation_markdown(tmp_path)
+
+
+def _length_run(tmp_path, name: str, overrides: list[str], slices: dict[int, float]) -> None:
+    run = tmp_path / name
+    run.mkdir()
+    cfg = load_distill_config("shapes32-cpu", overrides=overrides)
+    (run / "config.json").write_text(cfg.model_dump_json())
+    for updates, fd in slices.items():
+        (tmp_path / "eval" / f"{name}-it{updates}.json").write_text(json.dumps(_row(fd, cfg.guidance_default)))
+        summary = {"iters": updates, "wall_s": 3.0 * updates}
+        (tmp_path / "eval" / f"{name}-it{updates}.summary").write_text(json.dumps(summary))
+
+
+def test_length_rows_follow_updates_with_the_start_and_the_teacher_as_references(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "init.json").write_text(json.dumps(_row(539.0, 1.0)))
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps(_row(448.0, 3.0) | {"sampler": "ancestral", "steps": 64}))
+    # written out of order: 1000 before 250 in the file listing (lexical), the table sorts by updates
+    _length_run(tmp_path, "w1", ["guidance_min=1", "guidance_max=1", "guidance_default=1"], {1000: 470.0, 250: 500.0})
+    lines = length_markdown(tmp_path, teacher).splitlines()
+    body = [line for line in lines if line.startswith("| ") and not line.startswith(("| run", "| ---"))]
+    assert body[0].startswith("| start") and "539.000" in body[0]
+    assert body[1].startswith("| teacher best (ancestral 64 steps") and "448.000" in body[1]
+    assert body[2].startswith("| w1 | [1, 1] | 250 | 12.5 | 1 | 500.000 |")
+    assert body[3].startswith("| w1 | [1, 1] | 1000 | 50.0 | 1 | 470.000 |")
+    plot_length(tmp_path, tmp_path / "curve.png", teacher)
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_a_slice_whose_run_stopped_elsewhere_is_refused(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "init.json").write_text(json.dumps(_row(539.0, 1.0)))
+    _length_run(tmp_path, "w1", [], {500: 480.0})
+    (tmp_path / "eval" / "w1-it500.summary").write_text(json.dumps({"iters": 430, "wall_s": 1.0}))
+    with pytest.raises(ValueError, match="stopped at 430"):
+        length_markdown(tmp_path)
