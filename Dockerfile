@@ -17,6 +17,8 @@
 #                             PIP_OPTIONS=--no-index, the wheels of `make wheelhouse-export`)
 #                    context: copy bundles made on the host by `make docker-bundles` (no torch in the
 #                             build at all; what CI and air-gapped builds use)
+#   STUDENTS         the student bundles served beside the teacher (default "pd-k8 pd-k4"; the
+#                    teacher stays the default model, FEWSTEP_DEFAULT_MODEL)
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
@@ -40,21 +42,30 @@ RUN /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------
-# bundles: the served models. torch lives only in this stage (never in a runtime image).
+# bundles: the served models: the teacher and the few-step students (STUDENTS, the Makefile's list;
+# a static test keeps the two equal). The students share the teacher's text encoder (90 MB): COPY
+# does not keep the host's hard links, so identical files become relative symlinks here. torch
+# lives only in this stage (never in a runtime image).
 FROM builder AS bundles
 ARG PIP_OPTIONS=""
 ARG BUNDLES_SOURCE=export
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG STUDENTS="pd-k8 pd-k4"
 COPY deploy/docker/requirements-export.lock /tmp/requirements-export.lock
 COPY deploy/docker/wheelhouse-export/ /wheelhouse-export/
 COPY models/teacher/ /src/models/teacher/
+COPY models/students/ /src/models/students/
 COPY results/teacher/ /src/results/teacher/
+COPY results/students/ /src/results/students/
 COPY deploy/docker/host-bundles/ /prebuilt/
 RUN set -eu; \
     if [ "$BUNDLES_SOURCE" = context ]; then \
-        test -f /prebuilt/teacher/manifest.json \
-          || { echo "BUNDLES_SOURCE=context: run 'make docker-bundles' first" >&2; exit 1; }; \
-        mkdir /bundles && cp -a /prebuilt/teacher /bundles/teacher; \
+        mkdir /bundles; \
+        for m in teacher $STUDENTS; do \
+            test -f "/prebuilt/$m/manifest.json" \
+              || { echo "BUNDLES_SOURCE=context: no host bundle '$m'; run 'make docker-bundles' first" >&2; exit 1; }; \
+            cp -a "/prebuilt/$m" "/bundles/$m"; \
+        done; \
     elif [ "$BUNDLES_SOURCE" = export ]; then \
         python3 -m venv /opt/export; \
         /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse-export --extra-index-url "$TORCH_INDEX" \
@@ -62,12 +73,24 @@ RUN set -eu; \
         /opt/export/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src; \
         cd /src && HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model models/teacher --out /bundles/teacher \
             --evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json; \
+        for m in $STUDENTS; do \
+            HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model "models/students/$m" --out "/bundles/$m" \
+                --evaluation "results/students/$m.json"; \
+        done; \
         rm -rf /bundles/.cache; \
     else \
         echo "BUNDLES_SOURCE must be export or context, not '$BUNDLES_SOURCE'" >&2; exit 1; \
     fi; \
+    for m in $STUDENTS; do \
+        for f in text_encoder.onnx tokenizer.json; do \
+            if cmp -s "/bundles/teacher/$f" "/bundles/$m/$f"; then ln -sf "../teacher/$f" "/bundles/$m/$f"; fi; \
+        done; \
+    done; \
     chmod -R u=rwX,go=rX /bundles; \
-    /opt/venv/bin/python -c "from fewstep.bundle import load_manifest; load_manifest('/bundles/teacher', verify=True)"
+    for m in teacher $STUDENTS; do \
+        /opt/venv/bin/python -c "import sys; from fewstep.bundle import load_manifest; load_manifest(sys.argv[1], verify=True)" \
+            "/bundles/$m"; \
+    done
 
 # ---------------------------------------------------------------------------------------------
 # cpu: the default runtime. Non-root, exec-form entrypoint, health check on /readyz.
@@ -76,6 +99,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
+    FEWSTEP_DEFAULT_MODEL=teacher \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000
 RUN groupadd --system --gid 10001 fewstep \
@@ -131,6 +155,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
+    FEWSTEP_DEFAULT_MODEL=teacher \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000 \
     FEWSTEP_BACKEND__KIND=tensorrt \

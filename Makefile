@@ -124,15 +124,16 @@ wheelhouse-export: $(STAMP)
 
 # Bundles made here (make bundles) for BUNDLES_SOURCE=context image builds; hard links, no copy.
 docker-bundles: bundles
-	rm -rf $(DOCKER_DIR)/host-bundles/teacher
-	cp -al bundles/teacher $(DOCKER_DIR)/host-bundles/teacher
+	for m in teacher $(STUDENTS); do \
+		rm -rf $(DOCKER_DIR)/host-bundles/$$m && cp -al bundles/$$m $(DOCKER_DIR)/host-bundles/$$m || exit 1; \
+	done
 
 # Builds the CPU image with no registry: a debootstrap base, host wheels and host bundles.
 docker-offline: wheelhouse docker-bundles
 	bash $(DOCKER_DIR)/build-base.sh
 	DOCKER_BUILDKIT=0 docker build --target cpu -t fewstep:0.1.0-cpu \
 		--build-arg BASE_IMAGE=fewstep-local/python:3.11-bookworm \
-		--build-arg PIP_OPTIONS=--no-index --build-arg BUNDLES_SOURCE=context .
+		--build-arg PIP_OPTIONS=--no-index --build-arg BUNDLES_SOURCE=context --build-arg STUDENTS="$(STUDENTS)" .
 
 # The live compose test (builds images, starts the stack under a Docker Engine it starts itself).
 test-deploy: $(STAMP)

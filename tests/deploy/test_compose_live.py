@@ -1,5 +1,6 @@
 """The compose stack up for real: images built with no registry, the service probed through its
-published port, Prometheus scraping it and answering a quantile query, then `down -v`.
+published port (the default teacher and every student the image ships), Prometheus scraping it and
+answering a quantile query, then `down -v`.
 
 Slow (about 3 minutes cold, base image and builds included; under a minute with cached layers):
 `pytest -m slow tests/deploy` or `make test-deploy`; `.ci/run` runs it with the other slow tests.
@@ -42,6 +43,7 @@ COMPOSE_FILES = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "deplo
 CPU_IMAGE = "fewstep:0.1.0-cpu"
 PROM_IMAGE = "fewstep-local/prometheus:2.42.0"
 MAX_CPU_IMAGE_BYTES = 1_000_000_000
+STUDENTS = re.search(r"^STUDENTS := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()  # type: ignore[union-attr]
 REPORT = ROOT / "build" / "deploy-live.json"
 
 
@@ -185,6 +187,21 @@ def test_generate_returns_a_png_through_the_published_port(stack):
     assert image.format == "PNG" and image.size == (32, 32)
     stack.report["generate_compute_s"] = float(r.headers.get("x-compute-seconds", "nan"))
     assert httpx.get(f"{stack.api}/docs", timeout=10).status_code == 200
+
+
+def test_the_students_serve_beside_the_default_teacher(stack):
+    cards = {m["id"]: m for m in httpx.get(f"{stack.api}/v1/models", timeout=10).json()["data"]}
+    assert set(cards) == {"teacher", *STUDENTS}, sorted(cards)
+    for name in STUDENTS:
+        assert cards[name]["steps"] == [cards[name]["default_steps"]], cards[name]  # a student serves its K
+        r = httpx.post(
+            f"{stack.api}/generate",
+            json={"prompt": "a small green triangle at the bottom", "model": name, "seed": 1},
+            headers={"Accept": "image/png"},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text[:500]
+        assert Image.open(io.BytesIO(r.content)).size == (32, 32)
 
 
 def prom_query(stack: Stack, query: str) -> list[dict]:

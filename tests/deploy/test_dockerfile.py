@@ -122,3 +122,16 @@ def test_entrypoint_is_executable_and_execs_the_server():
     assert entry.stat().st_mode & 0o111
     text = entry.read_text()
     assert text.startswith("#!/bin/sh") and "exec fewstep serve" in text
+
+
+def test_images_ship_the_makefiles_students_beside_the_default_teacher():
+    make = re.search(r"^STUDENTS := (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert make, "Makefile: no STUDENTS list"
+    students = make.group(1).split()
+    assert arg_defaults(ROOT / "Dockerfile")["STUDENTS"].strip('"').split() == students
+    for name in students:
+        assert (ROOT / "models/students" / name / "model.safetensors").is_file(), name
+        assert (ROOT / "results/students" / f"{name}.json").is_file(), name
+    for name, body in runtime_stages(ROOT / "Dockerfile").items():
+        env = " ".join(rest for word, rest in body if word == "ENV")
+        assert "FEWSTEP_DEFAULT_MODEL=teacher" in env, f"{name}: the default model would be the first student"
