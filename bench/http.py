@@ -135,9 +135,9 @@ def raw_sampler(
 
     if pipelines is None:
         settings = BackendSettings(threads=cfg.threads) if cfg.threads else BackendSettings()
-        pipelines = {}
+        pipelines, shared_text = {}, {}  # as the server loads them: identical text encoders shared
         for b in cfg.bundles:
-            p = load_pipeline(b, settings)
+            p = load_pipeline(b, settings, shared_text=shared_text)
             p.prompts(list(prompts))  # the server's prompt cache is warm too after the first pass
             pipelines[p.name] = p
     out: dict[str, dict[int, float]] = {}

@@ -53,10 +53,11 @@ def load_pipelines(settings: ServiceSettings) -> list[Pipeline]:
     from service.loader import load_pipeline
 
     pipelines = []
+    shared_text: dict = {}  # bundles with identical text encoders share one session and prompt cache
     for path in discover_bundles(settings.bundles):
         log.info("loading bundle %s (%s, %s)", path, settings.backend.kind, settings.backend.device)
         try:
-            pipelines.append(load_pipeline(path, settings.backend))
+            pipelines.append(load_pipeline(path, settings.backend, shared_text=shared_text))
         except Exception as e:
             log.error("cannot load bundle %s: %s", path, e)
             raise
