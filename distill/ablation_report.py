@@ -94,61 +94,70 @@ def length_rows(out: Path) -> dict[str, list[tuple[int, float, dict[str, Any]]]]
     return {k: sorted(v, key=lambda x: x[0]) for k, v in runs.items()}
 
 
+def _starts(out: Path) -> list[dict[str, Any]]:
+    """The starting points (the teacher at w = 1 with each run's K): eval/init.json (K = 8, shared
+    with the ablation) and eval/init-k<K>.json, by K."""
+    rows = [json.loads(p.read_text()) for p in sorted((out / "eval").glob("init*.json"))]
+    if not rows:
+        raise FileNotFoundError(f"{out}/eval/init.json: the starting point row is missing")
+    return sorted(rows, key=lambda r: r["steps"])
+
+
 def length_markdown(out: Path, teacher_best: Path = TEACHER_BEST) -> str:
-    """The learning-curve table: each run's figures after each slice, with the start and the
-    teacher's best row (the issue's 8-step target) as references."""
+    """The learning-curve table: each run's figures after each slice, with the starts and the
+    teacher's best row (the issue's targets are relative to it) as references."""
     runs = length_rows(out)
-    init = json.loads((out / "eval" / "init.json").read_text())
     lines = [
-        "| run | w range | updates | training minutes | eval w | FD | adherence | 1 obj | 2 obj | precision "
+        "| run | K | w range | updates | training minutes | eval w | FD | adherence | 1 obj | 2 obj | precision "
         "| recall | bg TV |",
-        "|" + " --- |" * 12,
-        f"| start (teacher w = 1, 8 ancestral steps) | - | 0 | 0 | {_row_cells(init)}",
+        "|" + " --- |" * 13,
     ]
+    for init in _starts(out):
+        k = init["steps"]
+        lines.append(f"| start (teacher w = 1, {k} ancestral steps) | {k} | - | 0 | 0 | {_row_cells(init)}")
     if teacher_best.is_file():
         t = json.loads(teacher_best.read_text())
-        lines.append(f"| teacher best ({t['sampler']} {t['steps']} steps, target) | - | - | - | {_row_cells(t)}")
+        lines.append(f"| teacher best ({t['sampler']}, {t['steps']} steps) | - | - | - | - | {_row_cells(t)}")
     for name, slices in runs.items():
         s = _settings(out / name)
         for updates, wall_s, r in slices:
             lines.append(
-                f"| {name} | [{s['guidance_min']:g}, {s['guidance_max']:g}] | {updates} | {wall_s / 60:.1f} "
-                f"| {_row_cells(r)}"
+                f"| {name} | {r['steps']} | [{s['guidance_min']:g}, {s['guidance_max']:g}] | {updates} "
+                f"| {wall_s / 60:.1f} | {_row_cells(r)}"
             )
     r0 = next(iter(runs.values()))[0][2]
     head = (
-        "# mm-alt training length at K = 8\n\n"
-        "Each run: `fewstep distill --method mm-alt --steps 8` from `models/teacher` at batch 32, resumed in "
-        "slices on one CPU thread (two runs side by side); after each slice the student is packed and "
-        f"evaluated on {r0['n_images']} images (eval seed {r0['eval_seed']}) with the 8-step ancestral "
-        f"sampler at the w shown. Machine: {r0['machine']}. Plot: `mm_length.png`. Regenerate: "
-        "`scripts/mm_length.sh`.\n\n"
+        "# mm-alt training length\n\n"
+        "Each run: `fewstep distill --method mm-alt` from `models/teacher` at batch 32, resumed in slices on one "
+        "CPU thread (two runs side by side); after each slice the student is packed and evaluated on "
+        f"{r0['n_images']} images (eval seed {r0['eval_seed']}) with its K-step ancestral sampler at the w shown. "
+        f"Machine: {r0['machine']}. Plot: `mm_length.png`. Regenerate: `scripts/mm_length.sh`.\n\n"
     )
     return head + "\n".join(lines) + "\n"
 
 
 def plot_length(out: Path, png: Path, teacher_best: Path = TEACHER_BEST) -> None:
-    """FD against updates per run, with the start and the teacher's best as horizontal lines."""
+    """FD against updates per run (from its start at 0), with the teacher's best as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = length_rows(out)
-    init = json.loads((out / "eval" / "init.json").read_text())
+    starts = {r["steps"]: r["fd"] for r in _starts(out)}
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, slices in runs.items():
+        first = slices[0][2]
         ax.plot(
             [0] + [u for u, _, _ in slices],
-            [init["fd"]] + [r["fd"] for _, _, r in slices],
+            [starts.get(first["steps"], float("nan"))] + [r["fd"] for _, _, r in slices],
             marker="o",
-            label=f"{name} (eval w = {slices[0][2]['guidance']:g})",
+            label=f"{name} (K = {first['steps']}, eval w = {first['guidance']:g})",
         )
-    ax.axhline(init["fd"], color="grey", linestyle=":", label="start (teacher w = 1, 8 steps)")
     if teacher_best.is_file():
         t = json.loads(teacher_best.read_text())
-        ax.axhline(t["fd"], color="black", linestyle="--", label=f"teacher best ({t['steps']} steps, target)")
-    ax.set_xlabel("student updates (batch 32)")
+        ax.axhline(t["fd"], color="black", linestyle="--", label=f"teacher best ({t['steps']} steps)")
+    ax.set_xlabel("student updates (batch 32); 0 = the start, the teacher at w = 1 with K steps")
     ax.set_ylabel("FD (evaluator features)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -9,10 +9,10 @@ from distill.ablation_report import ablation_markdown, length_markdown, plot_len
 from distill.distill_config import load_distill_config
 
 
-def _row(fd: float, w: float) -> dict:
+def _row(fd: float, w: float, steps: int = 8) -> dict:
     a = {"overall": 0.5, "one_object": 0.9, "two_objects": 0.05}
     return {"fd": fd, "guidance": w, "adherence": a, "precision": 0.8, "recall": 0.9, "n_images": 500,
-            "eval_seed": 31337, "machine": "cpu", "free_attribute_tv": {"background": 0.4}}  # fmt: skip
+            "eval_seed": 31337, "machine": "cpu", "free_attribute_tv": {"background": 0.4}, "steps": steps}  # fmt: skip
 
 
 def test_rows_show_the_changed_settings_and_the_figures(tmp_path):
@@ -40,7 +40,8 @@ def _length_run(tmp_path, name: str, overrides: list[str], slices: dict[int, flo
     cfg = load_distill_config("shapes32-cpu", overrides=overrides)
     (run / "config.json").write_text(cfg.model_dump_json())
     for updates, fd in slices.items():
-        (tmp_path / "eval" / f"{name}-it{updates}.json").write_text(json.dumps(_row(fd, cfg.guidance_default)))
+        row = _row(fd, cfg.guidance_default, cfg.steps)
+        (tmp_path / "eval" / f"{name}-it{updates}.json").write_text(json.dumps(row))
         summary = {"iters": updates, "wall_s": 3.0 * updates}
         (tmp_path / "eval" / f"{name}-it{updates}.summary").write_text(json.dumps(summary))
 
@@ -48,16 +49,20 @@ def _length_run(tmp_path, name: str, overrides: list[str], slices: dict[int, flo
 def test_length_rows_follow_updates_with_the_start_and_the_teacher_as_references(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "init.json").write_text(json.dumps(_row(539.0, 1.0)))
+    (tmp_path / "eval" / "init-k4.json").write_text(json.dumps(_row(600.0, 1.0, steps=4)))
     teacher = tmp_path / "teacher.json"
     teacher.write_text(json.dumps(_row(448.0, 3.0) | {"sampler": "ancestral", "steps": 64}))
     # written out of order: 1000 before 250 in the file listing (lexical), the table sorts by updates
     _length_run(tmp_path, "w1", ["guidance_min=1", "guidance_max=1", "guidance_default=1"], {1000: 470.0, 250: 500.0})
+    _length_run(tmp_path, "k4", ["steps=4"], {100: 650.0})
     lines = length_markdown(tmp_path, teacher).splitlines()
     body = [line for line in lines if line.startswith("| ") and not line.startswith(("| run", "| ---"))]
-    assert body[0].startswith("| start") and "539.000" in body[0]
-    assert body[1].startswith("| teacher best (ancestral 64 steps") and "448.000" in body[1]
-    assert body[2].startswith("| w1 | [1, 1] | 250 | 12.5 | 1 | 500.000 |")
-    assert body[3].startswith("| w1 | [1, 1] | 1000 | 50.0 | 1 | 470.000 |")
+    assert body[0].startswith("| start (teacher w = 1, 4 ancestral steps) | 4 |") and "600.000" in body[0]
+    assert body[1].startswith("| start (teacher w = 1, 8 ancestral steps) | 8 |") and "539.000" in body[1]
+    assert body[2].startswith("| teacher best (ancestral, 64 steps)") and "448.000" in body[2]
+    assert body[3].startswith("| k4 | 4 | [1, 5] | 100 | 5.0 | 3 | 650.000 |")
+    assert body[4].startswith("| w1 | 8 | [1, 1] | 250 | 12.5 | 1 | 500.000 |")
+    assert body[5].startswith("| w1 | 8 | [1, 1] | 1000 | 50.0 | 1 | 470.000 |")
     plot_length(tmp_path, tmp_path / "curve.png", teacher)
     assert (tmp_path / "curve.png").stat().st_size > 0
 
