@@ -48,9 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.baseline import BaselineRun, _ema_update, run_baseline
+from distill.baseline import BaselineRun, _ema_update
 from distill.config import ConfigError
 from distill.distill_config import DistillConfig
+from distill.runloop import run_loop
 from fewstep.sampler import ddim_step, ddim_x_for
 from fewstep.schedule import alpha_sigma, step_plan, time_grid
 
@@ -154,4 +155,4 @@ def run(
     pack_unfinished: bool = False,
 ) -> dict[str, Any]:
     """`fewstep distill --method cd`: see the module docstring; arguments as `distill.distiller.distill`."""
-    return run_baseline(ConsistencyRun, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)
+    return run_loop(ConsistencyRun, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)

@@ -6,39 +6,24 @@ prediction; w is drawn per example from [guidance_min, guidance_max] and the tea
 classifier-free guidance at that w (Meng et al. 2023): one student then serves any w in the range
 at one network evaluation per step.
 
-The run directory mirrors `fewstep train`: config.json, metrics.jsonl, samples/, an atomic
-checkpoint/ (student, auxiliary, both optimisers, RNG, data position) that resumes exactly, and at
-the end a packed student (`student/`, the layout `load_denoiser` and `fewstep export` read) with
-its K, guidance range and training cost (network evaluations and wall time).
+The loop, the run directory (mirroring `fewstep train`: config.json, metrics.jsonl, samples/, an
+atomic checkpoint/ that resumes exactly: student, auxiliary, both optimisers, RNG, data position)
+and the packed student are `distill.runloop`'s, shared with the pd and cd baselines.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
-from distill.checkpoint import (
-    _contiguous,
-    load_adam_second_moments,
-    load_denoiser,
-    load_optimizer_tensors,
-    optimizer_tensors,
-)
-from distill.config import ConfigError, DataConfig, TrainConfig
-from distill.data import build_dataset, build_loader, to_uint8
-from distill.denoise import GuidedDenoiser, TextCond, encode_cond
-from distill.distill_config import RESUMABLE, DistillConfig
-from distill.grid import save_grid
+from distill.checkpoint import load_adam_second_moments, load_denoiser
+from distill.config import ConfigError
+from distill.denoise import TextCond, encode_cond
+from distill.distill_config import DistillConfig
 from distill.moment_matching import (
     aux_loss,
     diffuse,
@@ -50,17 +35,15 @@ from distill.moment_matching import (
     sample_times,
     teacher_jvp,
 )
-from distill.plots import plot_loss
+from distill.runloop import RunBase, run_loop
 from distill.text import TextEncoder
-from distill.train import MetricsLog, sample_prompts, setup_distributed
-from fewstep.networks import Denoiser, build_denoiser, count_params
-from fewstep.rng import SeededNoise
-from fewstep.sampler import SAMPLERS, guidance_combine
+from fewstep.networks import Denoiser, build_denoiser
+from fewstep.sampler import guidance_combine
 
 log = logging.getLogger(__name__)
 FORMAT = "fewstep-distill-1"
-# Baselines with their own training loops: module.run(cfg, teacher, out, resume, progress, stop_at,
-# max_seconds, pack_unfinished) -> summary, packing the student with `pack_student`.
+# The baselines' modules: module.run(cfg, teacher, out, resume, progress, stop_at, max_seconds,
+# pack_unfinished) -> summary, through the same `run_loop`.
 BASELINES = {"pd": "distill.progressive", "cd": "distill.consistency"}
 
 
@@ -89,25 +72,11 @@ def guided(call, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tens
     return guidance_combine(x_cond, x_null, w.view(-1, 1, 1, 1))
 
 
-def write_student_samples(
-    student: Denoiser, encoder: TextEncoder, k: int, w: float, path: Path, sampler: str = "ancestral"
-) -> None:
-    """A grid of the student's k-step samples (`sampler`: "ancestral" for mm, "ddim" for pd and cd)."""
-    captions = sample_prompts()
-    cfg = student.cfg
-    noise = SeededNoise(range(len(captions)), (cfg.in_channels, cfg.resolution, cfg.resolution))
-    with torch.inference_mode():
-        was = student.training
-        student.eval()
-        x = SAMPLERS[sampler](
-            GuidedDenoiser(student), k, encode_cond(encoder, captions), w, noise, next(student.parameters())
-        )
-        student.train(was)
-    save_grid(path, to_uint8(x), captions, cols=8)
+class Distiller(RunBase):
+    """The moment-matching run (mm-alt, mm-param): its networks, optimisers and counters;
+    `iteration()` is one student update. The loop, checkpoints and packing are `distill.runloop`'s."""
 
-
-class Distiller:
-    """Holds the networks, optimisers and counters of one run; `iteration()` is one student update."""
+    format = FORMAT
 
     def __init__(self, cfg: DistillConfig, teacher_path: str | Path, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
@@ -167,9 +136,17 @@ class Distiller:
     def iteration(self, batches, step: int) -> dict[str, float]:
         cfg = self.cfg
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-        if cfg.method == "mm-alt":
-            return self._mm_alt(batches, lr)
-        return self._mm_param(batches, lr)
+        row = self._mm_alt(batches, lr) if cfg.method == "mm-alt" else self._mm_param(batches, lr)
+        return {**row, "loss": row["student_loss"]}
+
+    def curve(self) -> tuple[str, str]:
+        return "gap_rms", "RMS of fake - teacher at z_s"
+
+    def networks(self) -> dict[str, tuple[Denoiser, torch.optim.Optimizer | None]]:
+        nets: dict[str, tuple[Denoiser, torch.optim.Optimizer | None]] = {"student": (self.student, self.opt)}
+        if self.aux is not None and self.opt_aux is not None:
+            nets["aux"] = (self.aux, self.opt_aux)
+        return nets
 
     def _mm_alt(self, batches, lr: float) -> dict[str, float]:
         a_losses = [self.aux_update(next(batches), lr) for _ in range(self.cfg.aux_steps)]
@@ -233,54 +210,6 @@ class Distiller:
         norm = self._step(loss, self.student, self.opt, lr, z_t.shape[0])
         return {"student_loss": loss.item(), "gap_rms": direction.pow(2).mean().sqrt().item(), "grad_norm": norm}
 
-    # -- checkpoints --
-    def save(self, directory: Path, step: int, batch_index: int, extra: dict[str, Any]) -> None:
-        tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(_contiguous(self.student.state_dict()), tmp / "student.safetensors")
-        optim = optimizer_tensors(self.student, self.opt)
-        optim["__rng__.torch"] = self.gen.get_state().cpu()
-        save_file(optim, tmp / "optim.safetensors")
-        if self.aux is not None and self.opt_aux is not None:
-            save_file(_contiguous(self.aux.state_dict()), tmp / "aux.safetensors")
-            save_file(optimizer_tensors(self.aux, self.opt_aux), tmp / "aux_optim.safetensors")
-        meta = {"format": FORMAT, "step": step, "batch_index": batch_index, "config": self.cfg.model_dump(mode="json")}
-        meta["extra"] = {**extra, "evals": self.evals}
-        (tmp / "state.json").write_text(json.dumps(meta, indent=2))
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def load(self, directory: Path) -> dict[str, Any]:
-        meta = json.loads((directory / "state.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ConfigError(f"{directory}: not a distillation checkpoint")
-        self.student.load_state_dict(load_file(directory / "student.safetensors"))
-        optim = load_file(directory / "optim.safetensors")
-        self.gen.set_state(optim.pop("__rng__.torch"))
-        load_optimizer_tensors(self.student, self.opt, optim)
-        if self.aux is not None and self.opt_aux is not None:
-            self.aux.load_state_dict(load_file(directory / "aux.safetensors"))
-            load_optimizer_tensors(self.aux, self.opt_aux, load_file(directory / "aux_optim.safetensors"))
-        self.evals = dict(meta["extra"].get("evals", self.evals))
-        return meta
-
-
-class CountedBatches:
-    """Training batches from `start` on, counting how many were drawn (the resume position)."""
-
-    def __init__(self, data_cfg: DataConfig, batch_size: int, start: int) -> None:
-        self.it = iter(build_loader(build_dataset(data_cfg, batch_size, 0, start, None), data_cfg.num_workers))
-        self.n = start
-
-    def __next__(self) -> dict[str, Any]:
-        self.n += 1
-        return next(self.it)
-
 
 class _Guided(torch.nn.Module):
     """The guided teacher as a module of (z, t), for `torch.func.functional_call` in the jvp."""
@@ -297,32 +226,6 @@ def _prefixed(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"teacher.{k}": v for k, v in params.items()}
 
 
-def pack_student(run: Distiller, out: Path, summary: dict[str, Any], sampler: str = "ancestral") -> Path:
-    """The student in the packed-model layout (`load_denoiser`, `fewstep export`, `fewstep eval`).
-
-    `run` is anything with `.student`, `.tcfg` and `.cfg`; `sampler` is the shared sampler the student
-    was trained for ("ancestral": moment matching; "ddim": progressive and consistency distillation)."""
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous(run.student.state_dict()), out / "model.safetensors")
-    tcfg: TrainConfig = run.tcfg
-    scfg = tcfg.model_copy(update={"model": run.student.cfg})
-    cfg = run.cfg
-    info = {
-        "config": scfg.model_dump(mode="json"),
-        "step": summary["iters"],
-        "student": {
-            "method": cfg.method,
-            "steps": cfg.steps,
-            "sampler": sampler,
-            "guidance": [cfg.guidance_min, cfg.guidance_default, cfg.guidance_max],
-            "distill_config": cfg.model_dump(mode="json"),
-            "training": summary,
-        },
-    }
-    (out / "config.json").write_text(json.dumps(info, indent=2))
-    return out
-
-
 def distill(
     cfg: DistillConfig,
     teacher: str | Path,
@@ -336,84 +239,9 @@ def distill(
     """Run (or resume) a distillation; pack the student when done (or, with `pack_unfinished`,
     whatever it reached when `stop_at` or the `max_seconds` time box ended the run)."""
     out = Path(out)
-    if cfg.method in BASELINES:  # progressive and consistency distillation have their own loops
+    if cfg.method in BASELINES:  # progressive and consistency distillation: their own run classes
         import importlib
 
         module = importlib.import_module(BASELINES[cfg.method])
         return module.run(cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)
-    d, device = setup_distributed(cfg.device)
-    if d.world > 1:
-        raise ConfigError("distillation runs in one process (torchrun with more ranks: not yet)")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = Distiller(cfg, teacher, device)
-    state_dir = out / "checkpoint"
-    step, batch_index, wall_before = 0, 0, 0.0
-    if resume and (state_dir / "state.json").is_file():
-        saved = json.loads((state_dir / "state.json").read_text())["config"]
-        changed = {
-            k
-            for k in set(saved) | set(cfg.model_dump(mode="json"))
-            if saved.get(k) != cfg.model_dump(mode="json").get(k)
-        }
-        if changed - RESUMABLE:
-            raise ConfigError(f"{out} was started with another config ({sorted(changed - RESUMABLE)}); use a new --out")
-        meta = run.load(state_dir)
-        step, batch_index, wall_before = meta["step"], meta["batch_index"], meta["extra"].get("wall_s", 0.0)
-        log.info("resuming %s at iteration %d", out, step)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-    metrics = MetricsLog(out)
-    metrics.truncate_after(step)
-    data_cfg = cfg.data.model_copy(update={"resolution": run.tcfg.model.resolution})
-
-    batches = CountedBatches(data_cfg, cfg.batch_size, batch_index)
-    end = cfg.iters if stop_at is None else min(cfg.iters, stop_at)
-    bar = tqdm(
-        total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True, desc=f"{cfg.method} K={cfg.steps}"
-    )
-    t0 = t_window = time.perf_counter()
-    rows: list[dict[str, float]] = []
-    while step < end:
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            log.info("time box of %.0f s reached at iteration %d", max_seconds, step)
-            break
-        rows.append(run.iteration(batches, step))
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            now = time.perf_counter()
-            n = min(len(rows), cfg.log_every)
-            row = {k: float(np.mean([r[k] for r in rows[-n:]])) for k in rows[-1]}
-            row.update(step=step, it_s=n / (now - t_window), loss=row["student_loss"])
-            t_window = now
-            metrics.write(row)
-            bar.set_postfix(gap=f"{row['gap_rms']:.4f}", it_s=f"{row['it_s']:.2f}")
-        if step % cfg.sample_every == 0 or step == cfg.iters:
-            write_student_samples(
-                run.student, run.encoder, cfg.steps, cfg.guidance_default, out / "samples" / f"step{step:06d}.png"
-            )
-        timed_out = max_seconds is not None and time.perf_counter() - t0 > max_seconds
-        if step % cfg.ckpt_every == 0 or step in (cfg.iters, end) or timed_out:
-            run.save(state_dir, step, batches.n, {"wall_s": wall_before + time.perf_counter() - t0})
-            plot_loss(out / "metrics.jsonl", out / "loss.png", "gap_rms", "RMS of fake - teacher at z_s")
-    bar.close()
-    metrics.close()
-    summary = {
-        "method": cfg.method,
-        "steps": cfg.steps,
-        "iters": step,
-        "wall_s": wall_before + time.perf_counter() - t0,
-        "network_forward_images": run.evals["forward"],
-        "network_backward_images": run.evals["backward"],
-        "student_params": count_params(run.student),
-        "device": str(device),
-        "finished": step >= cfg.iters,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if step >= cfg.iters or pack_unfinished:
-        pack_student(run, out / "student", summary)
-        samples = sorted((out / "samples").glob("step*.png"))
-        if samples:
-            shutil.copyfile(samples[-1], out / "student" / "samples.png")
-    return summary
+    return run_loop(Distiller, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)

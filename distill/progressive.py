@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.baseline import BaselineRun, run_baseline
+from distill.baseline import BaselineRun
 from distill.config import ConfigError
 from distill.distill_config import DistillConfig
+from distill.runloop import run_loop
 from fewstep.sampler import ddim_step, ddim_x_for
 from fewstep.schedule import logsnr, step_plan
 
@@ -206,4 +207,4 @@ def run(
     pack_unfinished: bool = False,
 ) -> dict[str, Any]:
     """`fewstep distill --method pd`: see the module docstring; arguments as `distill.distiller.distill`."""
-    return run_baseline(ProgressiveRun, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)
+    return run_loop(ProgressiveRun, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)

@@ -1,0 +1,295 @@
+"""The run every distillation method shares: resumable checkpoints, the training loop, the run
+directory and the packed student.
+
+One home for it, so that the moment-matching runner (`distill.distiller.Distiller`) and the
+baselines (`distill.baseline.BaselineRun`: progressive and consistency distillation) resume,
+time-box, log, count and pack the same way and their costs compare on equal terms.
+
+A method subclasses `RunBase` and provides `iteration(batches, step) -> {"loss": ..., ...}` and
+`networks()` (what a checkpoint holds besides the RNG and counters); the loop, `run_loop`, does the
+rest. The run directory holds config.json, metrics.jsonl, samples/, loss.png, an atomic
+checkpoint/ (every network and optimiser, the RNG, the data position, the method's `state()`),
+summary.json and, when finished (or with `pack_unfinished`), the packed student (`student/`, the
+layout `load_denoiser` and `fewstep export` read) with its K, guidance range, sampler and
+training cost (network evaluations and wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from distill.checkpoint import _contiguous, load_optimizer_tensors, optimizer_tensors
+from distill.config import ConfigError, DataConfig, TrainConfig
+from distill.data import build_dataset, build_loader, to_uint8
+from distill.denoise import GuidedDenoiser, encode_cond
+from distill.distill_config import RESUMABLE, DistillConfig
+from distill.grid import save_grid
+from distill.plots import plot_loss
+from distill.text import TextEncoder
+from distill.train import MetricsLog, sample_prompts, setup_distributed
+from fewstep.networks import Denoiser, count_params
+from fewstep.rng import SeededNoise
+from fewstep.sampler import SAMPLERS
+
+log = logging.getLogger(__name__)
+
+
+class CountedBatches:
+    """Training batches from `start` on, counting how many were drawn (the resume position)."""
+
+    def __init__(self, data_cfg: DataConfig, batch_size: int, start: int) -> None:
+        self.it = iter(build_loader(build_dataset(data_cfg, batch_size, 0, start, None), data_cfg.num_workers))
+        self.n = start
+
+    def __next__(self) -> dict[str, Any]:
+        self.n += 1
+        return next(self.it)
+
+
+class RunBase:
+    """Networks, optimisers, RNG and counters of one distillation run.
+
+    Subclasses set `cfg`, `tcfg`, `encoder`, `student`, `opt`, `gen` (a torch.Generator) and
+    `evals` (image-network passes by role; keys "forward" or "*_forward", and "backward") in their
+    constructor, and implement `iteration`."""
+
+    format: str = "fewstep-distill-1"  # the checkpoint's format tag
+    sampler: str = "ancestral"  # the shared sampler the student is trained for
+    cfg: DistillConfig
+    tcfg: TrainConfig
+    encoder: TextEncoder
+    student: Denoiser
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    evals: dict[str, int]
+
+    # -- hooks --
+    def iteration(self, batches: CountedBatches, step: int) -> dict[str, float]:
+        """One student update; the row must hold "loss" (logged, plotted unless `curve` says otherwise)."""
+        raise NotImplementedError
+
+    def curve(self) -> tuple[str, str]:
+        """The metrics.jsonl key shown on the progress bar and in loss.png, and its axis label."""
+        return "loss", f"{self.cfg.method} loss"
+
+    def networks(self) -> dict[str, tuple[Denoiser, torch.optim.Optimizer | None]]:
+        """Everything a checkpoint holds, by name, with its optimiser (None: not trained directly)."""
+        return {"student": (self.student, self.opt)}
+
+    def packed(self) -> Denoiser:
+        """What gets sampled during training and packed at the end."""
+        return self.student
+
+    def sample_steps(self) -> int:
+        """The step count the current student is trained for (samples during training)."""
+        return self.cfg.steps
+
+    def state(self) -> dict[str, Any]:
+        """JSON state beyond the networks (restored by `set_state` before the networks load)."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore `state()` before the networks are loaded (create what `networks()` names)."""
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {}
+
+    # -- checkpoints --
+    @staticmethod
+    def _files(name: str) -> tuple[str, str]:
+        """Weights and optimiser file of a network (the student's optimiser file also holds the RNG)."""
+        return f"{name}.safetensors", "optim.safetensors" if name == "student" else f"{name}_optim.safetensors"
+
+    def save(self, directory: Path, step: int, batch_index: int, extra: dict[str, Any]) -> None:
+        """Write the checkpoint atomically: a temporary directory renamed over the old one."""
+        tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, (net, opt) in self.networks().items():
+            weights, optim_file = self._files(name)
+            save_file(_contiguous(net.state_dict()), tmp / weights)
+            if opt is not None:
+                optim = optimizer_tensors(net, opt)
+                if name == "student":
+                    optim["__rng__.torch"] = self.gen.get_state().cpu()
+                save_file(optim, tmp / optim_file)
+        meta = {
+            "format": self.format,
+            "step": step,
+            "batch_index": batch_index,
+            "config": self.cfg.model_dump(mode="json"),
+            "extra": {**extra, "evals": self.evals, "state": self.state()},
+        }
+        (tmp / "state.json").write_text(json.dumps(meta, indent=2))
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        meta = json.loads((directory / "state.json").read_text())
+        if meta.get("format") != self.format:
+            raise ConfigError(f"{directory}: not a {self.cfg.method} distillation checkpoint")
+        self.set_state(meta["extra"].get("state", {}))
+        for name, (net, opt) in self.networks().items():
+            weights, optim_file = self._files(name)
+            net.load_state_dict(load_file(directory / weights))
+            if opt is not None:
+                optim = load_file(directory / optim_file)
+                if name == "student":
+                    self.gen.set_state(optim.pop("__rng__.torch"))
+                load_optimizer_tensors(net, opt, optim)
+        self.evals = {**self.evals, **meta["extra"].get("evals", {})}
+        return meta
+
+
+def write_student_samples(
+    student: Denoiser, encoder: TextEncoder, k: int, w: float, path: Path, sampler: str = "ancestral"
+) -> None:
+    """A grid of the student's k-step samples (`sampler`: "ancestral" for mm, "ddim" for pd and cd)."""
+    captions = sample_prompts()
+    cfg = student.cfg
+    noise = SeededNoise(range(len(captions)), (cfg.in_channels, cfg.resolution, cfg.resolution))
+    with torch.inference_mode():
+        was = student.training
+        student.eval()
+        x = SAMPLERS[sampler](
+            GuidedDenoiser(student), k, encode_cond(encoder, captions), w, noise, next(student.parameters())
+        )
+        student.train(was)
+    save_grid(path, to_uint8(x), captions, cols=8)
+
+
+def pack_student(
+    student: Denoiser, tcfg: TrainConfig, cfg: DistillConfig, out: Path, summary: dict[str, Any], sampler: str
+) -> Path:
+    """The student in the packed-model layout (`load_denoiser`, `fewstep export`, `fewstep eval`):
+    the teacher's config with the student's network, and what the student was trained for
+    (`sampler`: "ancestral" for moment matching, "ddim" for progressive and consistency
+    distillation), so export and serving use exactly what training assumed."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(_contiguous(student.state_dict()), out / "model.safetensors")
+    scfg = tcfg.model_copy(update={"model": student.cfg})
+    info = {
+        "config": scfg.model_dump(mode="json"),
+        "step": summary["iters"],
+        "student": {
+            "method": cfg.method,
+            "steps": cfg.steps,
+            "sampler": sampler,
+            "guidance": [cfg.guidance_min, cfg.guidance_default, cfg.guidance_max],
+            "distill_config": cfg.model_dump(mode="json"),
+            "training": summary,
+        },
+    }
+    (out / "config.json").write_text(json.dumps(info, indent=2))
+    return out
+
+
+def run_loop(
+    make_run: Callable[[DistillConfig, str | Path, torch.device], RunBase],
+    cfg: DistillConfig,
+    teacher: str | Path,
+    out: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_at: int | None = None,
+    max_seconds: float | None = None,
+    pack_unfinished: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) the run `make_run(cfg, teacher, device)` builds; pack the student when done
+    (or, with `pack_unfinished`, whatever it reached when `stop_at` or the `max_seconds` time box
+    ended the run). A checkpoint of another config is refused naming the differing keys."""
+    out = Path(out)
+    d, device = setup_distributed(cfg.device)
+    if d.world > 1:
+        raise ConfigError("distillation runs in one process (torchrun with more ranks: not yet)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = make_run(cfg, teacher, device)
+    state_dir = out / "checkpoint"
+    step, batch_index, wall_before = 0, 0, 0.0
+    if resume and (state_dir / "state.json").is_file():
+        saved = json.loads((state_dir / "state.json").read_text())["config"]
+        now = cfg.model_dump(mode="json")
+        changed = {k for k in set(saved) | set(now) if saved.get(k) != now.get(k)}
+        if changed - RESUMABLE:
+            raise ConfigError(f"{out} was started with another config ({sorted(changed - RESUMABLE)}); use a new --out")
+        meta = run.load(state_dir)
+        step, batch_index, wall_before = meta["step"], meta["batch_index"], meta["extra"].get("wall_s", 0.0)
+        log.info("resuming %s at iteration %d", out, step)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    metrics = MetricsLog(out)
+    metrics.truncate_after(step)
+    data_cfg = cfg.data.model_copy(update={"resolution": run.tcfg.model.resolution})
+    key, label = run.curve()
+
+    batches = CountedBatches(data_cfg, cfg.batch_size, batch_index)
+    end = cfg.iters if stop_at is None else min(cfg.iters, stop_at)
+    bar = tqdm(
+        total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True, desc=f"{cfg.method} K={cfg.steps}"
+    )
+    t0 = t_window = time.perf_counter()
+    rows: list[dict[str, float]] = []
+    while step < end:
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            log.info("time box of %.0f s reached at iteration %d", max_seconds, step)
+            break
+        rows.append(run.iteration(batches, step))
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == end:
+            now_t = time.perf_counter()
+            n = min(len(rows), cfg.log_every)
+            row = {k: float(np.mean([r[k] for r in rows[-n:]])) for k in rows[-1]}
+            row.update(step=step, it_s=n / (now_t - t_window))
+            t_window = now_t
+            metrics.write(row)
+            bar.set_postfix({key: f"{row[key]:.4g}", "it_s": f"{row['it_s']:.2f}"})
+        if step % cfg.sample_every == 0 or step == cfg.iters:
+            path = out / "samples" / f"step{step:06d}.png"
+            write_student_samples(
+                run.packed(), run.encoder, run.sample_steps(), cfg.guidance_default, path, sampler=run.sampler
+            )
+        timed_out = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        if step % cfg.ckpt_every == 0 or step in (cfg.iters, end) or timed_out:
+            run.save(state_dir, step, batches.n, {"wall_s": wall_before + time.perf_counter() - t0})
+            plot_loss(out / "metrics.jsonl", out / "loss.png", key, label)
+    bar.close()
+    metrics.close()
+    summary = {
+        "method": cfg.method,
+        "steps": cfg.steps,
+        "sampler": run.sampler,
+        "iters": step,
+        "wall_s": wall_before + time.perf_counter() - t0,
+        "network_forward_images": sum(v for k, v in run.evals.items() if k == "forward" or k.endswith("_forward")),
+        "network_backward_images": run.evals["backward"],
+        "evals": dict(run.evals),
+        "student_params": count_params(run.student),
+        "device": str(device),
+        "finished": step >= cfg.iters,
+        **run.summary_extra(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if step >= cfg.iters or pack_unfinished:
+        pack_student(run.packed(), run.tcfg, cfg, out / "student", summary, run.sampler)
+        samples = sorted((out / "samples").glob("step*.png"))
+        if samples:
+            shutil.copyfile(samples[-1], out / "student" / "samples.png")
+    return summary
