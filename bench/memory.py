@@ -2,7 +2,7 @@
 text encoders (`service.loader.load_prompt_encoder`).
 
 Each variant loads the bundles (warm-up included, as the service does) in a fresh Python process
-and reports its peak resident set size, so that one variant's allocations never count against the
+and reports its peak resident set size (VmHWM), so that one variant's allocations never count against the
 other. Prints a table and writes the figures to `--out`.
 
     python -m bench.memory --bundles bundles --models teacher pd-k8 pd-k4 --out results/bench/memory.json
@@ -24,7 +24,10 @@ from service.loader import load_pipeline
 bundles, models, share = sys.argv[1], sys.argv[2].split(","), sys.argv[3] == "shared"
 shared = {} if share else None
 pipelines = [load_pipeline(f"{bundles}/{m}", shared_text=shared) for m in models]  # all alive, as served
-print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is this process's own peak; ru_maxrss would carry the parent's peak across fork and exec.
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+kib = int(hwm[0]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"max_rss_mb": kib / 1024}))
 """
 
 
