@@ -2,8 +2,8 @@
 text encoders (`service.loader.load_prompt_encoder`).
 
 Each variant loads the bundles (warm-up included, as the service does) in a fresh Python process
-and reports its peak resident set size (VmHWM), so that one variant's allocations never count against the
-other. Prints a table and writes the figures to `--out`.
+and reports its peak resident set size (VmHWM), so that one variant's allocations never count
+against the other. Prints a table and writes the figures to `--out`.
 
     python -m bench.memory --bundles bundles --models teacher pd-k8 pd-k4 --out results/bench/memory.json
 """
