@@ -62,6 +62,24 @@ def load_optimizer_tensors(
             opt.state[p] = st
 
 
+def staging_dir(directory: Path) -> Path:
+    """An empty temporary sibling of `directory` to write a checkpoint into (see `swap_in`)."""
+    tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def swap_in(tmp: Path, directory: Path) -> None:
+    """Replace `directory` by the finished `tmp` with renames, so a crash leaves one whole checkpoint."""
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save_checkpoint(
     directory: str | Path,
     cfg: TrainConfig,
@@ -72,9 +90,7 @@ def save_checkpoint(
     generator: torch.Generator,
 ) -> Path:
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging_dir(directory)
     save_file(_contiguous(model.state_dict()), tmp / "model.safetensors")
     save_file(_contiguous(ema.state_dict()), tmp / "ema.safetensors")
     tensors = optimizer_tensors(model, opt)
@@ -89,12 +105,7 @@ def save_checkpoint(
         "extra": state.extra,
     }
     (tmp / "state.json").write_text(json.dumps(meta, indent=2))
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, directory)
     return directory
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from distill.checkpoint import _contiguous, load_optimizer_tensors, optimizer_tensors
+from distill.checkpoint import _contiguous, load_optimizer_tensors, optimizer_tensors, staging_dir, swap_in
 from distill.config import ConfigError, DataConfig, TrainConfig
 from distill.data import build_dataset, build_loader, to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond
@@ -114,9 +113,7 @@ class RunBase:
 
     def save(self, directory: Path, step: int, batch_index: int, extra: dict[str, Any]) -> None:
         """Write the checkpoint atomically: a temporary directory renamed over the old one."""
-        tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = staging_dir(directory)
         for name, (net, opt) in self.networks().items():
             weights, optim_file = self._files(name)
             save_file(_contiguous(net.state_dict()), tmp / weights)
@@ -133,12 +130,7 @@ class RunBase:
             "extra": {**extra, "evals": self.evals, "state": self.state()},
         }
         (tmp / "state.json").write_text(json.dumps(meta, indent=2))
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, directory)
 
     def load(self, directory: Path) -> dict[str, Any]:
         meta = json.loads((directory / "state.json").read_text())
