@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fewstep.config import StrictModel, UNetConfig, format_validation_error
 
@@ -36,6 +36,15 @@ class DataConfig(StrictModel):
     seed: int = Field(0, ge=0)
     num_workers: int = Field(1, ge=0)
     cond_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="share of captions replaced by ''")
+    p_two_objects: float = Field(
+        0.4, ge=0.0, le=1.0, description="shapes source: share of two-object scenes (binding is learnt from them)"
+    )
+
+    @model_validator(mode="after")
+    def _shapes_only(self) -> DataConfig:
+        if self.source != "shapes" and "p_two_objects" in self.model_fields_set:
+            raise ValueError(f"p_two_objects applies to the shapes source only, not {self.source!r}")
+        return self
 
     @field_validator("resolution")
     @classmethod

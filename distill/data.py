@@ -100,13 +100,16 @@ class ShapesBatches(_Numbered):
         mode: shapes.Mode = "train",
         start_batch: int = 0,
         num_batches: int | None = None,
+        p_two: float = 1 - shapes.P_ONE_OBJECT,
     ) -> None:
         super().__init__(start_batch, num_batches)
-        self.batch_size, self.resolution, self.mode = batch_size, resolution, mode
+        self.batch_size, self.resolution, self.mode, self.p_two = batch_size, resolution, mode, p_two
         self.seed = stream_seed(seed, rank)
 
     def batch(self, b: int) -> dict[str, Any]:
-        items = [shapes.sample(self.seed, b * self.batch_size + i, self.mode) for i in range(self.batch_size)]
+        items = [
+            shapes.sample(self.seed, b * self.batch_size + i, self.mode, self.p_two) for i in range(self.batch_size)
+        ]
         images = np.stack([shapes.render(it.scene, it.placements, self.resolution) for it in items])
         return {
             "image": to_tensor(images),
@@ -242,7 +245,9 @@ def build_dataset(
     cfg: DataConfig, batch_size: int, rank: int = 0, start_batch: int = 0, num_batches: int | None = None
 ) -> IterableDataset:
     if cfg.source == "shapes":
-        return ShapesBatches(batch_size, cfg.resolution, cfg.seed, rank, "train", start_batch, num_batches)
+        return ShapesBatches(
+            batch_size, cfg.resolution, cfg.seed, rank, "train", start_batch, num_batches, cfg.p_two_objects
+        )
     if cfg.source == "folder":
         return FolderBatches(cfg.path or "", batch_size, cfg.resolution, cfg.seed, rank, start_batch, num_batches)
     return WebDatasetBatches(cfg.path or "", batch_size, cfg.resolution, cfg.seed)

@@ -2,7 +2,7 @@
 
 Trained once on rendered scenes only (never on generated images) and then frozen, it predicts
 the background and, for each of the 9 cells, empty or (colour, shape, size)
-(`shapes-world.md`, "Evaluation on this world"). Its penultimate features are the feature space
+(`docs/shapes-world.md`, "Evaluation"). Its penultimate features are the feature space
 of FD, KID and precision/recall: an Inception network does not fit 32x32 synthetic scenes, a
 network trained on this domain does.
 

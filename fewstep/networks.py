@@ -220,7 +220,7 @@ class UNet(nn.Module):
 class Denoiser(nn.Module):
     """x-prediction view of a UNet: x_hat(z_t, t, c[, w]), whatever the network predicts.
 
-    This is the interface distillation, evaluation and export use (`moment-matching.md` works in
+    This is the interface distillation, evaluation and export use (`docs/moment-matching.md` works in
     x-space). For v: x = alpha z - sigma v; for eps: x = (z - sigma eps) / alpha.
     """
 

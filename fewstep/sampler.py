@@ -1,6 +1,6 @@
 """The samplers: k-step ancestral (posterior) sampling and DDIM, with classifier-free guidance.
 
-One home for sampling maths (`architecture.md`): the same functions run inside distillation
+One home for sampling maths (`docs/architecture.md`): the same functions run inside distillation
 rollouts and evaluation on torch tensors and inside the service on numpy arrays. They are plain
 functions over a denoiser callable
 
@@ -123,7 +123,7 @@ def ancestral_sample(
     noise: NoiseSource,
     like: Any | None = None,
 ) -> Any:
-    """k-step ancestral sampling (`moment-matching.md`, "The k-step student sampler").
+    """k-step ancestral sampling (`docs/moment-matching.md`, "The k-step student sampler").
 
     z_1 ~ N(0, I) (sigma_1 = 1 to within 2e-7); at each step x_tilde = denoise(z_t, t, c, w) and
     z_s ~ q(z_s | z_t, x_tilde); the last step returns x_tilde. `like` fixes the array type of

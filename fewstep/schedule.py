@@ -1,7 +1,7 @@
 """Variance-preserving noise schedule and the exact Gaussian posterior q(z_s | z_t, x).
 
 The forward process is z_t = alpha_t x + sigma_t eps with alpha_t^2 + sigma_t^2 = 1 and t in [0, 1]
-(`moment-matching.md`, "Notation"). We parameterise it by the log signal-to-noise ratio
+(`docs/moment-matching.md`, "Notation"). We parameterise it by the log signal-to-noise ratio
 lambda_t = log(alpha_t^2 / sigma_t^2) of the cosine schedule, truncated to [LOGSNR_MIN, LOGSNR_MAX]
 so that t = 1 is pure noise to within float32 (alpha_1 ~ 5.5e-4) and t = 0 is data to within
 the same margin:
@@ -76,7 +76,7 @@ class Posterior:
 
 
 def posterior(t: Any, s: Any) -> Posterior:
-    """Exact VP posterior coefficients for s < t, in float64 (`moment-matching.md`).
+    """Exact VP posterior coefficients for s < t, in float64 (`docs/moment-matching.md`).
 
     Uses sigma_ts^2 / sigma_t^2 = 1 - exp(lambda_t - lambda_s) (= -expm1(...)), which follows from
     the definitions and stays accurate when s is close to t. At s = 0 (lambda_s = LOGSNR_MAX) the

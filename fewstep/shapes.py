@@ -1,4 +1,4 @@
-"""The shapes world: procedurally rendered, captioned scenes (`shapes-world.md`).
+"""The shapes world: procedurally rendered, captioned scenes (`docs/shapes-world.md`).
 
 Kept in the numpy-only core (not in `distill/`) because both sides use its vocabulary: training
 renders it, evaluation parses prompts with it, and the service's load benchmarks draw prompts from
@@ -9,82 +9,41 @@ given a `numpy.random.Generator`, and `scene_rng(seed, index)` makes one per (se
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import permutations
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "white": (240, 240, 240),
-    "black": (20, 20, 20),
-    "gray": (128, 128, 128),
-}
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 60),
-    "blue": (40, 80, 220),
-    "yellow": (235, 210, 40),
-    "purple": (140, 60, 190),
-    "orange": (245, 140, 30),
-    "cyan": (40, 200, 210),
-    "pink": (240, 120, 180),
-}
-SHAPES = ("circle", "square", "triangle", "cross")
-SIZES = {"small": 0.12, "large": 0.22}  # half-extent r as a fraction of the resolution
-CELLS = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
-)  # fmt: skip
+from fewstep.captions import (
+    EXAMPLE_PROMPTS,
+    Mention,
+    ObjectSpec,
+    Phrasing,
+    PromptSpec,
+    caption_scene,
+    parse_prompt,
+    spec_of,
+    unknown_words,
+    vocabulary,
+)
+from fewstep.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
+
+__all__ = [
+    "BACKGROUNDS", "CELLS", "COLOURS", "EXAMPLE_PROMPTS", "HELD_OUT", "SHAPES", "SIZES",
+    "CaptionedScene", "Mention", "ObjectSpec", "Phrasing", "Placement", "PromptSpec", "Scene", "ShapeObject",
+    "caption_scene", "parse_prompt", "render", "replace", "sample", "sample_scene", "satisfies", "scene_rng",
+    "spec_of", "unknown_words", "vocabulary",
+]  # fmt: skip
+
 CELL_CENTRES = (0.25, 0.5, 0.75)
 POSITION_JITTER = 0.03
 COLOUR_JITTER = 12
-HELD_OUT = frozenset({("pink", "triangle"), ("cyan", "cross"), ("orange", "square"), ("purple", "circle")})
 P_ONE_OBJECT = 0.6
-P_MENTION_SIZE = 0.7
-P_MENTION_POSITION = 0.7
-P_MENTION_BACKGROUND = 0.5
 SUPERSAMPLE = 4
 
 Mode = Literal["train", "held_out", "all"]
-
-# How each cell is named after a preposition: "in the top left", "at the top", "on the left".
-POSITION_PHRASES = {
-    "top left": "in the top left",
-    "top": "at the top",
-    "top right": "in the top right",
-    "left": "on the left",
-    "center": "in the center",
-    "right": "on the right",
-    "bottom left": "in the bottom left",
-    "bottom": "at the bottom",
-    "bottom right": "in the bottom right",
-}
-
-
-@dataclass(frozen=True)
-class ShapeObject:
-    colour: str
-    shape: str
-    size: str
-    cell: int  # 0..8, row-major from the top left
-
-
-@dataclass(frozen=True)
-class Scene:
-    """The semantic record of an image: what the evaluator predicts and captions describe."""
-
-    background: str
-    objects: tuple[ShapeObject, ...]
-
-    def to_dict(self) -> dict:
-        return {"background": self.background, "objects": [asdict(o) for o in self.objects]}
-
-    @staticmethod
-    def from_dict(d: dict) -> Scene:
-        return Scene(d["background"], tuple(ShapeObject(**o) for o in d["objects"]))
 
 
 @dataclass(frozen=True)
@@ -94,14 +53,6 @@ class Placement:
     cx: float  # in units of the resolution
     cy: float
     rgb: tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Mention:
-    """Which attributes a caption states (colour and shape always are)."""
-
-    size: bool
-    position: bool
 
 
 @dataclass(frozen=True)
@@ -124,7 +75,7 @@ def _pair_allowed(colour: str, shape: str, mode: Mode) -> bool:
 
 
 def _overlaps(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
-    """Bounding-box test on (cx, cy, r): objects may not touch (`shapes-world.md`)."""
+    """Bounding-box test on (cx, cy, r): objects may not touch (`docs/shapes-world.md`)."""
     return abs(a[0] - b[0]) < a[2] + b[2] and abs(a[1] - b[1]) < a[2] + b[2]
 
 
@@ -136,15 +87,18 @@ def _place(obj: ShapeObject, rng: np.random.Generator) -> Placement:
     return Placement(float(CELL_CENTRES[obj.cell % 3] + jx), float(CELL_CENTRES[obj.cell // 3] + jy), rgb)  # type: ignore[arg-type]
 
 
-def sample_scene(rng: np.random.Generator, mode: Mode = "train") -> tuple[Scene, tuple[Placement, ...]]:
+def sample_scene(
+    rng: np.random.Generator, mode: Mode = "train", p_two: float = 1 - P_ONE_OBJECT
+) -> tuple[Scene, tuple[Placement, ...]]:
     """Draw a scene and its placements.
 
     In "train" mode no object is a held-out colour-shape pair; in "held_out" mode the first
     object always is one (the second, if any, is an ordinary pair); "all" draws freely.
-    Two-object scenes are redrawn until the objects' boxes do not overlap.
+    Two-object scenes (a share `p_two`; the design's 0.4 by default) are redrawn until the
+    objects' boxes do not overlap.
     """
     background = str(rng.choice(list(BACKGROUNDS)))
-    n = 1 if rng.random() < P_ONE_OBJECT else 2
+    n = 2 if rng.random() < p_two else 1
     colours, shapes = list(COLOURS), list(SHAPES)
     while True:
         objects: list[ShapeObject] = []
@@ -209,125 +163,21 @@ def render(scene: Scene, placements: tuple[Placement, ...], resolution: int = 32
     return np.asarray(img.reduce(SUPERSAMPLE), dtype=np.uint8)
 
 
-# --- captions -------------------------------------------------------------------------------
+def sample(
+    seed: int, index: int, mode: Mode = "train", p_two: float = 1 - P_ONE_OBJECT, phrasing: Phrasing = "train"
+) -> CaptionedScene:
+    """Item `index` of the shapes stream `seed`: scene, placements and caption, deterministic.
 
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def _noun_phrase(obj: ShapeObject, m: Mention, with_article: bool = True) -> str:
-    words = ([obj.size] if m.size else []) + [obj.colour, obj.shape]
-    phrase = " ".join(words)
-    return f"{_article(words[0])} {phrase}" if with_article else phrase
-
-
-def _object_phrase(obj: ShapeObject, m: Mention) -> str:
-    """'a large red circle in the top left'."""
-    np_ = _noun_phrase(obj, m)
-    return f"{np_} {POSITION_PHRASES[CELLS[obj.cell]]}" if m.position else np_
-
-
-def _object_terse(obj: ShapeObject, m: Mention) -> str:
-    """'large red circle, top left'."""
-    np_ = _noun_phrase(obj, m, with_article=False)
-    return f"{np_}, {CELLS[obj.cell]}" if m.position else np_
-
-
-TEMPLATES_WITH_BG = (
-    "{objs} on a {bg} background",
-    "on a {bg} background: {objs}",
-    "{terse}, on a {bg} background",
-    "a picture of {objs}, {bg} background",
-)
-TEMPLATES_NO_BG = (
-    "{objs}",
-    "a picture of {objs}",
-    "{terse}",
-    "an image showing {objs}",
-)
-
-
-def caption_scene(scene: Scene, rng: np.random.Generator) -> tuple[str, tuple[Mention, ...], bool]:
-    """Describe a scene: colour and shape always; size, position (0.7 each) and background (0.5)."""
-    mentions = tuple(
-        Mention(bool(rng.random() < P_MENTION_SIZE), bool(rng.random() < P_MENTION_POSITION)) for _ in scene.objects
-    )
-    bg = bool(rng.random() < P_MENTION_BACKGROUND)
-    templates = TEMPLATES_WITH_BG if bg else TEMPLATES_NO_BG
-    template = templates[int(rng.integers(len(templates)))]
-    objs = " and ".join(_object_phrase(o, m) for o, m in zip(scene.objects, mentions, strict=True))
-    terse = " and ".join(_object_terse(o, m) for o, m in zip(scene.objects, mentions, strict=True))
-    return template.format(objs=objs, terse=terse, bg=scene.background), mentions, bg
-
-
-def sample(seed: int, index: int, mode: Mode = "train") -> CaptionedScene:
-    """Item `index` of the shapes stream `seed`: scene, placements and caption, deterministic."""
+    `phrasing="held_out"` words the caption with the templates and synonyms kept out of training
+    (`fewstep.captions`); training streams always use "train".
+    """
     rng = scene_rng(seed, index)
-    scene, placements = sample_scene(rng, mode)
-    caption, mentions, bg = caption_scene(scene, rng)
+    scene, placements = sample_scene(rng, mode, p_two)
+    caption, mentions, bg = caption_scene(scene, rng, phrasing)
     return CaptionedScene(scene, placements, caption, mentions, bg)
 
 
-# --- reading prompts back -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    """What a prompt says about one object; None means the prompt leaves it free."""
-
-    colour: str
-    shape: str
-    size: str | None = None
-    cell: int | None = None
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    background: str | None
-    objects: tuple[ObjectSpec, ...]
-
-    @property
-    def held_out(self) -> bool:
-        return any((o.colour, o.shape) in HELD_OUT for o in self.objects)
-
-
-_CELL_WORDS = sorted(CELLS, key=len, reverse=True)  # match "top left" before "top"
-
-
-def _parse_object(text: str) -> ObjectSpec:
-    words = text.replace(",", " ").split()
-    colour = next((w for w in words if w in COLOURS), None)
-    shape = next((w for w in words if w in SHAPES), None)
-    if colour is None or shape is None:
-        raise ValueError(f"cannot find a colour and a shape in {text!r}")
-    size = next((w for w in words if w in SIZES), None)
-    rest = " " + " ".join(words[words.index(shape) + 1 :]) + " "
-    cell = next((CELLS.index(c) for c in _CELL_WORDS if f" {c} " in rest), None)
-    return ObjectSpec(colour, shape, size, cell)
-
-
-def parse_prompt(prompt: str) -> PromptSpec:
-    """Read a shapes-world prompt back into what it constrains (any of the caption templates).
-
-    Evaluation scores adherence against this, so any prompt in the vocabulary can be scored,
-    not only the ones we generated. Raises ValueError for text outside the vocabulary.
-    """
-    text = prompt.lower().strip()
-    background = None
-    for name in BACKGROUNDS:
-        for pat in (f"on a {name} background", f"{name} background"):
-            if pat in text:
-                background = name
-                text = text.replace(pat, " ")
-                break
-        if background:
-            break
-    for prefix in ("a picture of ", "an image showing "):
-        text = text.replace(prefix, " ")
-    text = text.replace(":", " ")
-    parts = [p for p in text.split(" and ") if p.strip(" ,")]
-    return PromptSpec(background, tuple(_parse_object(p) for p in parts))
+# --- checking scenes against prompts ------------------------------------------------------
 
 
 def _match(scene_obj: ShapeObject | None, o: ObjectSpec) -> dict[str, bool]:

@@ -15,7 +15,7 @@ def test_alpha_sigma_unit_norm_and_endpoints():
 
 
 def _direct(t, s):
-    """The posterior exactly as written in moment-matching.md."""
+    """The posterior exactly as written in docs/moment-matching.md."""
     at, st = S.alpha_sigma(t)
     as_, ss = S.alpha_sigma(s)
     ats = at / as_

@@ -11,10 +11,12 @@ def test_deterministic_by_seed_and_index():
     assert W.sample(3, 18) != a and W.sample(4, 17) != a
 
 
-def test_every_caption_states_exactly_its_record():
+@pytest.mark.parametrize("phrasing", ["train", "held_out"])
+def test_every_caption_states_exactly_its_record(phrasing):
     for i in range(3000):
-        item = W.sample(0, i)
+        item = W.sample(0, i, phrasing=phrasing)
         spec = W.parse_prompt(item.caption)
+        assert spec == W.spec_of(item.scene, item.mentions, item.background_mentioned), item.caption
         assert W.satisfies(item.scene, spec)["all"], item.caption
         assert (spec.background is not None) == item.background_mentioned
         assert len(spec.objects) == len(item.scene.objects)
@@ -30,8 +32,10 @@ def test_caption_probabilities_and_templates():
     size = np.mean([m.size for it in items for m in it.mentions])
     assert abs(one - 0.6) < 0.03 and abs(bg - 0.5) < 0.03 and abs(size - 0.7) < 0.03
     # several phrasings are in use
-    starts = {it.caption.split()[0] for it in items}
+    starts = {it.caption.split()[0].lower() for it in items}
     assert {"on", "an", "a"} <= starts
+    two = [W.sample(1, i, p_two=0.75) for i in range(2000)]
+    assert abs(np.mean([len(it.scene.objects) == 2 for it in two]) - 0.75) < 0.03
 
 
 def test_held_out_pairs_never_in_training_mode():
