@@ -82,6 +82,11 @@ class TrainConfig(StrictModel):
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels-last tensors (about 20% faster convs on CPU)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
+    init_from: str | None = Field(
+        None,
+        description="warm start: a packed model whose weights initialise the network (layers it lacks keep "
+        "their initialisation; zero-initialised outputs make added attention layers start as identities)",
+    )
 
 
 # Settings that may change when resuming a run (how long, how often it reports, where it runs).

@@ -116,6 +116,36 @@ def write_samples(model, encoder, cfg: TrainConfig, path: Path, device: torch.de
     save_grid(path, to_uint8(x), captions, cols=8)
 
 
+def warm_start(model: torch.nn.Module, source: str | Path) -> list[str]:
+    """Initialise `model` from a packed model's weights; returns the parameters it did not have.
+
+    A network may grow (attention at another resolution, another head count of the same width):
+    its new layers keep their initialisation, and because every attention block and residual
+    branch zero-initialises its output, the grown network starts as the same function. Weights the
+    model has no place for, or of another shape, are errors naming them: that is another network.
+    """
+    from safetensors.torch import load_file
+
+    from distill.checkpoint import weights_file
+
+    file, _ = weights_file(source)
+    saved = load_file(file)
+    own = model.state_dict()
+    extra = sorted(set(saved) - set(own))
+    wrong = sorted(k for k in saved if k in own and saved[k].shape != own[k].shape)
+    if extra or wrong:
+        raise ConfigError(
+            f"init_from: {source} is not a smaller version of this network: "
+            + "; ".join(
+                filter(None, [f"unknown {extra[:4]}" if extra else "", f"other shapes {wrong[:4]}" if wrong else ""])
+            )
+        )
+    missing = sorted(set(own) - set(saved))
+    model.load_state_dict({**own, **saved})
+    log.info("warm start from %s; %d tensors keep their initialisation: %s", source, len(missing), missing[:6])
+    return missing
+
+
 def _check_resume(out: Path, cfg: TrainConfig) -> bool:
     ckpt = out / "checkpoint"
     if not (ckpt / "state.json").is_file():
@@ -194,6 +224,9 @@ def train(
     gen = torch.Generator(device=device)
     gen.manual_seed(int(np.random.SeedSequence([cfg.seed, d.rank, 7]).generate_state(1)[0]))
     state = TrainState(0, 0, {"skipped": 0, "wall_s": 0.0})
+    if cfg.init_from and not resuming:
+        warm_start(model, cfg.init_from)
+        ema.load_state_dict(model.state_dict())
     if resuming:
         state = load_training_state(out / "checkpoint", model, ema, opt, gen)
         if d.main:

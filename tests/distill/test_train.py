@@ -123,3 +123,42 @@ def test_pack_keeps_ema_weights_and_half_precision_second_moments(tmp_path):
     v_full = load_adam_second_moments(tmp_path / "run")
     assert set(v) == {n for n, _ in from_run.named_parameters()} == set(v_full)
     assert all(torch.allclose(v[k], v_full[k], rtol=1e-2, atol=1e-7) for k in v)
+
+
+def test_warm_start_grows_a_network_that_starts_as_the_same_function(tmp_path, tiny_bert_dir):
+    import torch
+
+    from distill.train import warm_start
+    from fewstep.networks import build_denoiser
+    from tests.conftest import make_packed_model
+
+    small = make_packed_model(tmp_path / "small", tiny_bert_dir)
+    over = [f"text.encoder={tiny_bert_dir}", "model.text_dim=32", "text.max_tokens=16"]
+    grown_cfg = load_config("tiny", None, [*over, "model.cross_attn_resolutions=[16,8]"]).model
+    grown = build_denoiser(grown_cfg).eval()
+    missing = warm_start(grown, small)
+    assert missing and all(".cross_attn." in k for k in missing)  # only the added attention is new
+    ref = build_denoiser(load_config("tiny", None, over).model).eval()
+    ref.load_state_dict(load_file(small / "model.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 3, 16, 16, generator=g), torch.rand(2, generator=g), torch.randn(2, 16, 32, generator=g))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    with torch.inference_mode():
+        torch.testing.assert_close(grown(*args, mask), ref(*args, mask))
+    wider = build_denoiser(load_config("tiny", None, [*over, "model.base_channels=32"]).model)
+    with pytest.raises(ConfigError, match="other shapes"):
+        warm_start(wider, small)
+
+
+def test_warm_start_through_the_config(tmp_path, tiny_bert_dir):
+    from tests.conftest import make_packed_model
+
+    small = make_packed_model(tmp_path / "small", tiny_bert_dir)
+    over = [f"text.encoder={tiny_bert_dir}", "model.text_dim=32", "text.max_tokens=16", "steps=2"]
+    cfg = load_config("tiny", None, [*over, f"init_from={small}", "data.num_workers=0"])
+    train(cfg, tmp_path / "run", progress=False)
+    # one step at warmup lr moves the weights only a little from the warm start, not from random
+    start = load_file(small / "model.safetensors")
+    after = load_file(tmp_path / "run" / "checkpoint" / "model.safetensors")
+    key = "net.conv_out.weight"
+    assert (after[key] - start[key]).abs().max() < 0.05 < start[key].abs().max()
