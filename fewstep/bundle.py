@@ -1,4 +1,4 @@
-"""The bundle: the seam between offline export and online serving (`architecture.md`).
+"""The bundle: the seam between offline export and online serving (`docs/architecture.md`).
 
 A bundle is a directory of ONNX graphs, tokenizer files and `manifest.json`. The manifest is a
 versioned pydantic model recording everything the service needs and nothing it must recompute:
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,6 +155,7 @@ class Manifest(StrictModel):
         "ONNX Runtime int8/fp16 graphs are no faster here)",
     )
     source: dict[str, Any] = Field(default_factory=dict, description="weights, config and git sha exported from")
+    exported_at: datetime | None = Field(None, description="when the bundle was exported (UTC); None if not recorded")
     parity: dict[str, float] = Field(default_factory=dict, description="export-time checks against torch")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
     evaluation: dict[str, Any] = Field(default_factory=dict)

@@ -3,7 +3,8 @@
 `create_app(settings)` builds the routes and the metrics registry. The lifespan then loads the
 bundles (`service.loader.load_pipeline`, verifying their hashes; a bad bundle stops start-up with a
 message naming it), starts the engine, and warms every model in the background: /healthz answers
-at once, /readyz turns 200 when warm-up is done. On shutdown the engine drains what it accepted.
+at once, /readyz turns 200 when warm-up is done, and one log line then says where the playground,
+the API docs and the metrics are. On shutdown the engine drains what it accepted.
 
 Tests pass `pipelines=` (fake backends) to skip loading; everything else is the production path.
 """
@@ -14,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 
 import fewstep
 from fewstep.bundle import MANIFEST
-from service.api import errors, routes
+from service.api import docs, errors, routes
 from service.api import openai as openai_routes
 from service.api.auth import KeyChecker
 from service.api.middleware import ServiceMiddleware
@@ -57,11 +59,37 @@ def load_pipelines(settings: ServiceSettings) -> list[Pipeline]:
     for path in discover_bundles(settings.bundles):
         log.info("loading bundle %s (%s, %s)", path, settings.backend.kind, settings.backend.device)
         try:
-            pipelines.append(load_pipeline(path, settings.backend, shared_text=shared_text))
+            pipeline = load_pipeline(path, settings.backend, shared_text=shared_text)
         except Exception as e:
             log.error("cannot load bundle %s: %s", path, e)
             raise
+        stamp_export_time(pipeline, path / MANIFEST)
+        pipelines.append(pipeline)
     return pipelines
+
+
+def stamp_export_time(pipeline: Pipeline, manifest_file: Path) -> None:
+    """Bundles exported before the manifest recorded `exported_at`: the manifest file's modification
+    time is their export time (the export writes it last and moves the bundle into place whole)."""
+    if pipeline.manifest.exported_at is None:
+        when = datetime.fromtimestamp(manifest_file.stat().st_mtime, UTC)
+        pipeline.manifest = pipeline.manifest.model_copy(update={"exported_at": when})
+
+
+def public_url(settings: ServiceSettings, path: str = "/") -> str:
+    """The address a person on this machine opens (a wildcard bind is reached through localhost)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}{path}"
+
+
+def ready_line(settings: ServiceSettings, default_model: str) -> str:
+    """The one line that says the service is ready and where to go."""
+    return (
+        f"ready (default model {default_model}): playground {public_url(settings, '/')} | "
+        f"API docs {public_url(settings, '/docs')} | metrics {public_url(settings, '/metrics')}"
+    )
 
 
 def engine_config(settings: ServiceSettings) -> EngineConfig:
@@ -78,6 +106,16 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         profile_budget_s=settings.batch_profile_budget_s,
         scheduling=settings.scheduling,
     )
+
+
+DESCRIPTION = (
+    "Few-step text-to-image generation with dynamic batching. The playground is at `/`, the models at "
+    "`GET /v1/models`, and what a prompt may say at `GET /info`.\n\n"
+    "Prompts use the shapes-world vocabulary the models were trained on; a word outside it is not "
+    "refused, but the model draws noise for it, and the reply names it (`warnings`, `X-Fewstep-Warning`).\n\n"
+    "Errors are JSON in OpenAI's shape on every route. The OpenAI-compatible route "
+    "`POST /v1/images/generations` answers as OpenAI's API does (400 for any invalid parameter)."
+)
 
 
 def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipeline] | None = None) -> FastAPI:
@@ -97,7 +135,13 @@ def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipe
         app.state.default_model = default
         await engine.start()
         app.state.engine = engine
-        warm = asyncio.create_task(engine.warm_up(settings.warmup), name="fewstep-warm-up")
+
+        async def warm_up() -> None:
+            await engine.warm_up(settings.warmup)
+            if engine.ready:
+                log.info(ready_line(settings, default))
+
+        warm = asyncio.create_task(warm_up(), name="fewstep-warm-up")
         try:
             yield
         finally:
@@ -111,8 +155,10 @@ def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipe
     app = FastAPI(
         title="fewstep",
         version=fewstep.__version__,
-        description="Few-step text-to-image generation with dynamic batching.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by service.api.docs, with the Swagger UI and ReDoc assets on board
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -122,5 +168,6 @@ def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipe
     errors.install(app, metrics)
     app.include_router(routes.build_router(keys))
     app.include_router(openai_routes.build_router(keys))
+    docs.install(app)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -1,7 +1,8 @@
 """Bundle directory -> `Pipeline`: verify the manifest's hashes, then open the backend's sessions.
 
 The text encoder always runs in ONNX Runtime (on the GPU's CUDA provider when the denoiser does);
-the denoiser runs in the chosen backend. Loading warms both at the batch sizes the service will
+the denoiser runs in the chosen backend, or, with `backend.kind = "auto"`, in the fastest allowed
+candidate timed here (`service.backends.select`). Loading warms both at the batch sizes the service will
 use, so that lazy allocations, kernel selection and TensorRT engine builds happen before
 `/readyz`, never inside a request.
 """
@@ -29,9 +30,20 @@ def resolve_precision(manifest: Manifest, settings: BackendSettings) -> str:
     return manifest.precision.get(settings.kind, "fp32")
 
 
+def backend_label(settings: BackendSettings, chosen: str | None = None) -> str:
+    """The `backend` label of metrics and /v1/models: the pinned kind, or 'auto:<path>' when chosen."""
+    return f"auto:{chosen}" if chosen else settings.kind
+
+
 def make_denoiser(bundle: Path, manifest: Manifest, settings: BackendSettings) -> Denoiser:
     spec = manifest.graphs["denoiser"]
+    if settings.kind == "auto":
+        return select_denoiser_for(bundle, manifest, settings)[0]
     precision = resolve_precision(manifest, settings)
+    if settings.kind == "openvino":
+        from service.backends.openvino import OpenVinoDenoiser
+
+        return OpenVinoDenoiser(bundle / spec.file, spec, settings.model_copy(update={"precision": precision}))
     if settings.kind == "onnxruntime":
         from service.backends.onnxruntime import OrtDenoiser
 
@@ -47,6 +59,18 @@ def make_denoiser(bundle: Path, manifest: Manifest, settings: BackendSettings) -
 
         return TensorRTDenoiser(bundle / spec.file, spec, settings.model_copy(update={"precision": precision}))
     raise BackendError(f"backend.kind: unknown backend {settings.kind!r}")
+
+
+def select_denoiser_for(bundle: Path, manifest: Manifest, settings: BackendSettings):
+    """kind='auto': (denoiser, `Selection`) of the fastest allowed candidate on this machine."""
+    from service.backends.select import select_denoiser
+
+    return select_denoiser(
+        manifest,
+        settings,
+        build=lambda pinned: make_denoiser(bundle, manifest, pinned),
+        inputs=lambda b: denoiser_inputs(manifest, b),
+    )
 
 
 def load_prompt_encoder(
@@ -98,12 +122,17 @@ def load_pipeline(
     t0 = time.perf_counter()
     manifest = load_manifest(bundle)
     prompts = load_prompt_encoder(bundle, manifest, settings, shared_text)
-    pipeline = Pipeline(manifest, prompts, make_denoiser(bundle, manifest, settings), settings.kind)
+    if settings.kind == "auto":
+        denoiser, selection = select_denoiser_for(bundle, manifest, settings)
+        label = backend_label(settings, selection.chosen.label)
+    else:
+        denoiser, label = make_denoiser(bundle, manifest, settings), backend_label(settings)
+    pipeline = Pipeline(manifest, prompts, denoiser, label)
     for b in warmup:
         jobs = [ImageJob("warm-up", i, manifest.default_steps, manifest.guidance.default) for i in range(b)]
         pipeline.generate(jobs[:1])  # the text encoder and the first kernels
         pipeline.sample(jobs, min(manifest.steps))
-    log.info("loaded %s from %s (%s, %.1f s)", manifest.name, bundle, settings.kind, time.perf_counter() - t0)
+    log.info("loaded %s from %s (%s, %.1f s)", manifest.name, bundle, label, time.perf_counter() - t0)
     return pipeline
 
 

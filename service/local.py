@@ -41,7 +41,7 @@ def backend_settings(args: argparse.Namespace):
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino", "tensorrt", "torch", "auto"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"])
     p.add_argument("--threads", type=int, help="intra-op CPU threads (default: all cores)")

@@ -1,15 +1,19 @@
-"""What routes share: the engine of the app, the default model, and disconnect-aware waiting."""
+"""What routes share: the engine of the app, the default model, the JSON content-type check, prompt
+warnings, and disconnect-aware waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.message
+import json
 import secrets
 from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import Request
 
+from fewstep import shapes
 from service.api.errors import ApiError
 from service.engine import Engine
 from service.engine.types import GenerateResult
@@ -33,6 +37,56 @@ def model_name(request: Request, engine: Engine, asked: str | None) -> str:
     if name in engine.pipelines:
         request.state.model = name
     return name
+
+
+WARNING_HEADER = "X-Fewstep-Warning"
+
+
+def is_json(content_type: str | None) -> bool:
+    """application/json or any application/*+json, parameters (charset) allowed."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def require_json(request: Request) -> None:
+    """415 naming application/json for a body sent as anything else (curl's -d sends a form by default).
+
+    A dependency of the routes that take a JSON body: without it FastAPI validates the raw bytes and
+    answers 422 "Input should be a valid dictionary", which points at the body instead of the header.
+    """
+    content_type = request.headers.get("content-type")
+    if not is_json(content_type):
+        sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+        raise ApiError(
+            415,
+            f"the request body must be JSON: send 'Content-Type: application/json' (this request had {sent})",
+            reason="invalid",
+        )
+
+
+def prompt_warnings(prompt: str, negative_prompt: str | None = None) -> list[str]:
+    """What the reply warns about: prompt words outside the shapes-world vocabulary (never a refusal:
+    the model still runs, but it draws noise for what it never saw)."""
+    warnings = []
+    for field, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        unknown = shapes.unknown_words(text) if text else []
+        if unknown:
+            warnings.append(
+                f"{field}: words outside the model's vocabulary: {', '.join(unknown)} "
+                "(the model draws noise for them; GET /info lists the vocabulary)"
+            )
+    return warnings
+
+
+def warning_headers(warnings: list[str]) -> dict[str, str]:
+    """The warnings as one header (JSON-escaped, so any prompt text stays ASCII)."""
+    if not warnings:
+        return {}
+    return {WARNING_HEADER: "; ".join(json.dumps(w)[1:-1] for w in warnings)}
 
 
 def random_seed() -> int:

@@ -1,13 +1,18 @@
 """Every error as JSON in OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, never a traceback.
 
 One shape for every route keeps clients simple (the OpenAI SDKs parse it, and so can curl users).
-Validation errors name the field in `param`; engine refusals map to their status (404, 429 with
-Retry-After, 503, 504, 500); anything unexpected is logged with its traceback and answered with a
-plain 500.
+The status follows HTTP's conventions: a body that is not JSON is 400, a body sent as another
+content type 415 (`service.api.deps.require_json`), a well-formed body with an invalid field 422 on
+the native routes. The OpenAI-compatible routes (`/v1/...`) answer invalid fields with 400
+`invalid_request_error`, as OpenAI's API does, so its SDKs raise `BadRequestError` there too.
+Validation errors name the field in `param`, and an unknown field comes with the closest known
+name. Engine refusals map to their status (404, 429 with Retry-After, 503, 504, 500); anything
+unexpected is logged with its traceback and answered with a plain 500.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 
@@ -27,7 +32,9 @@ _TYPES = {
     401: ("invalid_request_error", "invalid_api_key"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    406: ("invalid_request_error", "not_acceptable"),
     413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
     422: ("invalid_request_error", "invalid_value"),
     429: ("rate_limit_error", "queue_full"),
     500: ("server_error", "internal_error"),
@@ -76,6 +83,47 @@ def engine_error_response(e: EngineError) -> JSONResponse:
     return error_response(e.status, str(e), param=param, code=code, headers=headers)
 
 
+def openai_route(request: Request) -> bool:
+    """The OpenAI-compatible routes, whose invalid requests are 400 (OpenAI's status), not 422."""
+    return request.url.path.startswith("/v1/")
+
+
+def known_fields(request: Request) -> list[str]:
+    """The field names (and accepted other names) of the body model of the route that was called."""
+    from service.api.schemas import FIELD_ALIASES
+
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    fields = list(getattr(model, "model_fields", {}))
+    return fields + [alias for alias, target in FIELD_ALIASES.items() if target in fields]
+
+
+def unknown_field_message(name: str, fields: list[str]) -> str:
+    """'guidnce: unknown field; did you mean 'guidance'?' (or the list of known fields)."""
+    close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    if close:
+        return f"{name}: unknown field; did you mean {close[0]!r}?"
+    if fields:
+        return f"{name}: unknown field; the fields are {', '.join(fields)}"
+    return f"{name}: unknown field"
+
+
+def validation_message(request: Request, error: dict) -> tuple[int, str, str | None]:
+    """(status, message, param) for one pydantic error of a request body."""
+    param = validation_param(tuple(error.get("loc", ())))
+    if error.get("type") == "json_invalid":
+        detail = (error.get("ctx") or {}).get("error")
+        return 400, "the request body is not valid JSON" + (f" ({detail})" if detail else ""), None
+    if error.get("type") == "extra_forbidden" and param:
+        message = unknown_field_message(param, known_fields(request))
+    elif param:
+        message = f"{param}: {error.get('msg')}"
+    else:
+        message = f"request body: {error.get('msg')}"
+    return (400 if openai_route(request) else 422), message, param
+
+
 def install(app: FastAPI, metrics: Metrics) -> None:
     """Register the handlers that turn every failure into the JSON error shape."""
 
@@ -90,23 +138,16 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         metrics.reject("invalid")
         errors = e.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        param = validation_param(tuple(first.get("loc", ())))
-        if first.get("type") == "json_invalid":
-            param, message = None, "the request body is not valid JSON"
-        elif first.get("type") == "extra_forbidden":
-            message = f"{param}: unknown field"
-        elif param:
-            message = f"{param}: {first.get('msg')}"
-        else:
-            message = f"request body: {first.get('msg')}"
+        status, message, param = validation_message(request, first)
         if len(errors) > 1:
             others = [validation_param(tuple(x.get("loc", ()))) or "body" for x in errors[1:]]
             message += f" (also invalid: {', '.join(others)})"
-        return error_response(422, message, param=param)
+        return error_response(status, message, param=param)
 
     @app.exception_handler(JobError)
     async def _job_error(request: Request, e: JobError) -> JSONResponse:
-        return error_response(422, f"{e.field}: {e}", param=e.field)
+        status = 400 if openai_route(request) else 422
+        return error_response(status, f"{e.field}: {e}", param=e.field)
 
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, e: EngineError) -> JSONResponse:

@@ -1,25 +1,41 @@
 """POST /v1/images/generations: the subset of OpenAI's Images API that fewstep serves.
 
 `prompt`, `n`, `size` (only the model's resolution), `response_format` (only `b64_json`: fewstep
-keeps no image store to serve URLs from) and `model`. Errors use OpenAI's shape, as every route
-does, so the OpenAI SDKs raise their usual exceptions.
+keeps no image store to serve URLs from) and `model`. Errors use OpenAI's shape and status codes
+(400 `invalid_request_error` naming `param` for any invalid parameter, 401 for a key, 404 for an
+unknown model, 429 when the queue is full), so the OpenAI SDKs raise their usual exceptions:
+`BadRequestError`, `AuthenticationError`, `NotFoundError`, `RateLimitError`. Prompt words outside
+the vocabulary come back in the `X-Fewstep-Warning` header (the body keeps OpenAI's shape).
 """
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.auth import KeyChecker
-from service.api.deps import get_engine, model_name, random_seed, until_disconnected
+from service.api.deps import (
+    get_engine,
+    model_name,
+    prompt_warnings,
+    random_seed,
+    require_json,
+    until_disconnected,
+    warning_headers,
+)
 from service.api.encode import encode_b64
 from service.api.errors import ApiError
-from service.api.routes import ERRORS
+from service.api.routes import ERRORS as NATIVE_ERRORS
 from service.api.schemas import OpenAIImage, OpenAIImageBody, OpenAIImagesResponse
 from service.engine import GenerateRequest
 from service.pipeline import JobError
+
+ERRORS = {
+    **{code: v for code, v in NATIVE_ERRORS.items() if code not in (406, 422)},
+    400: {**NATIVE_ERRORS[400], "description": "invalid JSON or an invalid parameter (named in error.param)"},
+}
 
 
 def build_router(keys: KeyChecker) -> APIRouter:
@@ -29,12 +45,13 @@ def build_router(keys: KeyChecker) -> APIRouter:
         "/v1/images/generations",
         response_model=OpenAIImagesResponse,
         responses=ERRORS,
-        dependencies=[Depends(keys)],
+        dependencies=[Depends(keys), Depends(require_json)],
         tags=["openai"],
     )
-    async def images_generations(body: OpenAIImageBody, request: Request) -> OpenAIImagesResponse:
+    async def images_generations(body: OpenAIImageBody, request: Request, response: Response) -> OpenAIImagesResponse:
         """OpenAI-compatible image generation (b64_json only)."""
         engine = get_engine(request)
+        response.headers.update(warning_headers(prompt_warnings(body.prompt)))
         width = height = None
         if body.size is not None:
             width, height = (int(v) for v in body.size.split("x"))
@@ -50,7 +67,7 @@ def build_router(keys: KeyChecker) -> APIRouter:
             result = await until_disconnected(request, engine.generate(job))
         except JobError as e:
             if e.field in ("width", "height"):
-                raise ApiError(422, f"size: {e}", param="size") from None
+                raise ApiError(400, f"size: {e}", param="size") from None
             raise
         encoded = await run_in_threadpool(encode_b64, result.images, "png")
         return OpenAIImagesResponse(created=int(time.time()), data=[OpenAIImage(b64_json=b) for b in encoded])

@@ -1,22 +1,57 @@
 """Request and response bodies of the HTTP API (they are also the OpenAPI schema at /docs).
 
-Requests forbid unknown fields, so a misspelt `guidance` is a 422 naming it instead of a silently
-ignored option. Limits that depend on the loaded model (steps, guidance range, size) are checked
-by the engine against the bundle's manifest, and come back as 422s naming the same fields.
+Requests forbid unknown fields, so a misspelt field is an error naming it (with the closest known
+name, see `service.api.errors`) instead of a silently ignored option. `guidance` is accepted as
+another name of `guidance_scale`, because the CLI flag is `--guidance` and the playground's label
+"Guidance": one concept, whichever name a client reaches for. Limits that depend on the loaded
+model (steps, guidance range, size) are checked by the engine against the bundle's manifest, and
+come back as errors naming the same fields.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fewstep import shapes
 from fewstep.rng import MAX_SEED
 
 MAX_PROMPT_CHARS = 1000
 MAX_IMAGES = 8
+DEFAULT_PROMPT = shapes.EXAMPLE_PROMPTS[0]  # one object: what every default model draws right
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+
+# Other names a request may use for a field: {alias: field}.
+FIELD_ALIASES = {"guidance": "guidance_scale"}
+
+
+def vocabulary_markdown() -> str:
+    """The prompt vocabulary as one Markdown line per category (for the OpenAPI descriptions)."""
+    return "\n".join(f"- {category}: {', '.join(words)}" for category, words in shapes.vocabulary().items())
+
+
+PROMPT_DESCRIPTION = (
+    "What to draw, in the shapes-world vocabulary the models were trained on: one or two coloured "
+    "shapes, each with an optional size and position, and an optional background, e.g. "
+    f"{DEFAULT_PROMPT!r}. Words outside the vocabulary are not refused, but the model draws noise "
+    "for them; the reply names them in `warnings` and the `X-Fewstep-Warning` header.\n\n"
+    "Vocabulary (GET /info lists it as JSON):\n" + vocabulary_markdown()
+)
+
+
+def _resolve_aliases(data: Any) -> Any:
+    """`guidance` -> `guidance_scale`; giving both is an error rather than a silent choice."""
+    if not isinstance(data, dict):
+        return data
+    for alias, field in FIELD_ALIASES.items():
+        if alias in data:
+            if field in data:
+                raise ValueError(f"give {field!r} or its other name {alias!r}, not both")
+            data = {**data, field: data[alias]}
+            del data[alias]
+    return data
 
 
 class GenerateBody(BaseModel):
@@ -24,18 +59,27 @@ class GenerateBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, examples=["a red circle above a blue square"])
+    prompt: str = Field(
+        min_length=1, max_length=MAX_PROMPT_CHARS, examples=[DEFAULT_PROMPT], description=PROMPT_DESCRIPTION
+    )
     negative_prompt: str | None = Field(
         None, max_length=MAX_PROMPT_CHARS, description="teachers only: what the guidance steers away from"
     )
     model: str | None = Field(None, description="a model from GET /v1/models; default: the service's default model")
     n: int = Field(1, ge=1, le=MAX_IMAGES, description="images of this prompt; image j uses seed + j")
     steps: int | None = Field(None, ge=1, description="a step count the model supports; default: its recommended")
-    guidance_scale: float | None = Field(None, ge=0, description="within the model's range; default: its default")
+    guidance_scale: float | None = Field(
+        None, ge=0, description="within the model's range; default: its default. Also accepted as `guidance`"
+    )
     seed: int | None = Field(None, ge=0, le=MAX_SEED - MAX_IMAGES, description="default: random; always returned")
     width: int | None = Field(None, ge=1, description="must equal the model's resolution")
     height: int | None = Field(None, ge=1, description="must equal the model's resolution")
     output_format: OutputFormat = "png"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        return _resolve_aliases(data)
 
 
 class Timings(BaseModel):
@@ -60,6 +104,9 @@ class GenerateResponse(BaseModel):
     images: list[GeneratedImage]
     timings: Timings
     batch_images: int = Field(description="images in the batch this request ran in")
+    warnings: list[str] = Field(
+        default_factory=list, description="what the request asked for that the model may not draw (unknown words)"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -80,14 +127,18 @@ class ModelCard(BaseModel):
 
     id: str
     object: Literal["model"] = "model"
-    created: int = 0
+    created: int = Field(0, description="when the bundle was exported (Unix seconds; 0 if unknown)")
     owned_by: str = "fewstep"
+    default: bool = Field(False, description="the model a request that names none runs on")
     resolution: int
     steps: list[int]
     default_steps: int
     guidance: dict[str, float | bool]
     backend: str
     evaluation: dict[str, Any] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="what the bundle was exported from: weights sha256, git commit, time"
+    )
 
 
 class ModelList(BaseModel):
@@ -100,7 +151,7 @@ class OpenAIImageBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description=PROMPT_DESCRIPTION)
     model: str | None = None
     n: int = Field(1, ge=1, le=MAX_IMAGES)
     size: str | None = Field(None, pattern=r"^\d+x\d+$", description="WIDTHxHEIGHT; only the model's resolution")
@@ -116,3 +167,14 @@ class OpenAIImage(BaseModel):
 class OpenAIImagesResponse(BaseModel):
     created: int
     data: list[OpenAIImage]
+
+
+class ServiceInfo(BaseModel):
+    """GET /info: what a client (the playground first of all) needs to make its first request work."""
+
+    version: str
+    default_model: str | None = Field(description="the model a request that names none runs on")
+    models: list[str]
+    default_prompt: str = Field(description="a prompt every default model draws right")
+    example_prompts: list[str]
+    vocabulary: dict[str, list[str]] = Field(description="the words a prompt may use, by category")

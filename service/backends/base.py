@@ -16,14 +16,15 @@ doubled batch the pipeline builds.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fewstep.config import StrictModel
 
-BackendKind = Literal["onnxruntime", "tensorrt", "torch"]
+BackendKind = Literal["onnxruntime", "openvino", "tensorrt", "torch"]
+AUTO_CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
@@ -54,7 +55,11 @@ class TextEncoder(Protocol):
 class BackendSettings(StrictModel):
     """How to run a bundle's graphs. Chosen per service (and per bundle through `precision`)."""
 
-    kind: BackendKind = "onnxruntime"
+    kind: BackendKind | Literal["auto"] = Field(
+        "onnxruntime",
+        description="'auto' times each of `auto_candidates` at start-up and serves the fastest that the "
+        "bundle's quality record allows (service.backends.select); any other value pins the backend",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
     precision: Precision | Literal["auto"] = Field(
         "auto", description="'auto' uses the bundle's recommended precision for this backend and device"
@@ -63,6 +68,34 @@ class BackendSettings(StrictModel):
     compile: bool = Field(False, description="torch backend: torch.compile the denoiser")
     engine_cache: str = Field(".cache/trt", description="tensorrt: where built engines are kept")
     max_batch: int = Field(64, ge=1, description="largest denoiser batch (images, guidance halves included)")
+    auto_candidates: tuple[str, ...] = Field(
+        AUTO_CANDIDATES,
+        min_length=1,
+        description="kind='auto': the 'backend-precision' paths to time, in order "
+        "of preference (a later one must be faster by more than `auto_tolerance` to win)",
+    )
+    auto_batch_images: int = Field(16, ge=1, le=1024, description="kind='auto': images per timed batch")
+    auto_tolerance: float = Field(0.05, ge=0, lt=1, description="kind='auto': speed-up a later candidate needs")
+
+    @field_validator("auto_candidates", mode="after")
+    @classmethod
+    def _known_paths(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            split_path(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"a candidate is listed twice: {list(names)}")
+        return names
+
+
+def split_path(name: str) -> tuple[str, str]:
+    """'openvino-bf16' -> ('openvino', 'bf16'); a ValueError naming the choices otherwise."""
+    kinds, precisions = get_args(BackendKind), get_args(Precision)
+    kind, _, precision = name.rpartition("-")
+    if kind not in kinds or precision not in precisions:
+        raise ValueError(
+            f"{name!r} is not 'backend-precision' with a backend of {kinds} and a precision of {precisions}"
+        )
+    return kind, precision
 
 
 def chunked(fn, max_batch: int, *arrays: np.ndarray | None) -> np.ndarray:

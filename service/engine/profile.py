@@ -7,6 +7,8 @@ each size 1, 2, 4, ... (within a time budget) and derives, per model:
 
 - `max_batch_images`: the smallest batch size whose throughput is within `tolerance` (5%) of the
   best measured. Beyond it a batch only makes its first request wait for the others' compute.
+  The tolerance is what keeps the choice still across starts: sizes within it of each other are
+  noise apart, and the smallest of them wins whichever measured fastest this time.
 - `max_wait_s`: 0 when the best batch is less than `min_gain` (1.1x) faster per image than batch 1
   (waiting cannot pay for itself); otherwise the batch-1 time times (1 - 1/gain): the compute a
   lone request would save per image, which keeps a lone request's latency within twice its
@@ -21,11 +23,14 @@ callable (the engine passes one that runs `Pipeline.generate` on its runner thre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 TOLERANCE = 0.05
 MIN_GAIN = 1.1
+STOP_GAIN = 0.0  # doubling stops at the first size that gains no more than this over the best smaller one
+MIN_SAMPLE_S = 0.05  # within a round, a size runs until this much time was measured
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,11 @@ def derive_limits(profile: CostProfile, tolerance: float = TOLERANCE, min_gain: 
     return BatchLimits(max_batch_images=knee, max_wait_s=round(wait, 4))
 
 
+def _no_gain(seconds: dict[int, list[float]], b: int, stop_gain: float) -> bool:
+    best_smaller = max(size / min(v) for size, v in seconds.items() if size < b)
+    return b / min(seconds[b]) <= (1 + stop_gain) * best_smaller
+
+
 async def measure_costs(
     run: Callable[[int], Awaitable[float]],
     model: str,
@@ -73,30 +83,51 @@ async def measure_costs(
     max_batch: int = 64,
     budget_s: float = 5.0,
     repeats: int = 3,
+    stop_gain: float = STOP_GAIN,
+    min_sample_s: float = MIN_SAMPLE_S,
 ) -> CostProfile:
     """Time `run(b)` (returns seconds) for b = 1, 2, 4, ... up to `max_batch`, within about `budget_s`.
 
-    A first pass runs each size once untimed (its prompts enter the text cache, as a serving
-    workload's repeated prompts do) and once timed, and tries the next size only if its two runs,
-    at the cost per image seen so far, fit what is left. Then up to `repeats - 1` rounds time every
-    size again in turn while a whole round fits, so that drift on a shared machine hits every size
-    alike; each size keeps its fastest time (other work only ever adds time).
+    The choice it feeds (`derive_limits`) must hold still from one start to the next on the same
+    machine, and the profile must stay cheap, so:
+
+    - First pass: each size once untimed (its prompts enter the text cache, as a serving
+      workload's repeated prompts do) and once timed, keeping the faster of the two. Doubling
+      stops at the first size that gains nothing over the best smaller one (`stop_gain`),
+      confirmed by one more run so that one slow sample does not end it: past saturation larger
+      batches only cost memory and start-up time (a flat CPU curve stops at 2 instead of
+      allocating for 64). It also stops when the next size would not fit the budget.
+    - Then up to `repeats - 1` interleaved rounds over every size, in an order rotated each round
+      (drift hits every size alike), while a whole round fits. Within a round, each size runs as
+      many times as reach `min_sample_s`, so a 10 ms batch is not judged on one run.
+    - Each size keeps its fastest sample (other work on the machine only ever adds time).
     """
     seconds: dict[int, list[float]] = {}
     spent, b = 0.0, 1
     while b <= max_batch:
-        spent += await run(b)
+        first = await run(b)
         t = await run(b)
-        spent += t
+        spent += first + t
+        t = min(first, t)  # the untimed run counts only if it was the faster (noise only adds time)
         seconds[b] = [t]
+        if len(seconds) > 1 and _no_gain(seconds, b, stop_gain):
+            again = await run(b)  # one slow sample must not end the profile: confirm
+            spent += again
+            seconds[b] = [min(t, again)]
+            if _no_gain(seconds, b, stop_gain):
+                break  # saturated: larger sizes would only cost memory and start-up time
         if spent + 4 * t > budget_s:  # the next size, 2b images at this cost per image, runs twice
             break
         b *= 2
-    for _ in range(repeats - 1):
-        if spent + sum(min(v) for v in seconds.values()) > budget_s:
+    sizes = list(seconds)
+    for r in range(repeats - 1):
+        per_size = {size: max(1, math.ceil(min_sample_s / min(seconds[size]))) for size in sizes}
+        if spent + sum(n * min(seconds[size]) for size, n in per_size.items()) > budget_s:
             break
-        for size, times in seconds.items():
-            t = await run(size)
-            spent += t
-            times.append(t)
+        k = r % len(sizes)
+        for size in sizes[k:] + sizes[:k]:
+            for _ in range(per_size[size]):
+                t = await run(size)
+                spent += t
+                seconds[size].append(t)
     return CostProfile(model, steps, {size: min(times) for size, times in seconds.items()})

@@ -53,3 +53,43 @@ def test_ready_after_warm_up_and_not_before():
 def test_nothing_loads_at_import_or_construction():
     app = create_app(ServiceSettings(bundles=["/does/not/exist"]))  # loading happens in the lifespan only
     assert app.state.engine is None
+
+
+def test_one_line_says_ready_with_the_urls_of_the_playground_docs_and_metrics(caplog):
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="service.app")
+    app = create_app(ServiceSettings(host="0.0.0.0", port=8123), [fake_pipeline("fake")])
+    with TestClient(app) as client:
+        for _ in range(500):
+            if client.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.01)
+        for _ in range(100):  # the line is logged right after readiness flips
+            if any("ready" in r.getMessage() for r in caplog.records if r.name == "service.app"):
+                break
+            time.sleep(0.01)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "service.app" and "ready" in r.getMessage()]
+    for url in ("http://127.0.0.1:8123/", "http://127.0.0.1:8123/docs", "http://127.0.0.1:8123/metrics"):
+        assert url in line
+    assert "default model fake" in line
+
+
+def test_a_bundle_without_an_export_time_gets_its_manifest_files_time(tmp_path):
+    import os
+    from datetime import UTC, datetime
+
+    from service.app import stamp_export_time
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    when = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)
+    os.utime(manifest, (when.timestamp(), when.timestamp()))
+    pipeline = fake_pipeline("fake")
+    stamp_export_time(pipeline, manifest)
+    assert pipeline.manifest.exported_at == when
+    recorded = datetime(2025, 1, 1, tzinfo=UTC)
+    pipeline.manifest = pipeline.manifest.model_copy(update={"exported_at": recorded})
+    stamp_export_time(pipeline, manifest)  # a recorded time wins
+    assert pipeline.manifest.exported_at == recorded

@@ -15,6 +15,16 @@ def _ort_providers():
     return ort.get_available_providers()
 
 
+def _openvino_caps() -> set[str]:
+    from service.backends.openvino import cpu_capabilities
+
+    return cpu_capabilities()
+
+
+_NO_OPENVINO = pytest.mark.skipif(not _openvino_caps(), reason="openvino is not installed")
+_NO_OV_BF16 = pytest.mark.skipif("BF16" not in _openvino_caps(), reason="this CPU has no native bf16 for OpenVINO")
+
+
 def _cuda():
     try:
         import torch
@@ -28,6 +38,13 @@ BACKENDS = [
     pytest.param(BackendSettings(kind="onnxruntime"), 1e-5, id="onnxruntime-cpu"),
     pytest.param(BackendSettings(kind="torch", precision="fp32"), 1e-5, id="torch-cpu-fp32"),
     pytest.param(BackendSettings(kind="torch", precision="bf16"), 5e-2, id="torch-cpu-bf16"),
+    pytest.param(BackendSettings(kind="openvino", precision="fp32"), 1e-5, id="openvino-cpu-fp32", marks=_NO_OPENVINO),
+    pytest.param(
+        BackendSettings(kind="openvino", precision="bf16"),
+        5e-2,
+        id="openvino-cpu-bf16",
+        marks=[_NO_OPENVINO, _NO_OV_BF16],
+    ),
     pytest.param(
         BackendSettings(kind="onnxruntime", device="cuda"),
         1e-4,
@@ -100,6 +117,30 @@ def test_onnx_matches_torch_per_step(which, tiny_bundle, tiny_student_bundle):
         assert np.abs(a - r).max() <= 1e-4
 
 
+@pytest.mark.parametrize(
+    ("precision", "tol"),
+    [pytest.param("fp32", 1e-4, marks=_NO_OPENVINO), pytest.param("bf16", 0.1, marks=[_NO_OPENVINO, _NO_OV_BF16])],
+)
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_openvino_matches_onnxruntime_fp32(which, precision, tol, tiny_bundle, tiny_student_bundle):
+    """Same graph, two runtimes: tight in f32; in bf16 within a loose bound (the evaluator's figures,
+    `fewstep bench quality --backend openvino`, decide whether bf16 may serve)."""
+    bundle = tiny_bundle if which == "teacher" else tiny_student_bundle
+    m = load_manifest(bundle)
+    ort = make_denoiser(bundle, m, BackendSettings(kind="onnxruntime"))
+    ov = make_denoiser(bundle, m, BackendSettings(kind="openvino", precision=precision))
+    diffs = []
+    for b in (1, 3, 8):
+        args = denoiser_inputs(m, b, seed=10 + b)
+        w = args[4] if len(args) > 4 else None
+        ref, got = ort(*args[:4], w), ov(*args[:4], w)
+        assert got.shape == ref.shape and got.dtype == np.float32
+        diffs.append(float(np.abs(got - ref).max()))
+    assert max(diffs) <= tol
+    if precision == "bf16":
+        assert max(diffs) > 1e-6  # the hint took effect: bf16 is not bit-equal to f32
+
+
 def test_unsupported_choices_are_clear_errors(tiny_bundle):
     m = load_manifest(tiny_bundle)
     with pytest.raises(BackendError, match="onnxruntime serves fp32"):
@@ -112,3 +153,7 @@ def test_unsupported_choices_are_clear_errors(tiny_bundle):
     except ImportError:
         with pytest.raises(BackendError, match="tensorrt"):
             make_denoiser(tiny_bundle, m, BackendSettings(kind="tensorrt", device="cuda"))
+    with pytest.raises(BackendError, match=r"openvino.*runs on the CPU"):
+        make_denoiser(tiny_bundle, m, BackendSettings(kind="openvino", device="cuda", precision="fp32"))
+    with pytest.raises(BackendError, match=r"openvino.*not int8"):
+        make_denoiser(tiny_bundle, m, BackendSettings(kind="openvino", precision="int8"))

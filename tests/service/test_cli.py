@@ -22,3 +22,30 @@ def test_flags_override_the_environment(monkeypatch):
 def test_missing_bundles_fail_fast_with_the_setting_named(tmp_path, capsys):
     assert main(["serve", "--bundles", str(tmp_path / "none")]) == 2
     assert "FEWSTEP_BUNDLES" in capsys.readouterr().err
+
+
+def test_probe_requests_stay_out_of_the_access_log():
+    import logging
+
+    from service.cli import ProbeFilter
+
+    def record(path: str, status: int = 200) -> logging.LogRecord:
+        args = ("127.0.0.1:5000", "GET", path, "1.1", status)
+        return logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', args, None)
+
+    probe = ProbeFilter()
+    assert not probe.filter(record("/readyz", 503)) and not probe.filter(record("/metrics"))
+    assert not probe.filter(record("/healthz?verbose=1"))
+    assert probe.filter(record("/generate")) and probe.filter(record("/"))
+
+
+def test_quiet_logging_keeps_third_party_loggers_at_warning():
+    import logging
+
+    from service.cli import quiet_logging
+
+    quiet_logging("info")
+    assert logging.getLogger("onnxscript").getEffectiveLevel() == logging.WARNING
+    assert sum(type(f).__name__ == "ProbeFilter" for f in logging.getLogger("uvicorn.access").filters) == 1
+    quiet_logging("info")  # idempotent
+    assert sum(type(f).__name__ == "ProbeFilter" for f in logging.getLogger("uvicorn.access").filters) == 1

@@ -24,7 +24,9 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -254,6 +256,108 @@ def test_promtool_check_metrics_on_a_live_scrape(burst, server: Server):
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
 
 
+# Chromium with nothing to reach but this machine: no background services, and every other
+# address sent to a proxy on a port where nothing listens (loopback bypasses proxies by default).
+OFFLINE_CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--no-first-run",
+    "--proxy-server=http://127.0.0.1:9",
+]
+
+
+@contextmanager
+def offline_page(server: Server) -> Iterator[tuple[Any, list[str]]]:
+    """A headless Chromium page that can reach only the service; yields it with the list of the
+    other URLs it tried (each refused: the test asserts the list stays empty)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's `chromium` is not installed (scripts/install-system-deps.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the `playwright` package (dev extra) is missing")
+    elsewhere: list[str] = []
+
+    def only_the_service(route) -> None:
+        url = route.request.url
+        if url.startswith((server.url + "/", "data:")):
+            route.continue_()
+        else:
+            elsewhere.append(url)
+            route.abort("internetdisconnected")
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=OFFLINE_CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_service)
+            yield page, elsewhere
+        finally:
+            browser.close()
+
+
+def test_api_docs_render_in_headless_chromium_with_the_network_blocked(server: Server, tmp_path):
+    with offline_page(server) as (page, elsewhere):
+        page.goto(server.url + "/docs")
+        page.wait_for_selector(".opblock", timeout=60_000)
+        operations = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+        page.screenshot(path=str(tmp_path / "docs.png"))
+        page.goto(server.url + "/redoc")
+        page.wait_for_function("document.body.innerText.includes('/v1/images/generations')", timeout=60_000)
+        redoc_text = page.inner_text("body")
+    assert {"/generate", "/v1/images/generations", "/v1/models", "/info"} <= {o.strip() for o in operations}
+    assert "shapes-world vocabulary" in redoc_text
+    assert elsewhere == [], f"the docs tried to reach {elsewhere}"
+
+
+def test_playground_first_click_with_the_defaults_shows_images(server: Server, default_model: dict, tmp_path):
+    """Nothing filled in: the server's default model and prompt, 4 images, each with its seed and timings."""
+    from fewstep import shapes
+
+    with offline_page(server) as (page, elsewhere):
+        page.goto(server.url + "/")
+        page.wait_for_selector("#model option", state="attached")
+        page.wait_for_selector("#examples button.example", state="attached")
+        model, prompt = page.input_value("#model"), page.input_value("#prompt")
+        vocabulary = page.inner_text("#vocabulary")
+        page.click("#generate")
+        page.wait_for_function("document.querySelectorAll('img.result').length === 4", timeout=120_000)
+        widths = page.eval_on_selector_all("img.result", "els => els.map(e => e.naturalWidth)")
+        captions = page.eval_on_selector_all("#images figcaption", "els => els.map(e => e.textContent)")
+        status, warnings = page.inner_text("#status"), page.inner_text("#warnings")
+        page.screenshot(path=str(tmp_path / "playground-defaults.png"))
+    assert model == default_model["id"] == "teacher"  # FEWSTEP_DEFAULT_MODEL, as `make serve` sets it
+    assert prompt == shapes.EXAMPLE_PROMPTS[0] and shapes.unknown_words(prompt) == []
+    assert all(w in vocabulary for w in ("circle", "top left", "white"))
+    assert len(widths) == 4 and all(w > 0 for w in widths)
+    assert all("seed" in c and "compute" in c and "ms" in c for c in captions), captions
+    assert "compute" in status and not warnings.strip()
+    assert elsewhere == [], f"the playground tried to reach {elsewhere}"
+
+
+def test_the_default_model_draws_the_playgrounds_default_prompt_right(server: Server, default_model: dict):
+    """The first click should show what was asked: the evaluator checks 8 seeds of the default prompt."""
+    from distill.evaluator import load_evaluator, predict
+    from fewstep import shapes
+
+    evaluator_dir = ROOT / "models" / "evaluator"
+    if not (evaluator_dir / "manifest.json").is_file():
+        pytest.skip("no committed evaluator in models/evaluator")
+    info = httpx.get(f"{server.url}/info").json()
+    assert info["default_model"] == default_model["id"]
+    body = {"prompt": info["default_prompt"], "seed": 0, "n": 8}
+    reply = httpx.post(f"{server.url}/generate", json=body, timeout=120).json()
+    images = np.stack(
+        [np.asarray(Image.open(io.BytesIO(base64.b64decode(i["b64"]))).convert("RGB")) for i in reply["images"]]
+    )
+    evaluator, _ = load_evaluator(evaluator_dir)
+    predicted, _ = predict(evaluator, images)
+    spec = shapes.parse_prompt(info["default_prompt"])
+    right = sum(shapes.satisfies(scene, spec)["all"] for scene in predicted)
+    assert reply["warnings"] == [] and right >= 6, f"{right} of 8 images match {info['default_prompt']!r}"
+
+
 def test_playground_in_headless_chromium(server: Server, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -278,6 +382,20 @@ def test_playground_in_headless_chromium(server: Server, tmp_path):
             browser.close()
     assert all(w > 0 for w in widths) and "seed 5" in captions and "seed 6" in captions
     assert "compute" in status and "ms" in status
+
+
+def test_the_serve_log_is_short_and_ends_its_start_with_the_urls(server: Server):
+    """Read after the start (the other tests poll /readyz and /metrics: none of that is logged)."""
+    lines = server.log.read_text().splitlines()
+    ready = [i for i, line in enumerate(lines) if "ready (default model" in line]
+    assert ready, "\n".join(lines[-20:])
+    line = lines[ready[0]]
+    for path in ("/", "/docs", "/metrics"):
+        assert f"{server.url}{path} " in line + " ", line
+    start = lines[: ready[0] + 1]
+    assert len(start) <= 40, "\n".join(start)
+    noise = [s for s in lines if '"GET /readyz' in s or '"GET /metrics' in s or "Warning" in s]
+    assert noise == [], noise
 
 
 def test_sigterm_drains_accepted_requests_then_exits(server: Server):

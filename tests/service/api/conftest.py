@@ -31,12 +31,12 @@ def serving(pipelines: Sequence[Pipeline] | None = None, **settings) -> Iterator
     """A started app (warm-up finished, /readyz 200) with the given settings."""
     app = create_app(ServiceSettings(**settings), pipelines or default_pipelines())
     with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(500):
-            if client.get("/readyz").status_code == 200:
-                break
+        # Warm-up profiles every batch size; on a loaded 2-core machine that takes seconds.
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise AssertionError("the app never became ready")
             time.sleep(0.01)
-        else:
-            raise AssertionError("the app never became ready")
         yield client
 
 

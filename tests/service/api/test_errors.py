@@ -25,7 +25,8 @@ from tests.service.engine.conftest import GatedDenoiser
         ({"prompt": "p", "height": 16}, "height"),
         ({"prompt": "p", "seed": -1}, "seed"),
         ({"prompt": "p", "output_format": "gif"}, "output_format"),
-        ({"prompt": "p", "guidance": 2}, "guidance"),
+        ({"prompt": "p", "guidance": 9.5}, "guidance_scale"),
+        ({"prompt": "p", "colour": "red"}, "colour"),
         ({"prompt": "p", "model": "student", "negative_prompt": "blur"}, "negative_prompt"),
         ({"n": 1}, "prompt"),
     ],
@@ -42,10 +43,56 @@ def test_a_wrong_size_says_which_size_exists():
     assert "8x8" in error["message"]
 
 
-def test_a_body_that_is_not_json_is_422():
+def test_a_body_that_is_not_json_is_400():
     with serving() as client:
         r = client.post("/generate", content=b"{nope", headers={"content-type": "application/json"})
-    assert "not valid JSON" in assert_error(r, 422)["message"]
+        metrics = client.get("/metrics").text
+    assert "not valid JSON" in assert_error(r, 400)["message"]
+    assert 'fewstep_requests_rejected_total{reason="invalid"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+@pytest.mark.parametrize("path", ["/generate", "/v1/images/generations"])
+def test_a_body_sent_as_another_content_type_is_415_naming_json(content_type: str | None, path: str):
+    headers = {"content-type": content_type} if content_type else {}
+    with serving() as client:
+        r = client.post(path, content=b'{"prompt": "a red circle"}', headers=headers)
+    error = assert_error(r, 415, code="unsupported_media_type")
+    assert "Content-Type: application/json" in error["message"]
+
+
+def test_json_with_a_charset_or_a_json_suffix_is_accepted():
+    with serving() as client:
+        for content_type in ("application/json; charset=utf-8", "application/vnd.api+json"):
+            r = client.post("/generate", content=b'{"prompt": "p"}', headers={"content-type": content_type})
+            assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("field", "suggestion"),
+    [("guidance_scal", "guidance_scale"), ("sede", "seed"), ("negative", "negative_prompt"), ("num", "n")],
+)
+def test_an_unknown_field_suggests_the_closest_known_one(field: str, suggestion: str):
+    with serving() as client:
+        error = assert_error(client.post("/generate", json={"prompt": "p", field: 1}), 422, param=field)
+    assert f"did you mean {suggestion!r}" in error["message"] or suggestion in error["message"]
+
+
+def test_an_unknown_field_with_no_close_name_lists_the_fields():
+    with serving() as client:
+        error = assert_error(client.post("/generate", json={"prompt": "p", "xyzzy": 1}), 422, param="xyzzy")
+    assert "guidance_scale" in error["message"] and "prompt" in error["message"]
+
+
+def test_accept_png_with_several_images_is_406_saying_how_to_get_them():
+    with serving() as client:
+        r = client.post("/generate", json={"prompt": "p", "n": 3}, headers={"Accept": "image/png"})
+        error = assert_error(r, 406, param="n", code="not_acceptable")
+        assert "application/json" in error["message"]
+        # A client that also takes JSON (or anything) gets the JSON reply with all the images.
+        for accept in ("image/png, application/json", "image/png, */*"):
+            ok = client.post("/generate", json={"prompt": "p", "n": 3}, headers={"Accept": accept})
+            assert ok.status_code == 200 and len(ok.json()["images"]) == 3
 
 
 def test_unknown_model_is_404_naming_the_loaded_ones():

@@ -116,3 +116,112 @@ def test_readiness_is_503_until_the_bundles_are_loaded():
     assert r.status_code == 503 and "loading" in r.json()["reason"]
     assert client.get("/healthz").status_code == 200
     assert_error(client.post("/generate", json={"prompt": "p"}), 503)
+
+
+def test_guidance_is_another_name_of_guidance_scale():
+    with serving() as client:
+        body = client.post("/generate", json={"prompt": "p", "guidance": 4.5, "seed": 1}).json()
+        same = client.post("/generate", json={"prompt": "p", "guidance_scale": 4.5, "seed": 1}).json()
+        both = client.post("/generate", json={"prompt": "p", "guidance": 4.5, "guidance_scale": 4.5})
+    assert body["guidance_scale"] == 4.5 and body["images"] == same["images"]
+    assert "not both" in assert_error(both, 422)["message"]
+
+
+def test_prompt_words_outside_the_vocabulary_are_warned_about_not_refused():
+    from fewstep import shapes
+
+    with serving() as client:
+        r = client.post("/generate", json={"prompt": "a red dragon under a tree", "seed": 1})
+        raw = client.post("/generate", json={"prompt": "a red dragon"}, headers={"Accept": "image/png"})
+        clean = client.post("/generate", json={"prompt": shapes.EXAMPLE_PROMPTS[0]})
+    assert r.status_code == 200 and len(r.json()["images"]) == 1
+    (warning,) = r.json()["warnings"]
+    assert "dragon" in warning and "tree" in warning and "red" not in warning.split(":")[-1]
+    assert "dragon" in r.headers["x-fewstep-warning"]
+    assert raw.status_code == 200 and "dragon" in raw.headers["x-fewstep-warning"]
+    assert clean.json()["warnings"] == [] and "x-fewstep-warning" not in clean.headers
+
+
+def test_a_warning_header_stays_ascii_whatever_the_prompt():
+    with serving() as client:
+        r = client.post("/generate", json={"prompt": "a red circle ☃ naïve"})
+    assert r.status_code == 200
+    r.headers["x-fewstep-warning"].encode("ascii")
+
+
+def test_info_gives_the_default_model_the_vocabulary_and_prompts_that_work():
+    from fewstep import shapes
+
+    with serving(default_model="student") as client:
+        info = client.get("/info").json()
+    assert info["default_model"] == "student" and info["models"] == ["fake", "student"]
+    assert info["vocabulary"] == shapes.vocabulary()
+    assert info["example_prompts"] == list(shapes.EXAMPLE_PROMPTS)
+    assert info["default_prompt"] in info["example_prompts"]
+    assert shapes.unknown_words(info["default_prompt"]) == []
+    assert len(shapes.parse_prompt(info["default_prompt"]).objects) == 1  # one object: what models get right
+
+
+def test_models_report_the_default_the_export_time_and_a_clean_provenance():
+    from datetime import UTC, datetime
+
+    exported = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    teacher = fake_pipeline("teacher")
+    teacher.manifest = teacher.manifest.model_copy(
+        update={
+            "exported_at": exported,
+            "source": {"weights_sha256": "ab" * 32, "git_sha": "c626-dirty", "train_step": 6500},
+            "evaluation": {"ancestral-4-w3": {"fd": 1.0, "git_sha": "f091-dirty"}},
+        }
+    )
+    with serving([teacher, fake_pipeline("student")], default_model="teacher") as client:
+        cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    card = cards["teacher"]
+    assert card["created"] == int(exported.timestamp()) and card["default"] is True
+    assert cards["student"]["default"] is False and cards["student"]["created"] == 0
+    assert card["provenance"] == {
+        "weights_sha256": "ab" * 32,
+        "git_sha": "c626",
+        "train_step": 6500,
+        "exported_at": exported.isoformat(),
+    }
+    assert card["evaluation"]["ancestral-4-w3"] == {"fd": 1.0, "git_sha": "f091"}
+    assert "dirty" not in str(cards)
+
+
+def test_docs_and_redoc_load_their_assets_from_the_service():
+    import re
+
+    with serving() as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200, page
+            assert "default-src 'self'" in html.headers["content-security-policy"]  # nothing else reachable
+            urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text) + re.findall(
+                r"""url: ['"]([^'"]+)['"]""", html.text
+            )
+            assert urls, html.text
+            external = [u for u in urls if u.startswith(("http:", "https:", "//"))]
+            assert not external, (page, external)
+            for u in urls:
+                if u.startswith("/static/"):
+                    asset = client.get(u)
+                    assert asset.status_code == 200 and len(asset.content) > 1000, u
+
+
+def test_the_openapi_description_of_the_prompt_lists_the_vocabulary():
+    from fewstep import shapes
+
+    with serving() as client:
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("GenerateBody", "OpenAIImageBody"):
+        description = schemas[name]["properties"]["prompt"]["description"]
+        for words in shapes.vocabulary().values():
+            assert all(w in description for w in words), (name, words)
+    assert "guidance" in schemas["GenerateBody"]["properties"]["guidance_scale"]["description"]
+
+
+def test_the_playground_asks_the_server_for_its_defaults():
+    with serving() as client:
+        page = client.get("/").text
+    assert "/info" in page and "default_model" in page and "example_prompts" in page

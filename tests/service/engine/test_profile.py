@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from service.app import engine_config
 from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.engine import Engine, EngineConfig, GenerateRequest
 from service.engine.policy import DynamicBatchPolicy
-from service.engine.profile import CostProfile, derive_limits, measure_costs
+from service.engine.profile import BatchLimits, CostProfile, derive_limits, measure_costs
 from service.settings import ServiceSettings
 
 
@@ -47,18 +48,79 @@ def test_a_small_gain_below_the_threshold_does_not_wait():
     assert derive_limits(p).max_wait_s == 0.0
 
 
-def test_measure_costs_doubles_sizes_within_the_budget_then_repeats_them_in_turn():
+def test_measure_costs_stops_doubling_at_saturation_then_repeats_in_rotated_rounds():
+    calls: list[int] = []
+    per_batch = {1: 0.010, 2: 0.0105, 4: 0.011, 8: 0.0125, 16: 0.024, 32: 0.0485}  # GPU-like
+
+    async def run(b: int) -> float:
+        calls.append(b)
+        return per_batch[b]
+
+    p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=1.0, repeats=3, min_sample_s=0.02))
+    # 32 gains nothing over 16 (660 < 667 images/s), confirmed by a third run: 64 never runs
+    assert sorted(p.seconds) == [1, 2, 4, 8, 16, 32] and 64 not in calls
+    first = [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 32, 32, 32]
+    # rounds: each size runs until 20 ms were measured (2 runs of a ~10 ms batch), order rotated
+    round1 = [1, 1, 2, 2, 4, 4, 8, 8, 16, 32]
+    round2 = [2, 2, 4, 4, 8, 8, 16, 32, 1, 1]
+    assert calls == first + round1 + round2
+    assert derive_limits(p).max_batch_images == 8
+
+
+def test_a_flat_cpu_curve_is_profiled_at_two_sizes_only():
     calls: list[int] = []
 
     async def run(b: int) -> float:
         calls.append(b)
-        return 0.01 * b  # seconds "measured"
+        return 0.01 * b  # the same cost per image at every size
 
-    p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=1.0, repeats=3))
-    assert sorted(p.seconds) == [1, 2, 4, 8, 16] and p.seconds[8] == pytest.approx(0.08)
-    assert sum(0.01 * b for b in calls) <= 1.0 + 1e-9  # never over budget
-    # each size untimed then timed, then one round over all sizes (a second would not fit)
-    assert calls == [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 1, 2, 4, 8, 16]
+    p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=1.0))
+    assert sorted(p.seconds) == [1, 2] and max(calls) == 2  # no batch-64 allocations at start-up
+    assert derive_limits(p) == BatchLimits(1, 0.0)
+
+
+def test_measure_costs_stays_within_the_budget():
+    spent: list[float] = []
+
+    async def run(b: int) -> float:
+        spent.append(0.01 * b**0.5)
+        return spent[-1]
+
+    asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=0.3, repeats=5))
+    assert sum(spent) <= 0.3 + 1e-9
+
+
+def _noisy_run(true_images_per_s: dict[int, float], seed: int, scale: float):
+    """A fake backend on a shared machine: other work only ever adds time; 30% of runs are hit
+    by a burst (up to +30%), the rest by up to +1%."""
+    rng = np.random.default_rng(seed)
+
+    async def run(b: int) -> float:
+        slow = rng.uniform(0, 0.3) if rng.random() < 0.3 else rng.uniform(0, 0.01)
+        return b / true_images_per_s[b] * scale * (1 + slow)
+
+    return run
+
+
+# images/s by batch size: a CPU-like curve that saturates from 16 on (16/32/64 within 2%) and a
+# GPU-like one (8 within 4% of the best). With the budget binding (the CPU curve's batch 64 takes
+# a third of it), the profile before the floor and the saturation stop picked 16 or 32 on the CPU
+# curve over these seeds. A curve whose gain per doubling sits right at the 5% tolerance can still
+# flip; `fewstep bench batch-profile` measures the spread on a real bundle.
+CURVES = {
+    "cpu": {1: 60.0, 2: 100.0, 4: 140.0, 8: 170.0, 16: 190.0, 32: 193.0, 64: 194.0},
+    "gpu": {1: 100.0, 2: 190.0, 4: 364.0, 8: 640.0, 16: 667.0, 32: 660.0, 64: 655.0},
+}
+
+
+@pytest.mark.parametrize(("curve", "knee"), [("cpu", 16), ("gpu", 8)])
+def test_noisy_timings_give_the_same_choice_across_seeds(curve, knee):
+    choices = []
+    for seed in range(40):
+        run = _noisy_run(CURVES[curve], seed, scale=1.0 if curve == "cpu" else 0.05)
+        p = asyncio.run(measure_costs(run, "m", 4, max_batch=64, budget_s=5.0))
+        choices.append(derive_limits(p).max_batch_images)
+    assert set(choices) == {knee}
 
 
 def test_measure_costs_keeps_the_fastest_repeat():

@@ -1,0 +1,149 @@
+"""`backend.kind = "auto"`: time each candidate path at start-up and serve the fastest allowed one.
+
+Which of ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16 is fastest depends on the CPU (AMX or
+not, cores, cache) and the network, so it is measured on the machine that serves, the way the
+engine's batch profile measures batch sizes. The rules:
+
+- Quality first: fp32 is always allowed; a reduced precision only where the bundle's quality
+  record accepts it (`quality_allows`): the manifest recommends that precision for that backend,
+  or, for a backend the manifest has no entry for, for some other backend (the evaluator's
+  figures were measured on the same network at that precision). Refused candidates are logged.
+- Stability: every built candidate is timed in interleaved rounds (drift on a shared machine hits
+  all alike) and keeps its fastest round; the winner is the *first* candidate in the configured
+  order whose time is within `tolerance` of the fastest, so two paths that measure alike keep the
+  same choice from one start to the next and the preferred (listed earlier, fp32 first) one wins.
+- A candidate that cannot run here (package missing, no bf16 in this CPU) is skipped, logged.
+
+The choice logic (`choose`) is pure; `select_denoiser` builds, times and keeps the winner only,
+dropping the others' sessions before the service takes traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fewstep.bundle import Manifest
+from service.backends.base import BackendError, BackendSettings, Denoiser, split_path
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 3
+MIN_ROUND_S = 0.0  # no floor by default: one evaluation at the batch size is a round
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str
+    precision: str
+
+    @classmethod
+    def parse(cls, name: str) -> Candidate:
+        return cls(*split_path(name))
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}-{self.precision}"
+
+
+@dataclass
+class Selection:
+    """What `select_denoiser` chose and why (logged, and kept on the pipeline for metrics)."""
+
+    chosen: Candidate
+    seconds: dict[Candidate, float] = field(default_factory=dict)
+    refused: dict[Candidate, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        timed = ", ".join(f"{c.label} {s * 1000:.1f} ms" for c, s in self.seconds.items())
+        refused = "; ".join(f"{c.label}: {why}" for c, why in self.refused.items())
+        return f"chose {self.chosen.label} (timed: {timed or 'none'}{'; skipped: ' + refused if refused else ''})"
+
+
+def quality_allows(manifest: Manifest, c: Candidate) -> tuple[bool, str]:
+    """Whether the bundle's quality record allows serving `c` (and why not, if it does not)."""
+    if c.precision == "fp32":
+        return True, ""
+    recorded = manifest.precision.get(c.kind)
+    if recorded is not None:
+        if recorded == c.precision:
+            return True, ""
+        return False, f"the bundle recommends {recorded} for {c.kind}"
+    if c.precision in manifest.precision.values():
+        return True, ""
+    return False, f"no quality record for {c.precision} in the bundle (manifest.precision {manifest.precision})"
+
+
+def choose(seconds: dict[Candidate, float], order: Sequence[Candidate], tolerance: float = 0.05) -> Candidate:
+    """The first candidate in `order` within `tolerance` of the fastest time (pure: tested with fakes)."""
+    timed = [c for c in order if c in seconds]
+    if not timed:
+        raise BackendError("no backend candidate could be timed")
+    fastest = min(seconds[c] for c in timed)
+    return next(c for c in timed if seconds[c] <= fastest * (1 + tolerance))
+
+
+def time_interleaved(
+    runs: dict[Candidate, Callable[[], object]],
+    rounds: int = ROUNDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[Candidate, float]:
+    """Fastest of `rounds` timed calls per candidate, the candidates taking turns (rotated order)."""
+    best: dict[Candidate, float] = {}
+    names = list(runs)
+    for r in range(rounds):
+        k = r % len(names)
+        for c in names[k:] + names[:k]:
+            t0 = clock()
+            runs[c]()
+            dt = clock() - t0
+            best[c] = min(best.get(c, dt), dt)
+    return best
+
+
+def select_denoiser(
+    manifest: Manifest,
+    settings: BackendSettings,
+    build: Callable[[BackendSettings], Denoiser],
+    inputs: Callable[[int], list[np.ndarray]],
+    rounds: int = ROUNDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[Denoiser, Selection]:
+    """Build every allowed candidate with `build`, time one evaluation at `auto_batch_images`
+    images (doubled for a teacher's guidance, as the pipeline runs it), keep the winner."""
+    order = [Candidate.parse(n) for n in settings.auto_candidates]
+    refused: dict[Candidate, str] = {}
+    built: dict[Candidate, Denoiser] = {}
+    for c in order:
+        ok, why = quality_allows(manifest, c)
+        if not ok:
+            refused[c] = why
+            continue
+        try:
+            built[c] = build(settings.model_copy(update={"kind": c.kind, "precision": c.precision}))
+        except BackendError as e:
+            refused[c] = str(e)
+    if not built:
+        raise BackendError(
+            "backend 'auto': no candidate can run here: " + "; ".join(f"{c.label}: {w}" for c, w in refused.items())
+        )
+    images = settings.auto_batch_images * (1 if manifest.guidance.network_input else 2)
+    runs = {}
+    for c, den in built.items():
+        x = inputs(min(images, den.max_batch))
+        w = x[4] if len(x) > 4 else None
+
+        def run(den: Denoiser = den, x: list[np.ndarray] = x, w: np.ndarray | None = w) -> object:
+            return den(x[0], x[1], x[2], x[3], w)
+
+        run()  # warm: first-call allocations and kernel selection are not the path's speed
+        runs[c] = run
+    seconds = time_interleaved(runs, rounds=rounds, clock=clock) if len(runs) > 1 else {c: 0.0 for c in runs}
+    chosen = choose(seconds, order, settings.auto_tolerance)
+    selection = Selection(chosen, seconds, refused)
+    log.info("%s: backend %s", manifest.name, selection.summary())
+    return built[chosen], selection

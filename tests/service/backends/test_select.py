@@ -1,0 +1,159 @@
+"""`backend.kind = "auto"`: the choice logic with fakes (quality gate, tolerance, interleaving,
+skipped candidates) and the loader/label wiring on a real tiny bundle."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service.backends.base import BackendError, BackendSettings
+from service.backends.fake import FakeDenoiser, fake_manifest
+from service.backends.select import Candidate, choose, quality_allows, select_denoiser, time_interleaved
+
+ORT, OV32, OV16 = Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"), Candidate("openvino", "bf16")
+ORDER = [ORT, OV32, OV16]
+
+
+def test_choose_takes_the_fastest_beyond_the_tolerance():
+    assert choose({ORT: 0.100, OV32: 0.090, OV16: 0.040}, ORDER) == OV16
+    assert choose({ORT: 0.100, OV32: 0.090}, ORDER) == OV32
+
+
+def test_choose_prefers_the_earlier_candidate_within_the_tolerance():
+    # 3% apart: noise on a shared machine; the preferred (earlier) path keeps the choice
+    assert choose({ORT: 0.100, OV32: 0.097, OV16: 0.098}, ORDER) == ORT
+    assert choose({ORT: 0.100, OV32: 0.097}, ORDER, tolerance=0.0) == OV32
+
+
+def test_choose_needs_a_timed_candidate():
+    with pytest.raises(BackendError, match="no backend candidate"):
+        choose({}, ORDER)
+
+
+def test_quality_record_gates_reduced_precision():
+    m = fake_manifest()
+    assert m.precision == {"onnxruntime": "fp32", "torch": "bf16", "tensorrt": "fp16"}
+    assert quality_allows(m, OV32)[0] and quality_allows(m, ORT)[0]
+    # openvino has no entry: bf16 is allowed because the bundle's figures accept bf16 (for torch)
+    assert quality_allows(m, OV16)[0]
+    # an entry for the backend itself decides
+    assert not quality_allows(m, Candidate("onnxruntime", "int8"))[0]
+    strict = m.model_copy(update={"precision": {"onnxruntime": "fp32", "openvino": "fp32"}})
+    ok, why = quality_allows(strict, OV16)
+    assert not ok and "recommends fp32" in why
+    bare = m.model_copy(update={"precision": {"onnxruntime": "fp32"}})
+    ok, why = quality_allows(bare, OV16)
+    assert not ok and "no quality record" in why
+
+
+def test_time_interleaved_rotates_and_keeps_the_fastest_round():
+    calls: list[str] = []
+    clock = itertools.count(0.0, 0.5).__next__  # every clock read advances 0.5 s: each call "takes" 0.5 s
+    runs = {c: (lambda c=c: calls.append(c.label)) for c in ORDER}
+    seconds = time_interleaved(runs, rounds=3, clock=clock)
+    assert seconds == {c: 0.5 for c in ORDER}
+    assert calls[:3] == [c.label for c in ORDER]
+    assert calls[3:6] == [c.label for c in (OV32, OV16, ORT)]  # round 2 starts one later
+
+
+class _NoisyClock:
+    """A fake clock: each timed call costs the candidate's true time times a random slowdown of up
+    to 25% (other work on a shared machine only ever adds time)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def charge(self, true_s: float) -> None:
+        self.now += true_s * (1 + 0.25 * self.rng.random())
+
+
+@pytest.mark.parametrize("true", [{ORT: 0.100, OV32: 0.098, OV16: 0.045}, {ORT: 0.100, OV32: 0.101, OV16: 0.099}])
+def test_noisy_timings_give_the_same_choice_across_seeds(true):
+    picks = set()
+    for seed in range(20):
+        clock = _NoisyClock(seed)
+        runs = {c: (lambda c=c, clock=clock: clock.charge(true[c])) for c in ORDER}
+        picks.add(choose(time_interleaved(runs, rounds=5, clock=clock), ORDER, tolerance=0.3))
+    assert len(picks) == 1
+
+
+def _settings(**kw) -> BackendSettings:
+    return BackendSettings(kind="auto", **kw)
+
+
+def test_select_denoiser_builds_allowed_candidates_and_keeps_the_fastest():
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    speed = {"onnxruntime-fp32": 0.004, "openvino-fp32": 0.003, "openvino-bf16": 0.001}  # s per image
+    clock = _NoisyClock(seed=0)
+    built: list[str] = []
+
+    class Timed(FakeDenoiser):
+        def __call__(self, z, t, states, mask, w=None):
+            clock.charge(speed[self.label] * z.shape[0])
+            return super().__call__(z, t, states, mask, w)
+
+    def build(s: BackendSettings):
+        label = f"{s.kind}-{s.precision}"
+        built.append(label)
+        if label == "openvino-fp32":
+            raise BackendError("openvino missing here")
+        den = Timed()
+        den.label = label
+        return den
+
+    def inputs(b: int):
+        rng = np.random.default_rng(0)
+        return [
+            rng.standard_normal((b, 3, 8, 8), dtype=np.float32),
+            rng.random(b, dtype=np.float32),
+            rng.standard_normal((b, 8, 4), dtype=np.float32),
+            np.ones((b, 8), np.int64),
+        ]
+
+    den, sel = select_denoiser(m, _settings(auto_batch_images=4), build, inputs, rounds=2, clock=clock)
+    assert built == ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16"]
+    assert sel.chosen == OV16 and den.label == "openvino-bf16"
+    assert set(sel.seconds) == {ORT, OV16} and "openvino missing" in sel.refused[OV32]
+    assert den.batch_sizes[-1] == 8  # a teacher: 4 images timed as the doubled guidance batch
+    assert "chose openvino-bf16" in sel.summary()
+    # a bundle whose record refuses bf16 never builds it
+    built.clear()
+    strict = m.model_copy(update={"precision": {"onnxruntime": "fp32", "openvino": "fp32"}})
+    _, sel = select_denoiser(strict, _settings(auto_candidates=("onnxruntime-fp32", "openvino-bf16")), build, inputs)
+    assert built == ["onnxruntime-fp32"] and sel.chosen == ORT and OV16 in sel.refused
+
+
+def test_no_runnable_candidate_is_a_clear_error():
+    def build(s):
+        raise BackendError(f"{s.kind} cannot run")
+
+    with pytest.raises(BackendError, match=r"no candidate can run here.*onnxruntime cannot run"):
+        select_denoiser(fake_manifest(), _settings(), build, lambda b: [])
+
+
+def test_candidate_names_are_validated():
+    assert BackendSettings(auto_candidates=("openvino-bf16",)).auto_candidates == ("openvino-bf16",)
+    with pytest.raises(ValidationError, match="not 'backend-precision'"):
+        BackendSettings(auto_candidates=("openvino-bf8",))
+    with pytest.raises(ValidationError, match="listed twice"):
+        BackendSettings(auto_candidates=("openvino-bf16", "openvino-bf16"))
+    with pytest.raises(ValidationError):
+        BackendSettings(auto_candidates=())
+
+
+def test_auto_on_a_real_bundle_serves_an_allowed_path_and_labels_it(tiny_bundle):
+    from service.loader import load_pipeline
+    from service.pipeline import ImageJob
+
+    settings = _settings(auto_candidates=("onnxruntime-fp32", "openvino-fp32"), auto_batch_images=2)
+    p = load_pipeline(tiny_bundle, settings)
+    assert p.backend in ("auto:onnxruntime-fp32", "auto:openvino-fp32")
+    images = p.generate([ImageJob("a red circle", 1, 2, 3.0)])
+    assert images.shape == (1, p.manifest.resolution, p.manifest.resolution, p.manifest.channels)
