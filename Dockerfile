@@ -37,8 +37,17 @@ COPY service/ /src/service/
 COPY distill/ /src/distill/
 COPY bench/ /src/bench/
 # setuptools comes from the lock: no build isolation, so the offline build needs nothing else.
+# OpenVINO (the bf16 CPU backend) ships plugins and frontends the CPU image never loads: its GPU and
+# NPU plugins, their kernel cache, and every frontend but ONNX (about 80 of its 180 MB). OpenVINO
+# finds plugins and frontends by file at run time, so what is removed is simply never offered.
 RUN /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src \
  && /opt/venv/bin/pip uninstall -y -q setuptools \
+ && ov=$(/opt/venv/bin/python -c "import os, importlib.util as u; print(os.path.dirname(u.find_spec('openvino').origin))") \
+ && rm -rf "$ov/include" "$ov"/libs/libopenvino_intel_gpu_plugin.so "$ov"/libs/libopenvino_intel_npu_plugin.so \
+      "$ov"/libs/cache.json \
+ && for d in "$ov"/frontend/*/; do case "$d" in */onnx/) ;; *) rm -rf "$d" ;; esac; done \
+ && for f in "$ov"/libs/libopenvino_*_frontend.so*; do case "$f" in *_onnx_frontend.so* | *_ir_frontend.so*) ;; *) rm -f "$f" ;; esac; done \
+ && test -n "$(ls "$ov"/libs/libopenvino_onnx_frontend.so.*)" \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------

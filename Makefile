@@ -33,11 +33,24 @@ lint: $(STAMP)
 preview: $(STAMP)
 	$(VENV)/bin/fewstep data preview --out runs/preview.png
 
-# The default teacher (about 75 minutes on 2 CPU cores); resumes if interrupted. Packs the EMA
-# weights, config and fp16 Adam second moments into models/teacher (committed).
+# The default teacher: the shapes32-compose preset, warm-started from the previous teacher
+# (models/teacher-v1) and trained on the varied captions (results/teacher_ablation.md says why).
+# Time-sliced: `make teacher STOP_AT=N` checkpoints at step N and copies the checkpoint to
+# models/teacher-run/ (commit it); a later `make teacher`, on this machine or a fresh clone,
+# resumes from it exactly. When training reaches its last step the EMA weights, config and fp32
+# Adam second moments are packed into models/teacher (committed).
+TEACHER_PRESET ?= shapes32-compose
 teacher: $(STAMP)
-	$(VENV)/bin/fewstep train --preset shapes32-cpu --out runs/teacher
-	$(VENV)/bin/fewstep pack --run runs/teacher --out models/teacher
+	if [ ! -f runs/teacher/checkpoint/state.json ] && [ -f models/teacher-run/checkpoint/state.json ]; then \
+		mkdir -p runs/teacher && cp -r models/teacher-run/. runs/teacher/; fi
+	$(VENV)/bin/fewstep train --preset $(TEACHER_PRESET) --out runs/teacher $(if $(STOP_AT),--stop-at $(STOP_AT))
+	if [ -f runs/teacher/summary.json ] && $(PY) -c "import json,sys; s=json.load(open('runs/teacher/summary.json')); \
+		c=json.load(open('runs/teacher/config.json')); sys.exit(s['steps'] < c['steps'])"; then \
+		$(VENV)/bin/fewstep pack --run runs/teacher --out models/teacher; \
+	else \
+		rm -rf models/teacher-run && mkdir -p models/teacher-run && \
+		cp -r runs/teacher/checkpoint runs/teacher/config.json runs/teacher/metrics.jsonl models/teacher-run/; \
+	fi
 
 # The frozen scene evaluator (committed in models/evaluator).
 evaluator: $(STAMP)

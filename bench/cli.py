@@ -96,6 +96,12 @@ def _profile(args: argparse.Namespace) -> int:
     for engine in args.engines:
         if engine == "onnxruntime":
             prof = profile_ort(bundle, args.batch, args.runs)
+        elif engine == "onnxruntime-legacy":
+            from bench.paths import legacy_graph
+            from fewstep.bundle import load_manifest
+
+            prof = profile_ort(bundle, args.batch, args.runs, graph=legacy_graph(bundle, load_manifest(bundle)))
+            prof["engine"] = "onnxruntime (legacy graph)"
         else:
             prof = profile_torch(bundle, args.batch, engine.removeprefix("torch-"), args.runs)
         print(markdown(prof, args.top))
@@ -127,7 +133,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     q = bsub.add_parser("quality", help="evaluator figures (FD, adherence) of one backend/precision, fixed seeds")
     q.add_argument("--model", default="bundles/teacher", help="bundle directory")
-    q.add_argument("--backend", default="torch", choices=["onnxruntime", "torch"])
+    q.add_argument("--backend", default="torch", choices=["onnxruntime", "openvino", "torch"])
     q.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16", "int8"])
     q.add_argument("--compile", action="store_true", help="torch backend: torch.compile the denoiser")
     q.add_argument("--n-images", type=int, default=500)
@@ -141,11 +147,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     f = bsub.add_parser("profile", help="per-operator time of one denoiser evaluation (ORT and torch profilers)")
     f.add_argument("--model", default="bundles/teacher", help="bundle directory")
-    f.add_argument("--engines", nargs="+", default=["onnxruntime", "torch-fp32", "torch-bf16"])
+    f.add_argument(
+        "--engines",
+        nargs="+",
+        default=["onnxruntime", "torch-fp32", "torch-bf16"],
+        help="onnxruntime, onnxruntime-legacy (the previous export recipe's graph), torch-fp32, torch-bf16",
+    )
     f.add_argument("--batch", type=int, default=64, help="denoiser batch (a guided batch of N images is 2N)")
     f.add_argument("--runs", type=int, default=3)
     f.add_argument("--top", type=int, default=12)
     f.set_defaults(handler=_profile)
+
+    from bench.batch_profile import add_arguments as add_batch_profile_arguments
+    from bench.batch_profile import main as batch_profile_main
+
+    bp = bsub.add_parser("batch-profile", help="spread of the warm-up batch profile's choice over repeated starts")
+    add_batch_profile_arguments(bp)
+    bp.set_defaults(handler=batch_profile_main)
 
     from bench.http_cli import add_arguments
 

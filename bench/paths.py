@@ -7,7 +7,11 @@ fp32 graphs only (`make_denoiser` refuses others) and a path has to pay before i
   per-channel int8 weights, uint8 activations, Conv/MatMul/Gemm), calibrated on the denoiser's
   real inputs along sampler trajectories (shapes-world captions, every step, both guidance halves);
 - `onnxruntime-fp16`: the graph converted to fp16 with fp32 inputs and outputs
-  (`onnxruntime.transformers.float16`).
+  (`onnxruntime.transformers.float16`);
+- `onnxruntime-fp32-legacy`: the bundle's torch weights exported with the *previous* export recipe
+  (`distill.export_recipe.LEGACY`: decomposed attention, opset 20), so the old graph and the new
+  one run side by side from one bundle (needs torch: the distill extra).
+OpenVINO paths (`openvino-fp32`, `openvino-bf16`) are native: the service serves them.
 Derived graphs are cached beside the bundles (`<bundles>/.cache/bench/`), keyed by the fp32
 graph's sha256.
 """
@@ -33,11 +37,12 @@ class BenchPath:
     backend: str
     precision: str
     compile: bool = False
+    legacy_graph: bool = False
 
     @property
     def native(self) -> bool:
         """Served by `service.loader.make_denoiser` as it stands."""
-        return not (self.backend == "onnxruntime" and self.precision != "fp32")
+        return not (self.backend == "onnxruntime" and (self.precision != "fp32" or self.legacy_graph))
 
 
 PATHS: dict[str, BenchPath] = {
@@ -46,6 +51,9 @@ PATHS: dict[str, BenchPath] = {
         BenchPath("onnxruntime-fp32", "onnxruntime", "fp32"),
         BenchPath("onnxruntime-int8", "onnxruntime", "int8"),
         BenchPath("onnxruntime-fp16", "onnxruntime", "fp16"),
+        BenchPath("onnxruntime-fp32-legacy", "onnxruntime", "fp32", legacy_graph=True),
+        BenchPath("openvino-fp32", "openvino", "fp32"),
+        BenchPath("openvino-bf16", "openvino", "bf16"),
         BenchPath("torch-fp32", "torch", "fp32"),
         BenchPath("torch-bf16", "torch", "bf16"),
         BenchPath("torch-compile-fp32", "torch", "fp32", compile=True),
@@ -55,6 +63,8 @@ PATHS: dict[str, BenchPath] = {
 DEFAULT_PATHS = (
     "onnxruntime-fp32",
     "onnxruntime-int8",
+    "openvino-fp32",
+    "openvino-bf16",
     "torch-fp32",
     "torch-bf16",
     "torch-compile-fp32",
@@ -65,7 +75,7 @@ CALIBRATION_SEED = 4242  # shapes.sample seed of the calibration captions (not t
 
 def find_path(backend: str, precision: str, compile: bool = False) -> BenchPath:
     for p in PATHS.values():
-        if (p.backend, p.precision, p.compile) == (backend, precision, compile):
+        if (p.backend, p.precision, p.compile, p.legacy_graph) == (backend, precision, compile, False):
             return p
     raise BackendError(f"no benchmark path for backend {backend} at {precision}{' compiled' if compile else ''}")
 
@@ -187,6 +197,33 @@ def fp16_graph(bundle: Path, manifest: Manifest) -> Path:
     return out
 
 
+def legacy_graph(bundle: Path, manifest: Manifest) -> Path:
+    """The bundle's denoiser exported from its torch weights with the legacy recipe (cached)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from distill.export import DenoiserGraph, export_onnx, onnx_parity
+    from distill.export_recipe import LEGACY
+    from fewstep.config import UNetConfig
+    from fewstep.networks import build_denoiser
+
+    spec = manifest.graphs["denoiser"]
+    out = _cache_dir(bundle) / f"{manifest.files['torch/model.safetensors'][:16]}-recipe{LEGACY.key}.onnx"
+    if out.is_file():
+        return out
+    cfg = UNetConfig.model_validate(json.loads((bundle / "torch" / "unet.json").read_text()))
+    model = build_denoiser(cfg)
+    model.load_state_dict(load_file(bundle / "torch" / "model.safetensors"))
+    module = DenoiserGraph(model.eval().requires_grad_(False))
+    tmp = out.with_suffix(".tmp.onnx")
+    log.info("exporting %s with the legacy recipe for comparison", spec.file)
+    export_onnx(module, spec, tmp, recipe=LEGACY)
+    onnx_parity(module, spec, tmp)
+    tmp.rename(out)
+    return out
+
+
 def make_path_denoiser(
     path: BenchPath, bundle: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None, prompts=None
 ) -> Denoiser:
@@ -205,5 +242,10 @@ def make_path_denoiser(
     from service.backends.onnxruntime import OrtDenoiser
 
     spec = manifest.graphs["denoiser"]
-    graph = int8_graph(bundle, manifest, prompts) if path.precision == "int8" else fp16_graph(bundle, manifest)
+    if path.legacy_graph:
+        graph = legacy_graph(bundle, manifest)
+    elif path.precision == "int8":
+        graph = int8_graph(bundle, manifest, prompts)
+    else:
+        graph = fp16_graph(bundle, manifest)
     return OrtDenoiser(graph, spec, settings)

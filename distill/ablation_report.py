@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.report import _fmt
+from distill.report import _fmt, _fmt_ci
 
 SHOWN = ("batch_size", "lr", "aux_lr", "aux_steps", "weighting", "guidance_min", "guidance_max", "betas")
 
@@ -39,8 +39,8 @@ def ablation_markdown(out: Path) -> str:
     a = init["adherence"]
     lines.append(
         f"| start (teacher w = {init['guidance']:g}, 8 ancestral steps) | - | - | - | - | - | - | 0 | "
-        f"{init['guidance']:g} | {_fmt(init['fd'])} | {_fmt(a['overall'])} | {_fmt(a['one_object'])} "
-        f"| {_fmt(a['two_objects'])} | {_fmt(init['precision'])} | {_fmt(init['recall'])} "
+        f"{init['guidance']:g} | {_fmt_ci(init['fd'], init.get('fd_ci'), 1)} | {_fmt(a['overall'])} "
+        f"| {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | {_fmt(init['precision'])} | {_fmt(init['recall'])} "
         f"| {_fmt(init['free_attribute_tv'].get('background'))} |"
     )
     for name, r in rows.items():
@@ -50,7 +50,7 @@ def ablation_markdown(out: Path) -> str:
         lines.append(
             f"| {name} | {s['batch_size']} | {s['lr']:g} / {s['aux_lr'] or s['lr']:g} | {s['aux_steps']} "
             f"| {s['weighting']} | [{s['guidance_min']:g}, {s['guidance_max']:g}] | {tuple(s['betas'])} "
-            f"| {summary['iters']} | {r['guidance']:g} | {_fmt(r['fd'])} | {_fmt(a['overall'])} "
+            f"| {summary['iters']} | {r['guidance']:g} | {_fmt_ci(r['fd'], r.get('fd_ci'), 1)} | {_fmt(a['overall'])} "
             f"| {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
             f"| {_fmt(r['free_attribute_tv'].get('background'))} |"
         )
@@ -72,7 +72,7 @@ TEACHER_BEST = Path("results/distill/teacher-ancestral-64.json")
 def _row_cells(r: dict[str, Any]) -> str:
     a = r["adherence"]
     return (
-        f"{r['guidance']:g} | {_fmt(r['fd'])} | {_fmt(a['overall'])} | {_fmt(a['one_object'])} "
+        f"{r['guidance']:g} | {_fmt_ci(r['fd'], r.get('fd_ci'), 1)} | {_fmt(a['overall'])} | {_fmt(a['one_object'])} "
         f"| {_fmt(a['two_objects'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
         f"| {_fmt(r['free_attribute_tv'].get('background'))} |"
     )

@@ -33,7 +33,7 @@ from distill.config import ConfigError
 from distill.denoise import TextCond, encode_cond
 from distill.distill_config import DistillConfig
 from distill.distiller import guided, make_student
-from distill.runloop import RunBase
+from distill.runloop import RunBase, ema_update, lr_schedule
 from distill.text import TextEncoder
 from fewstep.networks import Denoiser
 
@@ -98,17 +98,18 @@ class BaselineRun(RunBase):
     def teacher_x(self, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's guided x-prediction at per-example w (2 images a pass)."""
         self.count("teacher_forward", 2 * z.shape[0])
-        with torch.no_grad():
-            return guided(self.teacher, z, t, cond, w)
+        with torch.no_grad(), self.autocast():
+            return guided(self.teacher, z, t, cond, w).float()
 
     def net_x(self, net: Denoiser, z, t, cond: TextCond, w, key: str = "student_forward") -> torch.Tensor:
         """A guidance-conditioned network's x-prediction (one image a pass)."""
         self.count(key, z.shape[0])
-        return net(z, t, cond.states, cond.mask, w)
+        with self.autocast():
+            return net(z, t, cond.states, cond.mask, w).float()
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up, then constant (the moment-matching runner's schedule)."""
-        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup))
+        """Linear warm-up, then cosine decay over the run (`distill.runloop.lr_schedule`, as every method)."""
+        return lr_schedule(step, self.cfg.iters, self.cfg)
 
     def update(self, loss: torch.Tensor, lr: float, images: int) -> float:
         """One Adam step of the student (gradient clipped), then the EMA; returns the gradient norm."""
@@ -120,14 +121,10 @@ class BaselineRun(RunBase):
         norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip))
         self.opt.step()
         if self.ema is not None:
-            _ema_update(self.ema, self.student, self.cfg.ema_decay)
+            ema_update(self.ema, self.student, self.cfg.ema_decay)
         return norm
 
     # -- hooks --
-    def packed(self) -> Denoiser:
-        """What gets packed: the EMA when on, else the student."""
-        return self.ema if self.ema is not None else self.student
-
     def extra_networks(self) -> dict[str, Denoiser]:
         """Further networks a checkpoint must hold (the EMA, a target or stage teacher)."""
         return {"ema": self.ema} if self.ema is not None else {}
@@ -135,9 +132,3 @@ class BaselineRun(RunBase):
     def networks(self) -> dict[str, tuple[Denoiser, torch.optim.Optimizer | None]]:
         nets: dict[str, tuple[Denoiser, torch.optim.Optimizer | None]] = {"student": (self.student, self.opt)}
         return nets | {name: (net, None) for name, net in self.extra_networks().items()}
-
-
-def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), net.parameters(), strict=True):
-            e.lerp_(p, 1.0 - decay)

@@ -14,6 +14,7 @@ half-written checkpoint where a resume would read it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from distill.config import TrainConfig, validate_config
 from fewstep.networks import Denoiser, build_denoiser
 
+log = logging.getLogger(__name__)
 FORMAT = 1
 RNG_KEY = "__rng__.torch"
 
@@ -153,14 +155,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 # A packed model: what gets committed (`fewstep pack`). Small, inference-ready, plus Adam's second
-# moments in half precision for the parameter-space distillation's preconditioner.
+# moments in fp32 for the parameter-space distillation's preconditioner. (They were fp16 once: a
+# small teacher's v is mostly below fp16's range, 97% of the entries became exactly 0 and the
+# "preconditioner" 1 / (sqrt(v) + eps) turned into 1e8 on them. `distill.adam_v` re-estimates v
+# for a packed teacher whose run is gone.)
 PACKED_WEIGHTS = "model.safetensors"
 PACKED_CONFIG = "config.json"
 PACKED_ADAM_V = "adam_v.safetensors"
 
 
 def pack_model(run: str | Path, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write EMA weights, config and fp16 Adam second moments of a run's checkpoint to `out`."""
+    """Write EMA weights, config and fp32 Adam second moments of a run's checkpoint to `out`."""
     ckpt = resolve_checkpoint(run)
     meta = read_state(ckpt)
     out = Path(out)
@@ -168,7 +173,7 @@ def pack_model(run: str | Path, out: str | Path, extra: dict[str, Any] | None = 
     ema = load_file(ckpt / "ema.safetensors")
     save_file(_contiguous(ema), out / PACKED_WEIGHTS)
     optim = load_file(ckpt / "optim.safetensors")
-    adam_v = {k.removesuffix(".exp_avg_sq"): v.half() for k, v in optim.items() if k.endswith(".exp_avg_sq")}
+    adam_v = {k.removesuffix(".exp_avg_sq"): v.float() for k, v in optim.items() if k.endswith(".exp_avg_sq")}
     save_file(adam_v, out / PACKED_ADAM_V)
     info = {"config": meta["config"], "step": meta["step"], "source": str(ckpt), **(extra or {})}
     (out / PACKED_CONFIG).write_text(json.dumps(info, indent=2))
@@ -176,10 +181,21 @@ def pack_model(run: str | Path, out: str | Path, extra: dict[str, Any] | None = 
 
 
 def load_adam_second_moments(path: str | Path) -> dict[str, torch.Tensor]:
-    """Adam's exp_avg_sq per parameter name (float32), from a packed model or a checkpoint."""
+    """Adam's exp_avg_sq per parameter name (float32), from a packed model or a checkpoint.
+
+    A packed file in fp16 (the old `fewstep pack`) is read but warned about: most of a small
+    teacher's moments underflow there; re-estimate them (`fewstep pack --estimate-adam-v`)."""
     path = Path(path)
     if (path / PACKED_ADAM_V).is_file():
-        return {k: v.float() for k, v in load_file(path / PACKED_ADAM_V).items()}
+        v = load_file(path / PACKED_ADAM_V)
+        if any(t.dtype == torch.float16 for t in v.values()):
+            flat = torch.cat([t.flatten().float() for t in v.values()])
+            log.warning(
+                "%s holds Adam second moments in fp16 (%.1f%% exact zeros): the preconditioner is mostly 1/eps; "
+                "repack with `fewstep pack --run %s --out %s --estimate-adam-v 200`",
+                path / PACKED_ADAM_V, 100 * float((flat == 0).double().mean()), path, path,
+            )  # fmt: skip
+        return {k: t.float() for k, t in v.items()}
     optim = load_file(resolve_checkpoint(path) / "optim.safetensors")
     return {k.removesuffix(".exp_avg_sq"): v for k, v in optim.items() if k.endswith(".exp_avg_sq")}
 

@@ -45,9 +45,17 @@ def _pack(args: argparse.Namespace) -> int:
     import json
     import shutil
 
-    from distill.checkpoint import pack_model
+    from distill.checkpoint import PACKED_CONFIG, PACKED_WEIGHTS, pack_model
 
     run = Path(args.run)
+    if (run / PACKED_CONFIG).is_file() and (run / PACKED_WEIGHTS).is_file():  # already packed: re-estimate v
+        if args.estimate_adam_v is None:
+            raise ValueError(f"{run} is a packed model, not a run: give --estimate-adam-v N to re-estimate its Adam v")
+        out = Path(args.out)
+        if out.resolve() != run.resolve():
+            shutil.copytree(run, out, dirs_exist_ok=True)
+        _estimate_adam_v(out, args)
+        return 0
     extra = {}
     if (run / "summary.json").is_file():
         extra["training"] = json.loads((run / "summary.json").read_text())
@@ -57,9 +65,26 @@ def _pack(args: argparse.Namespace) -> int:
     for src, name in ((run / "loss.png", "loss.png"), (samples[-1] if samples else None, "samples.png")):
         if src is not None and src.is_file():
             shutil.copyfile(src, out / name)
+    if args.estimate_adam_v is not None:
+        _estimate_adam_v(out, args)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     log.info("packed %s into %s (%.1f MB)", run, out, size)
     return 0
+
+
+def _estimate_adam_v(out: Path, args: argparse.Namespace) -> None:
+    import torch
+
+    from distill.adam_v import estimate_adam_v, second_moment_stats
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    stats = second_moment_stats(estimate_adam_v(out, args.estimate_adam_v, device, progress=not args.no_progress))
+    log.info(
+        "Adam v of %s re-estimated from %d minibatches (fp32): %.2f%% zeros, %.2f%% subnormal, median %.3g",
+        out, args.estimate_adam_v, 100 * stats["zero_share"], 100 * stats["subnormal_share"], stats["median"],
+    )  # fmt: skip
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -73,15 +98,57 @@ def _eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     row = evaluate(
         args.model, args.sampler, args.steps, args.guidance, args.n_images, args.name, args.out_dir,
-        args.evaluator, args.batch_size, progress=not args.no_progress,
+        args.evaluator, args.batch_size, progress=not args.no_progress, resamples=args.resamples,
     )  # fmt: skip
-    a = row["adherence"]
+    a, ci = row["adherence"], row.get("adherence_ci", {})
+
+    def with_ci(v: float | None, interval: list[float] | None, digits: int = 3) -> str:
+        text = "-" if v is None else f"{v:.{digits}f}"
+        return text + (f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else "")
+
     log.info(
-        "%s: FD %.3f KID %.4f precision %.3f recall %.3f adherence %.3f (1 obj %.3f, 2 obj %.3f, held-out %.3f), "
-        "%.1f ms/image",
-        row["name"], row["fd"], row["kid"], row["precision"], row["recall"], a["overall"], a["one_object"],
-        a["two_objects"], a["held_out"] or float("nan"), 1000 * row["seconds_per_image"],
+        "%s: FD %s KID %s grain %s (renders %s) precision %.3f recall %.3f adherence %s (1 obj %s, 2 obj %s, "
+        "held-out %s), %.1f ms/image",
+        row["name"], with_ci(row["fd"], row.get("fd_ci"), 1), with_ci(row["kid"], row.get("kid_ci"), 4),
+        with_ci(row.get("grain"), row.get("grain_ci"), 2), with_ci(row.get("grain_reference"), None, 2),
+        row["precision"], row["recall"], with_ci(a["overall"], ci.get("overall")),
+        with_ci(a["one_object"], ci.get("one_object")), with_ci(a["two_objects"], ci.get("two_objects")),
+        with_ci(a["held_out"], ci.get("held_out")), 1000 * row["seconds_per_image"],
     )  # fmt: skip
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from distill.compare import compare, load_side
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = (args.sampler, args.steps, args.guidance, args.n_images, args.rows_dir, args.ceiling_dir, args.evaluator)
+    sides = [
+        load_side(spec, *settings, progress=not args.no_progress, reuse=not args.fresh) for spec in (args.a, args.b)
+    ]
+    result = compare(sides[0], sides[1], args.out_dir, args.name, args.resamples)
+    fd, adh = result["fd"], result["adherence"]["overall"]
+    log.info(
+        "%s - %s: FD %+.1f [%.1f, %.1f], adherence %+.3f [%.3f, %.3f] (paired, %d images); wrote %s",
+        sides[1].label, sides[0].label, fd["diff"], *fd["ci"], adh["diff"] or float("nan"),
+        *(adh["ci"] or [float("nan")] * 2), result["n_images"], Path(args.out_dir),
+    )  # fmt: skip
+    return 0
+
+
+def _ceiling(args: argparse.Namespace) -> int:
+    from distill.evaluate import teacher_ceiling
+
+    for w in args.guidance:
+        row = teacher_ceiling(
+            args.teacher, w, args.n_images, args.out_dir, args.sampler, args.steps, args.evaluator,
+            progress=not args.no_progress, reuse=not args.fresh,
+        )  # fmt: skip
+        fd, ci = row["fd"], row.get("fd_ci")
+        log.info("%s: FD %.1f %s, adherence %.3f", row["name"], fd, ci, row["adherence"]["overall"])
     return 0
 
 
@@ -195,8 +262,10 @@ def _distill(args: argparse.Namespace) -> int:
     from distill.distill_config import load_distill_config
     from distill.distiller import distill
 
-    overrides = [f"method={args.method}", f"steps={args.steps}", *args.set]
-    cfg = load_distill_config(args.preset, args.config, overrides)
+    # --method and --steps override the preset and the --config file only when given (their argparse
+    # default is None), and --set overrides them all.
+    given = [f"{key}={value}" for key, value in (("method", args.method), ("steps", args.steps)) if value is not None]
+    cfg = load_distill_config(args.preset, args.config, [*given, *args.set])
     summary = distill(
         cfg, args.teacher, args.out, not args.no_resume, not args.no_progress, args.stop_at,
         None if args.max_minutes is None else 60 * args.max_minutes, args.pack_unfinished,
@@ -214,8 +283,10 @@ def _distill(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     di = sub.add_parser("distill", help="distill a few-step student from the teacher (moment matching)")
     di.add_argument("--teacher", required=True, help="packed teacher (models/teacher) or its training run")
-    di.add_argument("--method", default="mm-alt", choices=["mm-alt", "mm-param", "pd", "cd"])
-    di.add_argument("--steps", type=int, default=8, help="K, the student's sampling steps")
+    di.add_argument(
+        "--method", choices=["mm-alt", "mm-param", "pd", "cd"], help="default: the --config file's, else mm-alt"
+    )
+    di.add_argument("--steps", type=int, help="K, the student's sampling steps (default: the --config file's, else 8)")
     di.add_argument("--preset", default="shapes32-cpu", help="shapes32-cpu | shapes32-gpu | tiny")
     di.add_argument("--config", help="JSON config file (merged over the preset)")
     di.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. iters=500")
@@ -262,6 +333,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pk = sub.add_parser("pack", help="pack a run's EMA weights, config and Adam moments for committing")
     pk.add_argument("--run", required=True, help="training run or checkpoint directory")
     pk.add_argument("--out", required=True, help="e.g. models/teacher")
+    pk.add_argument(
+        "--estimate-adam-v",
+        type=int,
+        metavar="N",
+        help="re-estimate Adam's second moments (fp32) from N minibatches of the teacher's training loss at its "
+        "packed weights (--run may then be a packed model, rewritten in place when --out is the same directory)",
+    )
+    pk.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="for --estimate-adam-v")
+    pk.add_argument("--threads", type=int, help="torch CPU threads (--estimate-adam-v)")
+    pk.add_argument("--no-progress", action="store_true")
     pk.set_defaults(handler=_pack)
 
     ev = sub.add_parser("eval", help="evaluate a model on the shapes world (or train the evaluator)")
@@ -275,9 +356,48 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--evaluator", default="models/evaluator")
     ev.add_argument("--batch-size", type=int, default=250)
     ev.add_argument("--threads", type=int, help="torch CPU threads")
+    ev.add_argument("--resamples", type=int, default=500, help="bootstrap resamples for the 95%% intervals (0: none)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(handler=_eval)
     ev_sub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
+    cp = ev_sub.add_parser(
+        "compare",
+        help="paired comparison B - A on the same prompts and seeds, with 95%% bootstrap intervals",
+        description="A and B: model directories (evaluated, or reused by hash), row .json files with a "
+        "per-image sidecar beside them, or the .npz sidecars. A teacher directory without --sampler/--steps is "
+        "taken at its ceiling (64 ancestral steps); a student at the sampler and K it was distilled for.",
+    )
+    cp.add_argument("a", help="the baseline: model directory, row .json or sidecar .npz")
+    cp.add_argument("b", help="the model compared with it")
+    cp.add_argument("--sampler", choices=["ancestral", "ddim", "dpmpp-2m", "unipc"], help="for model directories")
+    cp.add_argument("--steps", type=int, help="for model directories")
+    cp.add_argument("--guidance", type=float, default=3.0, help="for model directories")
+    cp.add_argument("--n-images", type=int, default=2000, help="for model directories")
+    cp.add_argument("--rows-dir", default="results/rows", help="where rows of model directories are kept")
+    cp.add_argument("--ceiling-dir", default="results/ceiling", help="where teacher ceilings are kept")
+    cp.add_argument("--out-dir", default="results/compare")
+    cp.add_argument("--name", help="output name (default: <A>-vs-<B>)")
+    cp.add_argument("--resamples", type=int, default=500)
+    cp.add_argument("--evaluator", default="models/evaluator")
+    cp.add_argument("--threads", type=int, help="torch CPU threads")
+    cp.add_argument("--fresh", action="store_true", help="re-evaluate model directories even if a row is reusable")
+    cp.add_argument("--no-progress", action="store_true")
+    cp.set_defaults(handler=_compare)
+
+    ce = ev_sub.add_parser(
+        "ceiling", help="the teacher's 64-step ancestral row at each w, computed once and reused by hash"
+    )
+    ce.add_argument("--teacher", default="models/teacher")
+    ce.add_argument("--guidance", type=float, nargs="+", default=[3.0])
+    ce.add_argument("--n-images", type=int, default=2000)
+    ce.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpmpp-2m", "unipc"])
+    ce.add_argument("--steps", type=int, default=64)
+    ce.add_argument("--out-dir", default="results/ceiling")
+    ce.add_argument("--evaluator", default="models/evaluator")
+    ce.add_argument("--fresh", action="store_true", help="re-evaluate even if a row is reusable")
+    ce.add_argument("--no-progress", action="store_true")
+    ce.set_defaults(handler=_ceiling)
+
     te = ev_sub.add_parser("train-evaluator", help="train the frozen scene evaluator from a seed")
     te.add_argument("--out", default="models/evaluator")
     te.add_argument("--seed", type=int, default=0)

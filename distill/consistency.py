@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.baseline import BaselineRun, _ema_update
+from distill.baseline import BaselineRun
 from distill.config import ConfigError
 from distill.distill_config import DistillConfig
-from distill.runloop import run_loop
+from distill.runloop import ema_update, run_loop
 from fewstep.sampler import ddim_step, ddim_x_for
 from fewstep.schedule import alpha_sigma, step_plan, time_grid
 
@@ -130,7 +130,7 @@ class ConsistencyRun(BaselineRun):
         loss = cd_loss(x_hat, x_target, c, cfg.cd_weighting)
         norm = self.update(loss, self.lr_at(step), x.shape[0])
         if self.target is not None:
-            _ema_update(self.target, self.student, cfg.cd_target_ema)
+            ema_update(self.target, self.student, cfg.cd_target_ema)
         x_err = (x_hat.detach() - x_target).pow(2).mean().sqrt().item()
         return {"loss": loss.item(), "x_rms_error": x_err, "grad_norm": norm}
 

@@ -14,6 +14,9 @@ from fewstep.config import StrictModel, format_validation_error
 Method = Literal["mm-alt", "mm-param", "pd", "cd"]
 
 
+MM_METHODS = frozenset({"mm-alt", "mm-param"})
+
+
 class DistillConfig(StrictModel):
     preset: str | None = None
     method: Method = "mm-alt"
@@ -25,16 +28,53 @@ class DistillConfig(StrictModel):
     betas: tuple[float, float] = (0.0, 0.99)  # reported for moment matching: no first moment
     grad_clip: float = Field(1.0, gt=0)
     warmup: int = Field(50, ge=0, description="linear learning-rate warm-up, in student updates")
+    min_lr_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="floor of the cosine decay that follows the warm-up, as a share of lr (every method: "
+        "over the whole run for mm-alt, mm-param and cd, over each stage for pd)",
+    )
     aux_steps: int = Field(1, ge=1, description="mm-alt: auxiliary updates per student update")
-    weighting: Literal["rms", "batch", "none"] = Field(
+    weighting: Literal["rms", "batch", "none", "sbin", "snr-cap"] = Field(
         "batch",
         description="mm: w(s) of the student surrogate (rms: per example unit direction; batch: one scale "
-        "per minibatch; none)",
+        "per minibatch; none; sbin: per s-bin running RMS normaliser; snr-cap: min(1 + SNR(s), snr_cap), "
+        "then one scale per minibatch)",
+    )
+    aux_weighting: Literal["none", "teacher"] = Field(
+        "none",
+        description="mm-alt: w(s) of the auxiliary regression (none: plain x-space MSE; teacher: the v-trained "
+        "teacher's own loss weighting, x-space weight min(1 + SNR(s), teacher_weight_cap))",
+    )
+    teacher_weight_cap: float = Field(
+        1000.0,
+        ge=1,
+        description="cap on the x-space weight 1 + SNR(s) = 1 / sigma_s^2 of the teacher's loss (mm-param's "
+        "teacher gradient G; mm-alt with aux_weighting=teacher): exact for sigma_s >= cap^-1/2",
+    )
+    snr_cap: float = Field(10.0, ge=1, description="weighting=snr-cap: the cap on 1 + SNR(s)")
+    s_bins: int = Field(
+        10, ge=1, le=100, description="mm: s-bins of the sbin normaliser and of the per-bin signal in metrics.jsonl"
+    )
+    sbin_decay: float = Field(
+        0.99, ge=0, lt=1, description="weighting=sbin: EMA decay of each s-bin's mean square direction"
+    )
+    time_sampling: Literal["uniform", "grid"] = Field(
+        "uniform",
+        description="mm: (s, t) draws; uniform: s ~ U(0, 1), t = min(1, s + U(0, 1/K)); grid: t ~ U{1/K, ..., 1} "
+        "(the sampler's own grid), s ~ U[t - 1/K, t)",
     )
     guidance_min: float = Field(1.0, ge=0)
     guidance_max: float = Field(5.0, ge=0)
     guidance_default: float = Field(3.0, ge=0, description="the w used for samples and the bundle default")
-    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the student (0: off, pack the raw student)")
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="EMA of the student, every method (0: off; else student/ is the EMA and "
+        "student-raw/ the raw weights)",
+    )
     teacher_steps: int = Field(
         64,
         ge=2,
@@ -59,7 +99,11 @@ class DistillConfig(StrictModel):
     ckpt_every: int = Field(100, gt=0)
     sample_every: int = Field(250, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    bf16: bool = Field(
+        True,
+        description="bf16 autocast of the network forward passes on CUDA (ignored on CPU; mm-param's teacher "
+        "gradient and jvp stay fp32)",
+    )
     threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -71,7 +115,45 @@ class DistillConfig(StrictModel):
             raise ValueError(f"pd: teacher_steps ({n}) must be steps ({k}) times a power of two >= 2")
         if self.method == "cd" and n % k:
             raise ValueError(f"cd: teacher_steps ({n}) must be a multiple of steps ({k})")
+        ignored = self.ignored_keys()
+        if ignored:
+            raise ValueError("; ".join(f"{key} is set but {why}" for key, why in ignored) + " (remove the setting)")
         return self
+
+    def ignored_keys(self) -> list[tuple[str, str]]:
+        """(key, reason) for every setting that differs from its default but that this method (or the
+        chosen option) does not use: such a setting would silently do nothing, so it is an error."""
+        m = self.method
+        uses: dict[str, tuple[bool, str]] = {
+            "aux_lr": (m == "mm-alt", f"{m} has no auxiliary network (mm-alt only)"),
+            "aux_steps": (m == "mm-alt", f"{m} has no auxiliary network (mm-alt only)"),
+            "aux_weighting": (m == "mm-alt", f"{m} has no auxiliary network (mm-alt only)"),
+            "weighting": (m in MM_METHODS, f"{m} has no moment-matching surrogate (mm-alt, mm-param only)"),
+            "s_bins": (m in MM_METHODS, f"{m} does not use s-bins (mm-alt, mm-param only)"),
+            "time_sampling": (m in MM_METHODS, f"{m} draws its times on its own grid (mm-alt, mm-param only)"),
+            "teacher_weight_cap": (
+                m == "mm-param" or (m == "mm-alt" and self.aux_weighting == "teacher"),
+                f"{m} does not use the teacher's loss weighting (mm-param, or mm-alt with aux_weighting=teacher)",
+            ),
+            "snr_cap": (
+                m in MM_METHODS and self.weighting == "snr-cap",
+                f"{m} with weighting={self.weighting} does not use it (weighting=snr-cap only)",
+            ),
+            "sbin_decay": (
+                m in MM_METHODS and self.weighting == "sbin",
+                f"{m} with weighting={self.weighting} does not use it (weighting=sbin only)",
+            ),
+            "teacher_steps": (m in ("pd", "cd"), f"{m} has no teacher step grid (pd, cd only)"),
+            "cd_target_ema": (m == "cd", f"{m} has no target network (cd only)"),
+            "cd_weighting": (m == "cd", f"{m} is not consistency distillation (cd only)"),
+        }
+        fields = type(self).model_fields
+        out = [
+            (key, why) for key, (used, why) in uses.items() if not used and getattr(self, key) != fields[key].default
+        ]
+        if self.data.cond_dropout != 0.0:
+            out.append(("data.cond_dropout", f"{m} never drops captions (guidance uses the null caption)"))
+        return out
 
 
 RESUMABLE = frozenset({"iters", "log_every", "ckpt_every", "sample_every", "device", "threads"})
@@ -89,7 +171,9 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
 def load_distill_config(
     preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
 ) -> DistillConfig:
-    data: dict[str, Any] = {}
+    # Nested overrides (`data.resolution=16`, a preset's `data`) merge over the distillation's own
+    # data defaults (stream seed 1, no condition dropout), not over DataConfig's training defaults.
+    data: dict[str, Any] = {"data": DistillConfig.model_fields["data"].default.model_dump(mode="json")}
     if preset is not None:
         if preset not in DISTILL_PRESETS:
             raise ConfigError(f"preset: unknown preset {preset!r}; choose one of {sorted(DISTILL_PRESETS)}")

@@ -24,7 +24,7 @@ import torch
 
 from distill.checkpoint import load_denoiser, student_info
 from distill.evaluate import eval_set, evaluate, generate, reusable
-from distill.report import _fmt
+from distill.report import _fmt, figure_cells
 from distill.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -64,25 +64,35 @@ def plan_rows(
     return plan
 
 
+def _cost(r: dict[str, Any]) -> str:
+    """The training cost cell: the plan's `train` block (a student's packed summary) or, for rows
+    that carry it, the row's own `training` record (`distill.evaluate.training_record`)."""
+    t = r.get("train") or {}
+    if t:
+        return (
+            f"{t['iters']} updates, {t['wall_s'] / 60:.1f} min on {t.get('device', '?')}, "
+            f"{t.get('network_forward_images', 0):.2g} image passes"
+        )
+    t = r.get("training") or {}
+    if t.get("updates") is None or r["label"].startswith("teacher"):  # the teacher's own training is no cost here
+        return "-"
+    minutes = (t.get("wall_s") or 0) / 60
+    return f"{t['updates']} updates, {minutes:.1f} min, {t.get('image_passes') or 0:.2g} image passes"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| method | K | sampler | NFE | FD | KID | adherence | 1 obj | 2 obj | held-out | precision | recall "
-        "| bg TV | s/image | training |\n" + "|" + " --- |" * 15 + "\n"
+        "| bg TV | grain | s/image | training |\n" + "|" + " --- |" * 16 + "\n"
     )
     lines = []
     for r in sorted(rows, key=lambda r: (r["steps"], r["label"].startswith("teacher"), r["label"])):
-        a, t = r["adherence"], r.get("train") or {}
-        cost = (
-            f"{t['iters']} updates, {t['wall_s'] / 60:.1f} min on {t.get('device', '?')}, "
-            f"{t.get('network_forward_images', 0):.2g} image passes"
-            if t
-            else "-"
-        )
+        c = figure_cells(r)
         lines.append(
-            f"| {r['label']} | {r['steps']} | {r['sampler']} | {r['nfe']:.0f} | {_fmt(r['fd'])} | {_fmt(r['kid'], 4)} "
-            f"| {_fmt(a['overall'])} | {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | {_fmt(a['held_out'])} "
+            f"| {r['label']} | {r['steps']} | {r['sampler']} | {r['nfe']:.0f} | {c['fd']} | {_fmt(r['kid'], 4)} "
+            f"| {c['overall']} | {c['one_object']} | {c['two_objects']} | {c['held_out']} "
             f"| {_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['free_attribute_tv'].get('background'))} "
-            f"| {r['seconds_per_image']:.4f} | {cost} |"
+            f"| {c['grain']} | {r['seconds_per_image']:.4f} | {_cost(r)} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -211,14 +221,15 @@ def guidance_compare(
             log.info("w=%g %s: FD %.1f adherence %.3f", w, label, row["fd"], row["adherence"]["overall"])
     head = (
         "| w | model | NFE | FD | KID | adherence | 1 obj | 2 obj | held-out | precision | recall | bg TV "
-        "| s/image |\n" + "|" + " --- |" * 13 + "\n"
+        "| grain | s/image |\n" + "|" + " --- |" * 14 + "\n"
     )
     lines = [
-        f"| {r['guidance']:g} | {r['label']} | {r['nfe']:.0f} | {_fmt(r['fd'])} | {_fmt(r['kid'], 4)} "
-        f"| {_fmt(r['adherence']['overall'])} | {_fmt(r['adherence']['one_object'])} "
-        f"| {_fmt(r['adherence']['two_objects'])} | {_fmt(r['adherence']['held_out'])} | {_fmt(r['precision'])} "
-        f"| {_fmt(r['recall'])} | {_fmt(r['free_attribute_tv'].get('background'))} | {r['seconds_per_image']:.4f} |"
+        f"| {r['guidance']:g} | {r['label']} | {r['nfe']:.0f} | {c['fd']} | {_fmt(r['kid'], 4)} "
+        f"| {c['overall']} | {c['one_object']} | {c['two_objects']} | {c['held_out']} | {_fmt(r['precision'])} "
+        f"| {_fmt(r['recall'])} | {_fmt(r['free_attribute_tv'].get('background'))} | {c['grain']} "
+        f"| {r['seconds_per_image']:.4f} |"
         for r in rows
+        for c in (figure_cells(r),)
     ]
     lo, _, hi = info.get("guidance", [None, None, None])
     r0 = rows[0]

@@ -7,12 +7,23 @@ classifier-free guidance at that w (Meng et al. 2023): one student then serves a
 at one network evaluation per step.
 
 The loop, the run directory (mirroring `fewstep train`: config.json, metrics.jsonl, samples/, an
-atomic checkpoint/ that resumes exactly: student, auxiliary, both optimisers, RNG, data position)
-and the packed student are `distill.runloop`'s, shared with the pd and cd baselines.
+atomic checkpoint/ that resumes exactly: student, auxiliary, EMA, both optimisers, the s-bin
+normaliser, RNG, data position) and the packed student are `distill.runloop`'s, shared with the pd
+and cd baselines.
+
+Options (`DistillConfig`; the maths in `distill.moment_matching`): the student's weighting w(s)
+(`weighting`), the auxiliary's (`aux_weighting`), the time draws (`time_sampling`), auxiliary steps
+per student step (`aux_steps`), an EMA of the student (`ema_decay`: `student/` packs the EMA,
+`student-raw/` the raw weights). mm-param's teacher gradient G is the gradient of the teacher's own
+(v-space, capped) training loss, preconditioned with its Adam second moments. Each logged row of
+metrics.jsonl holds the per-s-bin signal (`s_bins` equal bins of s in [0, 1]): `sbin_gap`, the mean
+squared auxiliary-teacher gap |x_hat_phi - x_hat_theta|^2 (mm-param: |J nu|^2) per bin, and
+`sbin_energy`, each bin's share of the student's gradient energy sum |w(s) d|^2 (null: no example).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,17 +36,21 @@ from distill.config import ConfigError
 from distill.denoise import TextCond, encode_cond
 from distill.distill_config import DistillConfig
 from distill.moment_matching import (
+    SBinNormaliser,
     aux_loss,
     diffuse,
     functional,
-    mm_alt_student_loss,
-    mm_param_student_loss,
+    per_bin,
     posterior_draw,
     preconditioned_direction,
     sample_times,
+    surrogate,
     teacher_jvp,
+    teacher_loss,
+    teacher_weight,
+    weighted_direction,
 )
-from distill.runloop import RunBase, run_loop
+from distill.runloop import RunBase, ema_update, lr_schedule, run_loop
 from distill.text import TextEncoder
 from fewstep.networks import Denoiser, build_denoiser
 from fewstep.sampler import guidance_combine
@@ -98,6 +113,8 @@ class Distiller(RunBase):
                 raise ConfigError(f"the teacher's Adam second moments lack {sorted(missing)[:3]}")
         else:
             raise ConfigError(f"method: {cfg.method!r} is not implemented by the moment-matching runner")
+        self.ema = copy.deepcopy(self.student).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.normaliser = SBinNormaliser(cfg.s_bins, cfg.sbin_decay) if cfg.weighting == "sbin" else None
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(int(np.random.SeedSequence([cfg.seed, 11]).generate_state(1)[0]))
         self.evals: dict[str, int] = {"forward": 0, "backward": 0}  # image-network passes
@@ -109,18 +126,32 @@ class Distiller(RunBase):
         b = x.shape[0]
         cond = encode_cond(self.encoder, list(batch["caption"]))
         w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(b, generator=self.gen, device=dev)
-        s, t = sample_times(b, cfg.steps, self.gen, dev)
+        s, t = sample_times(b, cfg.steps, self.gen, dev, cfg.time_sampling)
         z_t = diffuse(x, t, torch.randn(x.shape, generator=self.gen, device=dev))
         return z_t, cond, w, s, t
 
     def _student(self, net: Denoiser, z, t, cond: TextCond, w) -> torch.Tensor:
         self.evals["forward"] += z.shape[0]
-        return net(z, t.float(), cond.states, cond.mask, w)
+        with self.autocast():
+            return net(z, t.float(), cond.states, cond.mask, w).float()
 
     def _teacher(self, z, s, cond: TextCond, w) -> torch.Tensor:
         self.evals["forward"] += 2 * z.shape[0]
-        with torch.no_grad():
-            return guided(self.teacher, z, s.float(), cond, w)
+        with torch.no_grad(), self.autocast():
+            return guided(self.teacher, z, s.float(), cond, w).float()
+
+    def _student_direction(self, direction: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """w(s) d for the surrogate, and the per-s-bin signal of this update (see the module docstring)."""
+        cfg = self.cfg
+        d = weighted_direction(direction, cfg.weighting, s, cfg.snr_cap, self.normaliser)
+        gap_sum, count = per_bin(direction.detach().flatten(1).pow(2).mean(1), s, cfg.s_bins)
+        energy, _ = per_bin(d.flatten(1).pow(2).sum(1), s, cfg.s_bins)
+        total = sum(energy) or 1.0
+        signal = {
+            "sbin_gap": [g / c if c else float("nan") for g, c in zip(gap_sum, count, strict=True)],
+            "sbin_energy": [e / total for e in energy],
+        }
+        return d, signal
 
     def _step(self, loss: torch.Tensor, net: torch.nn.Module, opt: torch.optim.Optimizer, lr: float, n: int) -> float:
         for g in opt.param_groups:
@@ -133,11 +164,13 @@ class Distiller(RunBase):
         return norm
 
     # -- one student update --
-    def iteration(self, batches, step: int) -> dict[str, float]:
+    def iteration(self, batches, step: int) -> dict[str, Any]:
         cfg = self.cfg
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+        lr = lr_schedule(step, cfg.iters, cfg)
         row = self._mm_alt(batches, lr) if cfg.method == "mm-alt" else self._mm_param(batches, lr)
-        return {**row, "loss": row["student_loss"]}
+        if self.ema is not None:
+            ema_update(self.ema, self.student, cfg.ema_decay)
+        return {**row, "loss": row["student_loss"], "lr": lr}
 
     def curve(self) -> tuple[str, str]:
         return "gap_rms", "RMS of fake - teacher at z_s"
@@ -146,9 +179,18 @@ class Distiller(RunBase):
         nets: dict[str, tuple[Denoiser, torch.optim.Optimizer | None]] = {"student": (self.student, self.opt)}
         if self.aux is not None and self.opt_aux is not None:
             nets["aux"] = (self.aux, self.opt_aux)
+        if self.ema is not None:
+            nets["ema"] = (self.ema, None)
         return nets
 
-    def _mm_alt(self, batches, lr: float) -> dict[str, float]:
+    def state(self) -> dict[str, Any]:
+        return {"sbin": self.normaliser.state()} if self.normaliser is not None else {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if self.normaliser is not None:
+            self.normaliser.load_state(state["sbin"])
+
+    def _mm_alt(self, batches, lr: float) -> dict[str, Any]:
         a_losses = [self.aux_update(next(batches), lr) for _ in range(self.cfg.aux_steps)]
         return {"aux_loss": float(np.mean(a_losses)), **self.student_update(next(batches), lr)}
 
@@ -163,11 +205,12 @@ class Distiller(RunBase):
         z_s = posterior_draw(z_t, x_tilde, t, s, torch.randn(z_t.shape, generator=self.gen, device=self.device))
         target = self._teacher(z_s, s, cond, w)
         pred = self._student(aux, z_s, s, cond, w)
-        loss = aux_loss(pred, x_tilde, target)
+        weight = teacher_weight(s, cfg.teacher_weight_cap) if cfg.aux_weighting == "teacher" else None
+        loss = aux_loss(pred, x_tilde, target, weight)
         self._step(loss, aux, self.opt_aux, (cfg.aux_lr or cfg.lr) * lr / cfg.lr, z_t.shape[0])
         return loss.item()
 
-    def student_update(self, batch: dict[str, Any], lr: float) -> dict[str, float]:
+    def student_update(self, batch: dict[str, Any], lr: float) -> dict[str, Any]:
         """One student step: move E[x_tilde | z_s] toward the guided teacher. Only the student changes."""
         assert self.aux is not None
         z_t, cond, w, s, t = self.draw(batch)
@@ -176,12 +219,13 @@ class Distiller(RunBase):
         target = self._teacher(z_s, s, cond, w)
         with torch.no_grad():
             fake = self._student(self.aux, z_s, s, cond, w)
-        loss = mm_alt_student_loss(x_tilde, fake, target, self.cfg.weighting)
+        d, signal = self._student_direction(fake - target, s)
+        loss = surrogate(x_tilde, d, "none")  # mm_alt_student_loss with the weighting applied above
         norm = self._step(loss, self.student, self.opt, lr, z_t.shape[0])
         gap = (fake - target).pow(2).mean().sqrt().item()
-        return {"student_loss": loss.item(), "gap_rms": gap, "grad_norm": norm}
+        return {"student_loss": loss.item(), "gap_rms": gap, "grad_norm": norm, **signal}
 
-    def _mm_param(self, batches, lr: float) -> dict[str, float]:
+    def _mm_param(self, batches, lr: float) -> dict[str, Any]:
         cfg, teacher = self.cfg, self.teacher
         assert self.adam_v is not None
         params = {k: p.detach().requires_grad_(True) for k, p in teacher.named_parameters()}
@@ -198,7 +242,8 @@ class Distiller(RunBase):
         pred = guided(call(params), z_s, s.float(), cond, w)
         self.evals["forward"] += 2 * z_t.shape[0]
         self.evals["backward"] += 2 * z_t.shape[0]
-        nu = preconditioned_direction((pred - x_tilde).pow(2).mean(), params, self.adam_v)
+        # G: the gradient of the teacher's own training loss (v-MSE, i.e. x-space weight 1 + SNR, capped).
+        nu = preconditioned_direction(teacher_loss(pred, x_tilde, s, cfg.teacher_weight_cap), params, self.adam_v)
         # Minibatch B: the student's surrogate along J_theta nu (forward-mode, one jvp).
         z_t, cond, w, s, t = self.draw(next(batches))
         x_tilde = self._student(self.student, z_t, t, cond, w)
@@ -206,9 +251,11 @@ class Distiller(RunBase):
         fn = functional(_Guided(teacher, cond, w), z_s, s.float())
         _, direction = teacher_jvp(fn, _prefixed(params), _prefixed(nu))
         self.evals["forward"] += 4 * z_t.shape[0]  # a jvp costs about two forward passes, guided doubles it
-        loss = mm_param_student_loss(x_tilde, direction, cfg.weighting)
+        d, signal = self._student_direction(direction, s)
+        loss = surrogate(x_tilde, d, "none")  # mm_param_student_loss with the weighting applied above
         norm = self._step(loss, self.student, self.opt, lr, z_t.shape[0])
-        return {"student_loss": loss.item(), "gap_rms": direction.pow(2).mean().sqrt().item(), "grad_norm": norm}
+        gap = direction.pow(2).mean().sqrt().item()
+        return {"student_loss": loss.item(), "gap_rms": gap, "grad_norm": norm, **signal}
 
 
 class _Guided(torch.nn.Module):

@@ -9,8 +9,9 @@ records the measured max abs difference and export fails above `PARITY_TOL`.
 
 The denoiser graph of a committed model is kept beside its weights (`models/NAME/denoiser.onnx`,
 with a sidecar naming the weights' sha256), reused while the weights are unchanged and
-re-exported when they change. The text encoder graph (90 MB for MiniLM) is generated from the
-installed package into a cache and hard-linked into each bundle.
+re-exported when they change or when the export recipe (`distill.export_recipe`: opset, fused
+attention, GroupNorm form) differs from the one that made it. The text encoder graph (90 MB for
+MiniLM) is generated from the installed package into a cache and hard-linked into each bundle.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from torch import nn
 
 from distill.checkpoint import PACKED_CONFIG, PACKED_WEIGHTS, load_denoiser, student_info
 from distill.config import TextConfig, TrainConfig
+from distill.export_recipe import CURRENT, LEGACY, Recipe, translation_table
 from distill.text import load_hf_encoder, resolve_encoder_dir
 from fewstep.bundle import (
     GraphSpec,
@@ -101,8 +104,9 @@ def example_inputs(spec: GraphSpec, batch: int, seed: int = 0, vocab: int = 1000
     return out
 
 
-def export_onnx(module: nn.Module, spec: GraphSpec, path: Path, vocab: int = 1000) -> None:
-    """torch.onnx.export (dynamo) driven by the graph declaration: names and dynamic axes."""
+def export_onnx(module: nn.Module, spec: GraphSpec, path: Path, vocab: int = 1000, recipe: Recipe = LEGACY) -> None:
+    """torch.onnx.export (dynamo) driven by the graph declaration: names and dynamic axes; `recipe`
+    picks the opset and the operator lowerings (the text encoder keeps the exporter's defaults)."""
     dims: dict[str, torch.export.Dim] = {}
     dynamic: dict[str, dict[int, Any]] = {}
     for i in spec.inputs:
@@ -114,14 +118,32 @@ def export_onnx(module: nn.Module, spec: GraphSpec, path: Path, vocab: int = 100
         dynamic[i.name] = axes
     args = tuple(example_inputs(spec, batch=2, vocab=vocab))
     path.parent.mkdir(parents=True, exist_ok=True)
+    quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # the exporter's step-by-step INFO lines are noise in `make serve`'s log
+        q.setLevel(max(q.level, logging.WARNING))
+    try:
+        _export_quietly(module, args, path, spec, dynamic, recipe)
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
+
+
+def _export_quietly(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic: dict, recipe: Recipe) -> None:
     with warnings.catch_warnings():
         # One Dim object serves every input's batch axis; the exporter still warns once per input.
         warnings.filterwarnings("ignore", message=".*axis name: batch will not be used.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
-        _export(module, args, path, spec, dynamic)
+        _export(module, args, path, spec, dynamic, recipe)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic: dict) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic: dict, recipe: Recipe) -> None:
+    extra: dict[str, Any] = {}
+    if recipe.opset is not None:
+        extra["opset_version"] = recipe.opset
+    table = translation_table(recipe)
+    if table:
+        extra["custom_translation_table"] = table
     torch.onnx.export(
         module.eval(),
         args,
@@ -132,6 +154,8 @@ def _export(module: nn.Module, args: tuple, path: Path, spec: GraphSpec, dynamic
         dynamo=True,
         external_data=False,
         optimize=True,
+        verbose=False,  # no "[torch.onnx] ..." progress lines
+        **extra,
     )
 
 
@@ -160,27 +184,33 @@ def _sidecar(graph: Path) -> Path:
     return graph.with_name(graph.name + ".json")
 
 
-def denoiser_onnx(model_dir: Path, model: Denoiser, spec: GraphSpec, scratch: Path) -> tuple[Path, float]:
-    """The model's denoiser graph: the committed one if it was exported from these weights, else a
-    fresh export (written back beside the weights when the model directory is writable)."""
+def denoiser_onnx(
+    model_dir: Path, model: Denoiser, spec: GraphSpec, scratch: Path, recipe: Recipe = CURRENT
+) -> tuple[Path, float]:
+    """The model's denoiser graph: the committed one if it was exported from these weights by this
+    recipe, else a fresh export (written back beside the weights when the model directory is
+    writable and the recipe is the current one; other recipes, for benchmarks, go to `scratch`)."""
     weights_sha = sha256_file(model_dir / PACKED_WEIGHTS) if (model_dir / PACKED_WEIGHTS).is_file() else None
     graph = model_dir / spec.file
     module = DenoiserGraph(model)
     if weights_sha and graph.is_file() and _sidecar(graph).is_file():
         meta = json.loads(_sidecar(graph).read_text())
         if meta.get("weights_sha256") == weights_sha and meta.get("graph_sha256") == sha256_file(graph):
-            if meta.get("inputs") == [i.name for i in spec.inputs]:
-                log.info("reusing %s (exported from these weights)", graph)
+            # A sidecar without a recipe predates recipes: recipe 1.
+            if meta.get("inputs") == [i.name for i in spec.inputs] and meta.get("recipe", LEGACY.key) == recipe.key:
+                log.info("reusing %s (exported from these weights, recipe %s)", graph, recipe.key)
                 return graph, onnx_parity(module, spec, graph)
-    target = graph if weights_sha and os.access(model_dir, os.W_OK) else scratch / spec.file
-    log.info("exporting the denoiser to %s", target)
-    export_onnx(module, spec, target)
+    writable = weights_sha and os.access(model_dir, os.W_OK) and recipe == CURRENT
+    target = graph if writable else scratch / spec.file
+    log.info("exporting the denoiser to %s (recipe %s)", target, recipe.key)
+    export_onnx(module, spec, target, recipe=recipe)
     diff = onnx_parity(module, spec, target)
     if target == graph:
         meta = {
             "weights_sha256": weights_sha,
             "graph_sha256": sha256_file(graph),
             "inputs": [i.name for i in spec.inputs],
+            "recipe": recipe.key,
             "torch": torch.__version__,
         }
         _sidecar(graph).write_text(json.dumps(meta, indent=2) + "\n")
@@ -221,6 +251,15 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def export_time() -> datetime:
+    """When the bundle is exported (UTC): `SOURCE_DATE_EPOCH` when set (the reproducible-builds
+    convention, so a rebuild can give a byte-identical manifest), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        return datetime.fromtimestamp(int(epoch), tz=UTC)
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 def git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -238,10 +277,13 @@ def export_bundle(
     evaluation: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     max_batch: int = 64,
+    recipe: Recipe = CURRENT,
 ) -> Manifest:
     """Write a complete, verified bundle at `out` (replacing it atomically) and return its manifest.
 
     `guidance` is (min, default, max); a teacher's default 3.0 is the best w of results/guidance.md.
+    `recipe` is how the denoiser is lowered to ONNX (`distill.export_recipe`; recorded in the
+    manifest's `source.graph_recipe`).
     """
     model_path, out = Path(model_path), Path(out)
     model, cfg = load_denoiser(model_path)
@@ -267,7 +309,7 @@ def export_bundle(
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     stage.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a non-root service user
     try:
-        den_file, den_diff = denoiser_onnx(model_path, model, den_spec, stage / ".scratch")
+        den_file, den_diff = denoiser_onnx(model_path, model, den_spec, stage / ".scratch", recipe)
         _place(den_file, stage / den_spec.file)
         shutil.rmtree(stage / ".scratch", ignore_errors=True)
         txt_file, tokenizer, txt_diff = text_encoder_onnx(cfg.text, txt_spec, cache_dir)
@@ -280,6 +322,7 @@ def export_bundle(
         (stage / TORCH_DIR / "unet.json").write_text(m.model_dump_json(indent=2) + "\n")
         manifest = Manifest(
             name=name,
+            exported_at=export_time(),
             resolution=m.resolution,
             channels=m.in_channels,
             sampler=(student or {}).get("sampler", "ancestral"),  # pd and cd students: "ddim"
@@ -303,6 +346,7 @@ def export_bundle(
                 else None,
                 "git_sha": git_sha(),
                 "torch": torch.__version__,
+                "graph_recipe": recipe.key,
             },
             parity={"denoiser_max_abs": den_diff, "text_encoder_max_abs": txt_diff},
             evaluation=evaluation or {},

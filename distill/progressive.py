@@ -7,7 +7,9 @@ steps to match two DDIM steps of its teacher with one: the teacher of stage 0 is
 with classifier-free guidance at the example's w; the teacher of stage j + 1 is a frozen copy of the
 student of stage j (its EMA when `ema_decay` > 0), which keeps its guidance input, and the next
 student starts from it. Each stage is a fresh optimisation: new Adam state, the learning rate
-warmed up over `warmup` updates and then annealed linearly to zero at the end of the stage.
+warmed up over `warmup` updates and then a cosine decay to `min_lr_ratio * lr` at the end of the
+stage (the schedule family every method shares, `distill.runloop.lr_schedule`; per stage here rather
+than over the whole run because each stage starts a new student from a new teacher).
 `iters` is split evenly over the stages (the first `iters mod S` stages get one more update); a
 stage left with no updates (iters < S) hands its teacher on unchanged.
 
@@ -47,7 +49,7 @@ import torch
 from distill.baseline import BaselineRun
 from distill.config import ConfigError
 from distill.distill_config import DistillConfig
-from distill.runloop import run_loop
+from distill.runloop import lr_schedule, run_loop
 from fewstep.sampler import ddim_step, ddim_x_for
 from fewstep.schedule import logsnr, step_plan
 
@@ -140,10 +142,10 @@ class ProgressiveRun(BaselineRun):
         log.info("pd stage %d: %d -> %d steps", stage, 2 * self.steps_per_stage[stage], self.steps_per_stage[stage])
 
     def lr_at(self, step: int) -> float:
-        """Per stage: linear warm-up over `warmup` updates, times a linear decay to zero at the stage's end."""
+        """Per stage (each is a fresh optimisation): linear warm-up over `warmup` updates, then a cosine
+        decay to `min_lr_ratio * lr` at the stage's end (`distill.runloop.lr_schedule`)."""
         stage, local = stage_at(step, self.lengths)
-        n = max(1, self.lengths[stage])
-        return self.cfg.lr * min(1.0, (local + 1) / max(1, self.cfg.warmup)) * (1.0 - local / n)
+        return lr_schedule(local, self.lengths[stage], self.cfg)
 
     def stage_teacher_x(self, z, t, cond, w) -> torch.Tensor:
         assert self.stage_teacher is not None

@@ -30,19 +30,45 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _fmt_ci(v: Any, ci: list[float] | None, digits: int = 3) -> str:
+    """A figure with its 95% interval, `446.1 [420.3, 471.0]`; rows written before intervals existed
+    (no `ci`) print as `_fmt` always did."""
+    if ci is None or v is None:
+        return _fmt(v)
+    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def figure_cells(r: dict[str, Any]) -> dict[str, str]:
+    """The cells every results table prints for a row: FD, adherence (overall, 1 obj, 2 obj, held-out)
+    with their intervals where the row has them, and the grain of the generated images (with the
+    renders' floor) where it was measured."""
+    a, ci = r["adherence"], r.get("adherence_ci") or {}
+    grain = "-"
+    if r.get("grain") is not None:
+        grain = f"{_fmt_ci(r['grain'], r.get('grain_ci'), 2)} (renders {r.get('grain_reference') or 0:.2f})"
+    return {
+        "fd": _fmt_ci(r["fd"], r.get("fd_ci"), 1),
+        "overall": _fmt_ci(a["overall"], ci.get("overall")),
+        "one_object": _fmt_ci(a["one_object"], ci.get("one_object")),
+        "two_objects": _fmt_ci(a["two_objects"], ci.get("two_objects")),
+        "held_out": _fmt_ci(a["held_out"], ci.get("held_out")),
+        "grain": grain,
+    }
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| sampler | steps | w | NFE | FD | KID | adherence | 1 obj | 2 obj | held-out | precision | recall "
-        "| bg TV | s/image |\n" + "|" + " --- |" * 14 + "\n"
+        "| bg TV | grain | s/image |\n" + "|" + " --- |" * 15 + "\n"
     )
     lines = []
     for r in rows:
-        a = r["adherence"]
+        c = figure_cells(r)
         lines.append(
-            f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['nfe']:.0f} | {_fmt(r['fd'])} | "
-            f"{_fmt(r['kid'], 4)} | {_fmt(a['overall'])} | {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | "
-            f"{_fmt(a['held_out'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | "
-            f"{_fmt(r['free_attribute_tv'].get('background'))} | {r['seconds_per_image']:.4f} |"
+            f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['nfe']:.0f} | {c['fd']} | "
+            f"{_fmt(r['kid'], 4)} | {c['overall']} | {c['one_object']} | {c['two_objects']} | "
+            f"{c['held_out']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} | "
+            f"{_fmt(r['free_attribute_tv'].get('background'))} | {c['grain']} | {r['seconds_per_image']:.4f} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -99,7 +125,9 @@ def write_table(rows: list[dict[str, Any]], md: Path, png: Path | None, title: s
         "Adherence is over in-distribution prompts (1 obj / 2 obj split) and, separately, prompts with a "
         "held-out colour-shape pair. FD, KID, precision and recall use the frozen evaluator's features "
         "against renders of the same prompts' scenes. bg TV: total variation distance of the background "
-        "distribution where the prompt leaves it free.\n\n" + markdown_table(rows)
+        "distribution where the prompt leaves it free. Brackets: 95% bootstrap intervals over images. Grain: "
+        "high-frequency energy on the background, in 8-bit levels (the renders' floor beside it).\n\n"
+        + markdown_table(rows)
     )
     if png is not None:
         plot_fd_vs_nfe(rows, png)

@@ -11,16 +11,23 @@ rest. The run directory holds config.json, metrics.jsonl, samples/, loss.png, an
 checkpoint/ (every network and optimiser, the RNG, the data position, the method's `state()`),
 summary.json and, when finished (or with `pack_unfinished`), the packed student (`student/`, the
 layout `load_denoiser` and `fewstep export` read) with its K, guidance range, sampler and
-training cost (network evaluations and wall time).
+training cost (network evaluations and wall time). With `ema_decay` > 0 (every method), `student/`
+is the EMA of the student and `student-raw/` the raw weights, so both can be evaluated.
+
+Every method shares one learning-rate schedule family (`lr_schedule`): a linear warm-up over
+`warmup` updates, then a cosine decay to `min_lr_ratio * lr` at the end of the run (pd: at the end
+of each halving stage, since each stage is a fresh optimisation of a new student).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,39 @@ from fewstep.rng import SeededNoise
 from fewstep.sampler import SAMPLERS
 
 log = logging.getLogger(__name__)
+
+
+def lr_schedule(step: int, total: int, cfg: DistillConfig) -> float:
+    """The learning rate of update `step` (0-based) of `total`: linear warm-up over `cfg.warmup`
+    updates, then a cosine decay from `cfg.lr` to `cfg.min_lr_ratio * cfg.lr` at update `total`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    """ema <- decay ema + (1 - decay) net, parameter by parameter."""
+    for e, p in zip(ema.parameters(), net.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of logged rows, key by key: scalars by np.mean; lists (per-s-bin signals) element by
+    element, ignoring NaN (a bin with no example in an update), with None for a bin never seen."""
+    out: dict[str, Any] = {}
+    for k, v in rows[-1].items():
+        values = [r[k] for r in rows]
+        if isinstance(v, list):
+            arr = np.array(values, dtype=np.float64)
+            seen = ~np.isnan(arr)
+            n = seen.sum(0)
+            mean = np.where(seen, arr, 0.0).sum(0) / np.maximum(n, 1)
+            out[k] = [float(m) if c else None for m, c in zip(mean, n, strict=True)]
+        else:
+            out[k] = float(np.mean(values))
+    return out
 
 
 class CountedBatches:
@@ -73,6 +113,14 @@ class RunBase:
     opt: torch.optim.Optimizer
     gen: torch.Generator
     evals: dict[str, int]
+    device: torch.device
+    ema: Denoiser | None = None  # the student's EMA when cfg.ema_decay > 0 (subclasses create it)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """bf16 autocast for network forward passes on CUDA when `cfg.bf16` (a no-op on CPU)."""
+        if self.device.type == "cuda" and self.cfg.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
 
     # -- hooks --
     def iteration(self, batches: CountedBatches, step: int) -> dict[str, float]:
@@ -88,8 +136,8 @@ class RunBase:
         return {"student": (self.student, self.opt)}
 
     def packed(self) -> Denoiser:
-        """What gets sampled during training and packed at the end."""
-        return self.student
+        """What gets sampled during training and packed at the end: the EMA when on, else the student."""
+        return self.ema if self.ema is not None else self.student
 
     def sample_steps(self) -> int:
         """The step count the current student is trained for (samples during training)."""
@@ -242,13 +290,15 @@ def run_loop(
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             log.info("time box of %.0f s reached at iteration %d", max_seconds, step)
             break
-        rows.append(run.iteration(batches, step))
+        row = run.iteration(batches, step)
+        row.setdefault("lr", float(run.opt.param_groups[0]["lr"]))
+        rows.append(row)
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == end:
             now_t = time.perf_counter()
             n = min(len(rows), cfg.log_every)
-            row = {k: float(np.mean([r[k] for r in rows[-n:]])) for k in rows[-1]}
+            row = aggregate(rows[-n:])
             row.update(step=step, it_s=n / (now_t - t_window))
             t_window = now_t
             metrics.write(row)
@@ -281,6 +331,8 @@ def run_loop(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if step >= cfg.iters or pack_unfinished:
         pack_student(run.packed(), run.tcfg, cfg, out / "student", summary, run.sampler)
+        if run.packed() is not run.student:  # student/ is the EMA: the raw weights beside it
+            pack_student(run.student, run.tcfg, cfg, out / "student-raw", {**summary, "weights": "raw"}, run.sampler)
         samples = sorted((out / "samples").glob("step*.png"))
         if samples:
             shutil.copyfile(samples[-1], out / "student" / "samples.png")

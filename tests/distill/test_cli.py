@@ -32,3 +32,30 @@ def test_data_preview_writes_a_captioned_grid(tmp_path):
     # 3 columns of 128-px tiles and 2 rows of tiles with caption space underneath
     assert img.shape[1] == 3 * (128 + 4) + 4 and img.shape[0] > 2 * 128
     assert img.std() > 20
+
+
+def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_path, monkeypatch):
+    """Regression (issue 16): --method and --steps used to be passed from argparse's defaults
+    always, silently overriding a --config file's method and steps."""
+    import json
+
+    import distill.distiller
+
+    seen = []
+
+    def fake_distill(cfg, *args, **kwargs):
+        seen.append(cfg)
+        return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
+
+    monkeypatch.setattr(distill.distiller, "distill", fake_distill)
+    config = tmp_path / "pd.json"
+    config.write_text(json.dumps({"method": "pd", "steps": 4, "teacher_steps": 16}))
+    base = ["distill", "--teacher", "t", "--out", str(tmp_path / "r"), "--preset", "tiny", "--config", str(config)]
+    assert main(base) == 0
+    assert (seen[-1].method, seen[-1].steps) == ("pd", 4)
+    assert main([*base, "--steps", "2"]) == 0  # given on the command line: it wins over the file
+    assert (seen[-1].method, seen[-1].steps) == ("pd", 2)
+    assert main([*base, "--method", "cd", "--steps", "8"]) == 0
+    assert (seen[-1].method, seen[-1].steps) == ("cd", 8)
+    assert main(["distill", "--teacher", "t", "--out", str(tmp_path / "d"), "--preset", "tiny"]) == 0
+    assert (seen[-1].method, seen[-1].steps) == ("mm-alt", 8)  # the config's defaults

@@ -100,3 +100,88 @@ def test_config_errors_name_the_key(teacher, tmp_path):
     distill(cfg, teacher, tmp_path / "r", progress=False, stop_at=2)
     with pytest.raises(ConfigError, match="lr"):
         distill(cfg.model_copy(update={"lr": 1.0}), teacher, tmp_path / "r", progress=False)
+
+
+ISSUE14 = [
+    "ema_decay=0.5",
+    "weighting=sbin",
+    "sbin_decay=0.5",
+    "aux_weighting=teacher",
+    "teacher_weight_cap=100",
+    "time_sampling=grid",
+    "aux_steps=2",
+    "s_bins=4",
+    "min_lr_ratio=0.1",
+]
+
+
+def test_mm_alt_with_ema_sbin_teacher_weighting_and_grid_times_resumes_exactly(teacher, tmp_path):
+    """The issue-14 options together: the EMA and the s-bin normaliser are part of the checkpoint
+    (an interrupted run ends bit-identical), student/ is the EMA and student-raw/ the raw weights,
+    and every logged row carries the per-s-bin signal."""
+    cfg = load_distill_config("tiny", None, ["steps=2", "iters=4", "ckpt_every=2", *ISSUE14])
+    distill(cfg, teacher, tmp_path / "a", progress=False)
+    distill(cfg, teacher, tmp_path / "b", progress=False, stop_at=3)
+    distill(cfg, teacher, tmp_path / "b", progress=False)
+    for packed in ("student", "student-raw"):
+        a = load_denoiser(tmp_path / "a" / packed)[0].state_dict()
+        b = load_denoiser(tmp_path / "b" / packed)[0].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), packed
+    ema = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
+    raw = load_denoiser(tmp_path / "a" / "student-raw")[0].state_dict()
+    assert not all(torch.equal(ema[k], raw[k]) for k in ema)
+    rows = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert len(r["sbin_gap"]) == 4 and len(r["sbin_energy"]) == 4
+        assert sum(r["sbin_energy"]) == pytest.approx(1.0)
+        assert all(g is None or g >= 0 for g in r["sbin_gap"]) and r["lr"] > 0
+    # grid times at K = 2: s in [0, 0.5) or [0.5, 1), so with 4 bins every bin can be hit; at least one is
+    assert any(g is not None for g in rows[-1]["sbin_gap"])
+
+
+def test_mm_param_uses_the_ema_and_the_snr_cap_weighting(teacher, tmp_path):
+    cfg = load_distill_config(
+        "tiny", None, ["method=mm-param", "steps=2", "ema_decay=0.5", "weighting=snr-cap", "snr_cap=5"]
+    )
+    summary = distill(cfg, teacher, tmp_path / "p", progress=False)
+    assert summary["finished"] and (tmp_path / "p" / "student-raw" / "model.safetensors").is_file()
+    rows = [json.loads(r) for r in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["student_loss"]) and len(r["sbin_energy"]) == 10 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["method=mm-param", "aux_steps=2"], "aux_steps"),
+        (["method=mm-param", "aux_lr=1e-3"], "aux_lr"),
+        (["method=mm-param", "aux_weighting=teacher"], "aux_weighting"),
+        (["method=mm-alt", "teacher_steps=32"], "teacher_steps"),
+        (["method=mm-alt", "cd_target_ema=0.9"], "cd_target_ema"),
+        (["method=mm-alt", "teacher_weight_cap=10"], "teacher_weight_cap"),
+        (["method=mm-alt", "snr_cap=3"], "snr_cap"),
+        (["method=mm-alt", "weighting=batch", "sbin_decay=0.5"], "sbin_decay"),
+        (["method=pd", "weighting=rms"], "weighting"),
+        (["method=pd", "time_sampling=grid"], "time_sampling"),
+        (["method=cd", "s_bins=5"], "s_bins"),
+        (["method=pd", "cd_weighting=x"], "cd_weighting"),
+        (["method=mm-alt", "data.cond_dropout=0.1"], "data.cond_dropout"),
+    ],
+)
+def test_a_setting_the_method_ignores_is_an_error_naming_key_and_method(overrides, key):
+    from distill.config import ConfigError
+
+    method = overrides[0].split("=")[1]
+    with pytest.raises(ConfigError, match=rf"{key} is set but {method}"):
+        load_distill_config("tiny", None, overrides)
+
+
+def test_settings_each_method_uses_are_accepted():
+    for over in (
+        ["method=mm-alt", "aux_steps=2", "aux_weighting=teacher", "teacher_weight_cap=10", "ema_decay=0.9"],
+        ["method=mm-param", "teacher_weight_cap=10", "weighting=sbin", "sbin_decay=0.9", "time_sampling=grid"],
+        ["method=mm-alt", "weighting=snr-cap", "snr_cap=3", "data.resolution=16"],
+        ["method=pd", "steps=2", "teacher_steps=8", "ema_decay=0.9", "min_lr_ratio=0.1"],
+        ["method=cd", "cd_target_ema=0.9", "cd_weighting=x", "ema_decay=0.9"],
+    ):
+        load_distill_config("tiny", None, over)
+    assert load_distill_config("tiny", None, ["data.resolution=16"]).data.seed == 1  # merged over the defaults

@@ -256,3 +256,79 @@ def test_total_variation_rejects_bad_input():
         total_variation({"a": -1, "b": 2}, {"a": 0.5, "b": 0.5})
     with pytest.raises(TypeError):
         total_variation({"a": 1}, np.array([1.0]))
+
+
+# --------------------------------------------------------------------------- trace of the root
+
+
+def _random_cov(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:
+    a = rng.standard_normal((d, rank or d))
+    return a @ a.T / d
+
+
+def test_trace_sqrt_product_matches_sqrtm_and_reuses_its_factor():
+    rng = np.random.default_rng(0)
+    s1, s2, s3 = (_random_cov(rng, 12) for _ in range(3))
+    got, factor = metrics.trace_sqrt_product(s1, s2)
+    assert got == pytest.approx(float(np.trace(linalg.sqrtm(s1 @ s2)).real), rel=1e-9)
+    again, _ = metrics.trace_sqrt_product(s1, s3, factor)
+    assert again == pytest.approx(float(np.trace(linalg.sqrtm(s1 @ s3)).real), rel=1e-9)
+
+
+def test_trace_sqrt_product_handles_a_singular_first_covariance():
+    rng = np.random.default_rng(1)
+    s1, s2 = _random_cov(rng, 10, rank=4), _random_cov(rng, 10)
+    got, _ = metrics.trace_sqrt_product(s1, s2)
+    # Tr sqrt(S1 S2) = Tr sqrt(S1^1/2 S2 S1^1/2), the symmetric form, real and exact.
+    root = linalg.sqrtm(s1).real
+    want = float(np.trace(linalg.sqrtm(root @ s2 @ root)).real)
+    assert got == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="square"):
+        metrics.trace_sqrt_product(s1, s2[:5, :5])
+
+
+# --------------------------------------------------------------------------- grain
+
+
+def _flat(n: int = 4, size: int = 16, level: float = 128.0) -> np.ndarray:
+    return np.full((n, size, size, 3), level)
+
+
+def test_high_frequency_energy_is_zero_on_flat_images_and_on_ramps():
+    masks = np.ones((4, 16, 16), dtype=bool)
+    assert np.all(metrics.high_frequency_energy(_flat(), masks) == 0.0)
+    ramp = np.broadcast_to(np.linspace(0, 200, 16)[None, None, :, None], (4, 16, 16, 3))
+    assert np.allclose(metrics.high_frequency_energy(ramp, masks), 0.0, atol=1e-9)  # shading is not grain
+
+
+def test_high_frequency_energy_reads_as_the_noise_sd_and_is_monotone():
+    rng = np.random.default_rng(0)
+    masks = np.ones((8, 32, 32), dtype=bool)
+    noise = rng.standard_normal((8, 32, 32, 3))
+    values = [float(metrics.high_frequency_energy(_flat(8, 32) + s * noise, masks).mean()) for s in (1, 2, 4, 8)]
+    assert values == sorted(values) and values[0] > 0
+    assert values[2] == pytest.approx(4.0, rel=0.1)  # i.i.d. noise of sd 4 levels scores about 4
+
+
+def test_high_frequency_energy_only_counts_masked_pixels():
+    rng = np.random.default_rng(1)
+    img = _flat(1, 16)
+    img[0, :, 8:] += 20 * rng.standard_normal((16, 8, 3))  # noisy right half
+    left = np.zeros((1, 16, 16), dtype=bool)
+    left[0, :, :6] = True  # two columns away from the noise: the Laplacian never reaches it
+    assert metrics.high_frequency_energy(img, left)[0] == 0.0
+    assert metrics.high_frequency_energy(img, ~left)[0] > 5
+    tiny = np.zeros((1, 16, 16), dtype=bool)
+    tiny[0, 0, :3] = True
+    assert np.isnan(metrics.high_frequency_energy(img, tiny)[0])  # too few pixels to measure
+
+
+def test_high_frequency_energy_rejects_bad_input():
+    with pytest.raises(ValueError, match="masks"):
+        metrics.high_frequency_energy(_flat(2), np.ones((2, 8, 8), dtype=bool))
+    with pytest.raises(ValueError, match="images"):
+        metrics.high_frequency_energy(np.zeros((16, 16)), np.ones((16, 16), dtype=bool))
+    bad = _flat(1)
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.high_frequency_energy(bad, np.ones((1, 16, 16), dtype=bool))

@@ -8,16 +8,22 @@ import torch
 from torch import nn
 
 from distill.moment_matching import (
+    SBinNormaliser,
     aux_loss,
     diffuse,
     functional,
     mm_alt_student_loss,
     mm_param_student_loss,
+    per_bin,
     posterior_draw,
     preconditioned_direction,
+    s_bin,
     sample_times,
     surrogate,
     teacher_jvp,
+    teacher_loss,
+    teacher_weight,
+    weighted_direction,
 )
 from fewstep.networks import alpha_sigma_torch
 from fewstep.schedule import alpha_sigma
@@ -255,3 +261,88 @@ def test_mm_param_moves_a_one_step_student_toward_the_data():
     # Weaker than mm-alt here (its auxiliary is one linearised step, W1 plateaus near 0.55 from 1.0
     # on this toy), but it must move the student the right way.
     assert after < 0.7 * before, (before, after)
+
+
+# --- time sampling and the per-noise-level weightings (issue 14) ------------------------------
+
+
+def test_grid_time_sampling_trains_on_the_samplers_own_grid():
+    k = 4
+    s, t = sample_times(20_000, k, torch.Generator().manual_seed(6), mode="grid")
+    assert set(torch.unique(t).tolist()) == {0.25, 0.5, 0.75, 1.0}
+    assert (s < t).all() and (s >= t - 1 / k - 1e-12).all() and (s >= 0).all()
+    # s uniform within the step: its mean sits mid-step
+    assert abs((t - s).mean().item() - 1 / (2 * k)) < 0.003
+    with pytest.raises(ValueError, match="time_sampling"):
+        sample_times(4, k, torch.Generator(), mode="log")
+
+
+def test_teacher_weight_is_one_over_sigma_squared_capped():
+    s = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
+    _, sigma = alpha_sigma(s.numpy())
+    exact = 1.0 / sigma**2  # 1 + SNR
+    w = teacher_weight(s, cap=1e9)
+    np.testing.assert_allclose(w.numpy(), exact, rtol=1e-9)
+    capped = teacher_weight(s, cap=10.0).numpy()
+    np.testing.assert_allclose(capped, np.minimum(exact, 10.0), rtol=1e-9)
+    assert capped[0] == 10.0 and abs(capped[-1] - 1.0) < 1e-6
+
+
+def test_teacher_loss_is_the_v_mse_of_a_v_trained_teacher():
+    """x-space error weighted by 1 + SNR equals the v-space error |v - v_hat|^2 (uncapped range)."""
+    gen = torch.Generator().manual_seed(7)
+    s = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    x, eps, x_hat = (torch.randn(3, 2, 4, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    a, sg = (torch.as_tensor(v).view(-1, 1, 1, 1) for v in alpha_sigma(s.numpy()))
+    z = a * x + sg * eps
+    v_true = a * eps - sg * x
+    v_hat = (a * z - x_hat) / sg  # the v whose x-prediction is x_hat (x = alpha z - sigma v)
+    expected = (v_true - v_hat).pow(2).flatten(1).mean(1).mean()
+    torch.testing.assert_close(teacher_loss(x_hat, x, s, cap=1e9), expected)
+
+
+def test_aux_loss_weights_each_example():
+    pred = torch.zeros(2, 1, 2, 2)
+    x_tilde = torch.stack([torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 2.0)])
+    teacher = torch.zeros_like(pred)
+    assert aux_loss(pred, x_tilde, teacher).item() == pytest.approx((1 + 4) / 2)
+    assert aux_loss(pred, x_tilde, teacher, torch.tensor([3.0, 0.5])).item() == pytest.approx((3 * 1 + 0.5 * 4) / 2)
+
+
+def test_sbin_normaliser_gives_every_noise_level_a_unit_direction():
+    """Two bins whose directions differ 200x in size both come out with unit mean square; the state
+    round-trips exactly and a second minibatch moves the running value by (1 - decay)."""
+    norm = SBinNormaliser(bins=2, decay=0.9)
+    s = torch.tensor([0.1, 0.2, 0.8, 0.9], dtype=torch.float64)
+    d = torch.stack([torch.full((3,), 0.01), torch.full((3,), 0.03), torch.full((3,), 2.0), torch.full((3,), 6.0)])
+    out = weighted_direction(d, "sbin", s, normaliser=norm)
+    low, high = out[:2].pow(2).mean(), out[2:].pow(2).mean()
+    torch.testing.assert_close(low, torch.tensor(1.0))
+    torch.testing.assert_close(high, torch.tensor(1.0))
+    torch.testing.assert_close(out[1] / out[0], torch.full((3,), 3.0))  # relative sizes within a bin kept
+    np.testing.assert_allclose(norm.values(), [(0.01**2 + 0.03**2) / 2, (4 + 36) / 2], rtol=1e-6)
+    other = SBinNormaliser(bins=2, decay=0.9)
+    other.load_state(norm.state())
+    assert other.values() == norm.values()
+    norm(torch.full((1, 3), 1.0), torch.tensor([0.3]))  # bin 0 sees mean square 1
+    expected = (0.9 * 0.1 * 0.0005 + 0.1 * 1.0) / (0.9 * 0.1 + 0.1)
+    assert norm.values()[0] == pytest.approx(expected) and norm.values()[1] == other.values()[1]
+    with pytest.raises(ValueError, match="s"):
+        weighted_direction(d, "sbin")
+
+
+def test_snr_cap_weighting_lifts_the_low_noise_examples():
+    s = torch.tensor([0.05, 0.95], dtype=torch.float64)
+    d = torch.ones(2, 4)
+    out = weighted_direction(d, "snr-cap", s, snr_cap=5.0)
+    w = teacher_weight(s, 5.0)
+    assert w[0] == 5.0 and w[1] < 1.01
+    torch.testing.assert_close(out[0] / out[1], (w[0] / w[1]).float().expand(4))
+    torch.testing.assert_close(out.pow(2).mean(), torch.tensor(1.0))  # one minibatch scale, as "batch"
+
+
+def test_per_bin_sums_and_counts():
+    s = torch.tensor([0.05, 0.15, 0.12, 0.99], dtype=torch.float64)
+    sums, counts = per_bin(torch.tensor([1.0, 2.0, 3.0, 4.0]), s, bins=10)
+    assert counts == [1, 2, 0, 0, 0, 0, 0, 0, 0, 1] and sums[1] == 5.0 and sums[9] == 4.0
+    assert s_bin(torch.tensor([0.0, 1.0], dtype=torch.float64), 10).tolist() == [0, 9]

@@ -45,3 +45,15 @@ def test_table_report_only_rebuilds_from_the_rows(tmp_path):
     assert [ln.split(" | ")[0:2] for ln in lines] == [["| ancestral", "8"], ["| ancestral", "16"], ["| ddim", "8"]]
     assert (tmp_path / "teacher_fd_nfe.png").is_file()
     assert main(["eval", "table", "--model", "m", "--report-only", "--out-dir", str(tmp_path / "none")]) == 2
+
+
+def test_rows_with_intervals_and_grain_print_them():
+    from distill.report import markdown_table
+
+    row = _row("ancestral", 64, 446.123)
+    row.update(fd_ci=[420.04, 471.96], adherence_ci={"overall": [0.45, 0.55]}, grain=1.234, grain_ci=[1.1, 1.4],
+               grain_reference=0.01)  # fmt: skip
+    md = markdown_table([row, _row("ddim", 8, 4.5)])
+    assert "| 446.1 [420.0, 472.0] |" in md and "| 0.500 [0.450, 0.550] |" in md
+    assert "| 1.23 [1.10, 1.40] (renders 0.01) |" in md
+    assert "| 4.500 |" in md  # a row written before intervals prints as before

@@ -3,6 +3,8 @@ the method's state, refuses another method's checkpoint, and is replaced atomica
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -74,3 +76,27 @@ def test_another_runs_checkpoint_is_refused_and_a_save_replaces_the_old_one(tmp_
     with pytest.raises(ConfigError, match="not a pd distillation checkpoint"):
         other.load(tmp_path / "ckpt")
     assert ToyRun(seed=0).load(tmp_path / "ckpt")["step"] == 2
+
+
+def test_every_method_shares_warmup_then_cosine_decay_to_the_floor():
+    from distill.runloop import lr_schedule
+
+    cfg = load_distill_config("tiny", overrides=["lr=1e-3", "warmup=10", "min_lr_ratio=0.1"])
+    lrs = [lr_schedule(step, 110, cfg) for step in range(110)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # linear warm-up
+    assert lrs[10] == pytest.approx(1e-3)
+    assert lrs[60] == pytest.approx(1e-4 + 0.9e-3 * 0.5)  # half-way through the cosine
+    assert lr_schedule(110, 110, cfg) == pytest.approx(1e-4)  # the floor at the end
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
+    zero = load_distill_config("tiny", overrides=["warmup=0"])
+    assert lr_schedule(0, 50, zero) == pytest.approx(zero.lr) and lr_schedule(50, 50, zero) == 0.0
+
+
+def test_logged_rows_average_scalars_and_per_bin_lists():
+    from distill.runloop import aggregate
+
+    rows = [
+        {"loss": 1.0, "sbin_gap": [1.0, float("nan"), float("nan")]},
+        {"loss": 3.0, "sbin_gap": [3.0, 2.0, float("nan")]},
+    ]
+    assert aggregate(rows) == {"loss": 2.0, "sbin_gap": [2.0, 2.0, None]}

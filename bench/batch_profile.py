@@ -1,0 +1,148 @@
+"""`fewstep bench batch-profile`: how much the warm-up batch profile's choice moves between starts.
+
+Each start is a fresh Python process that loads one bundle as the service does
+(`service.loader.load_pipeline`), runs the engine's cost profile (`service.engine.profile.
+measure_costs` over `Pipeline.generate`, the engine's own timing loop) and derives the batcher
+limits, reporting the chosen `max_batch_images`, `max_wait_s`, the per-size times, how long the
+profile took and the process's peak RSS. The parent runs `--starts` of them one after another and
+prints the spread: a stable profile gives one `max_batch_images` for every start.
+
+Run it on a quiet machine; on a shared one the spread measures the other work as much as the
+profile.
+
+    fewstep bench batch-profile --model bundles/pd-k4 --starts 10 --out results/bench/batch_profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def one_start(model: str, backend: str, precision: str, budget_s: float, max_batch: int) -> dict[str, Any]:
+    """Load, profile and derive limits once, in this process (the child's body)."""
+    from service.backends.base import BackendSettings
+    from service.engine.profile import derive_limits, measure_costs
+    from service.loader import load_pipeline
+    from service.pipeline import ImageJob
+
+    t0 = time.perf_counter()
+    p = load_pipeline(model, BackendSettings(kind=backend, precision=precision))
+    loaded = time.perf_counter() - t0
+    steps = min(p.manifest.steps)
+
+    async def run(b: int) -> float:
+        jobs = [ImageJob(f"profile {i}", i, steps, p.manifest.guidance.default) for i in range(b)]
+        t = time.perf_counter()
+        p.generate(jobs)
+        return time.perf_counter() - t
+
+    t1 = time.perf_counter()
+    profile = asyncio.run(measure_costs(run, p.name, steps, max_batch=max_batch, budget_s=budget_s))
+    limits = derive_limits(profile)
+    hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+    return {
+        "backend": p.backend,
+        "max_batch_images": limits.max_batch_images,
+        "max_wait_s": limits.max_wait_s,
+        "seconds": {str(b): s for b, s in profile.seconds.items()},
+        "profile_s": time.perf_counter() - t1,
+        "load_s": loaded,
+        "max_rss_mb": int(hwm[0]) / 1024 if hwm else None,
+    }
+
+
+def spread(starts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of repeated starts: how often each batch bound was chosen, and the ranges."""
+    chosen = collections.Counter(s["max_batch_images"] for s in starts)
+    rss = [s["max_rss_mb"] for s in starts if s.get("max_rss_mb") is not None]
+    sizes = sorted({int(b) for s in starts for b in s["seconds"]})
+    per_size = {
+        b: [b / s["seconds"][str(b)] for s in starts if str(b) in s["seconds"]] for b in sizes
+    }  # images/s of each start's fastest run
+    return {
+        "starts": len(starts),
+        "max_batch_images": dict(sorted(chosen.items())),
+        "stable": len(chosen) == 1,
+        "max_wait_s": sorted({s["max_wait_s"] for s in starts}),
+        "profile_s_median": statistics.median(s["profile_s"] for s in starts),
+        "max_rss_mb_range": [min(rss), max(rss)] if rss else None,
+        "images_per_s": {
+            str(b): {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+            for b, v in per_size.items()
+        },
+    }
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    s = doc["spread"]
+    lines = [
+        f"**{doc['model']}** ({doc['backend']}, budget {doc['budget_s']} s): {s['starts']} starts, "
+        f"max_batch_images chosen {s['max_batch_images']} ({'stable' if s['stable'] else 'NOT stable'}), "
+        f"profile {s['profile_s_median']:.1f} s (median), peak RSS {s['max_rss_mb_range']} MiB",
+        "",
+        "| batch | images/s median | min | max | starts that profiled it |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for b, v in s["images_per_s"].items():
+        lines.append(f"| {b} | {v['median']:.1f} | {v['min']:.1f} | {v['max']:.1f} | {v['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_starts(
+    model: str,
+    starts: int,
+    backend: str = "onnxruntime",
+    precision: str = "auto",
+    budget_s: float = 5.0,
+    max_batch: int = 64,
+) -> dict[str, Any]:
+    results = []
+    for i in range(starts):
+        cmd = [sys.executable, "-m", "bench.batch_profile", "--one", "--model", model, "--backend", backend]
+        cmd += ["--precision", precision, "--budget-s", str(budget_s), "--max-batch", str(max_batch)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"start {i + 1}/{starts}: max_batch_images {results[-1]['max_batch_images']}", file=sys.stderr)
+    return {
+        "model": model, "backend": backend, "precision": precision, "budget_s": budget_s,
+        "runs": results, "spread": spread(results),
+    }  # fmt: skip
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="bundles/pd-k4", help="bundle directory")
+    p.add_argument("--starts", type=int, default=10, help="fresh processes, one after another")
+    p.add_argument("--backend", default="onnxruntime", help="backend kind (auto: the start-up choice too)")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--budget-s", type=float, default=5.0, help="the profile's budget (the service's default)")
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--out", default="results/bench/batch_profile.json", help="JSON path (markdown beside it)")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child's mode
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.one:
+        print(json.dumps(one_start(args.model, args.backend, args.precision, args.budget_s, args.max_batch)))
+        return 0
+    doc = run_starts(args.model, args.starts, args.backend, args.precision, args.budget_s, args.max_batch)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))
