@@ -118,14 +118,23 @@ def export_onnx(module: nn.Module, spec: GraphSpec, path: Path, vocab: int = 100
         dynamic[i.name] = axes
     args = tuple(example_inputs(spec, batch=2, vocab=vocab))
     path.parent.mkdir(parents=True, exist_ok=True)
-    quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
-    levels = [q.level for q in quiet]
-    for q in quiet:  # the exporter's step-by-step INFO lines are noise in `make serve`'s log
-        q.setLevel(max(q.level, logging.WARNING))
+    # The exporter's step-by-step INFO lines, and its warning that torchvision (which we never use)
+    # is not installed, are noise in `make serve`'s log.
+    quiet = {
+        "onnxscript": logging.WARNING,
+        "onnx_ir": logging.WARNING,
+        "torch.onnx": logging.WARNING,
+        "torch.export": logging.WARNING,
+        "torch.onnx._internal.exporter._registration": logging.ERROR,
+    }
+    loggers = [logging.getLogger(n) for n in quiet]
+    levels = [q.level for q in loggers]
+    for q, level in zip(loggers, quiet.values(), strict=True):
+        q.setLevel(max(q.level, level))
     try:
         _export_quietly(module, args, path, spec, dynamic, recipe)
     finally:
-        for q, level in zip(quiet, levels, strict=True):
+        for q, level in zip(loggers, levels, strict=True):
             q.setLevel(level)
 
 
