@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill \
+.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill example results-all \
 	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
 
 $(STAMP): pyproject.toml
@@ -104,6 +104,26 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # requests pick a student with "model": "pd-k4" (4 network evaluations an image).
 serve: bundles
 	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-teacher} $(VENV)/bin/fewstep serve --bundles bundles
+
+# docs/example.png (the README's first image, and the reply the live compose test compares byte
+# for byte) from the default model, and its 4x enlargement for the README.
+DEFAULT_MODEL ?= teacher
+EXAMPLE_PROMPT := a large red circle at the top left on a white background
+example: bundles
+	$(VENV)/bin/fewstep generate "$(EXAMPLE_PROMPT)" --model $(DEFAULT_MODEL) --bundles bundles --seed 3 -o docs/example.png
+	$(PY) -c "from PIL import Image; Image.open('docs/example.png').resize((128, 128), Image.NEAREST).save('docs/example-128.png')"
+
+# Everything that depends on the teacher, in order, after `make teacher` has packed a new one:
+# the teacher's tables, the distillation table and the default students, the bundles and the
+# example. Several hours on 2 CPU cores (the distillation table is most of it); each step keeps
+# what is already measured for the same weights (rows are reused by hash).
+results-all: $(STAMP)
+	test -f models/teacher/model.safetensors
+	$(MAKE) results-teacher
+	$(MAKE) results-distill
+	$(MAKE) students
+	$(MAKE) bundles
+	$(MAKE) example
 
 clean-venv:
 	rm -rf $(VENV)

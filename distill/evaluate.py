@@ -51,7 +51,6 @@ from fewstep.sampler import SAMPLERS
 
 log = logging.getLogger(__name__)
 
-HELD_OUT_SHARE = 0.2
 SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp-2m", "unipc")
 GRID_IMAGES = 32
 
