@@ -1,9 +1,12 @@
 import json
 
+import pytest
+
 from bench.model_cost import main
 from tests.conftest import make_packed_model
 
 
+@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_costs_every_model_in_interleaved_rounds(tmp_path, tiny_bert_dir):
     small = make_packed_model(tmp_path / "small" / "model", tiny_bert_dir)
     wide = make_packed_model(tmp_path / "wide" / "model", tiny_bert_dir, overrides=("model.base_channels=32",))

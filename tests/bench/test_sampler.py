@@ -66,6 +66,7 @@ def test_ort_reduced_precision_paths_run(tiny_bundle):
     assert (tiny_bundle.parent / ".cache" / "bench").is_dir()  # derived graphs cached beside the bundles
 
 
+@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_legacy_graph_and_openvino_paths_match_the_bundle_graph(tiny_bundle):
     """The old export recipe's graph (for before/after figures) and the OpenVINO paths compute the
     same function as the bundle's graph."""

@@ -31,6 +31,7 @@ def models(tmp_path, tiny_bert_dir):
     return teacher, student
 
 
+@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, monkeypatch):
     import distill.distill_report as report
 

@@ -43,6 +43,7 @@ def test_student_bundle_declares_w(tiny_student_bundle):
     assert [i.name for i in m.graphs["denoiser"].inputs][-1] == "w"
 
 
+@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_committed_graph_is_reused_until_the_weights_change(tmp_path, tiny_bert_dir):
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
     export_bundle(model, tmp_path / "b1", steps=(2,), cache_dir=tmp_path / "cache")
@@ -122,6 +123,7 @@ def test_the_bundle_graph_uses_fused_attention_and_no_masking_glue(tiny_bundle):
     assert ops.get("InstanceNormalization", 0) >= 1 and "GroupNormalization" not in ops
 
 
+@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 @pytest.mark.parametrize(("form", "legacy"), [("onnx", False), ("instance", True)])
 def test_other_recipes_keep_the_parity_bound(tmp_path, tiny_bert_dir, form, legacy):
     """recipe(group_norm='onnx'): one GroupNormalization op per GroupNorm (opset 21+), for runtimes
@@ -147,6 +149,7 @@ def test_other_recipes_keep_the_parity_bound(tmp_path, tiny_bert_dir, form, lega
     assert onnx_parity(DenoiserGraph(model), spec, graph) <= PARITY_TOL
 
 
+@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_a_graph_of_another_recipe_is_not_reused(tmp_path, tiny_bert_dir):
     """A committed graph from before recipes (sidecar without one) is re-exported, not served."""
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
