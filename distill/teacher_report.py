@@ -107,7 +107,10 @@ def markdown(out: Path, cost_file: Path | None = None) -> str:
         "Each is scored at "
         f"{any_row['steps']} {any_row['sampler']} steps, w = {any_row['guidance']:g}, on the first "
         f"{any_row['n_images']} prompts of the evaluation set (version {any_row.get('eval_set_version', 1)}); "
-        "95% bootstrap intervals over images in brackets. Cost: `python -m bench.model_cost` "
+        "95% bootstrap intervals over images in brackets. The rows use 400 images, not the evaluation's "
+        "2,000: each run is about 30 CPU-minutes of training, and scoring it at 2,000 images would cost "
+        "half as much again; the intervals (about +-0.03 on two-object adherence) say what 400 can tell "
+        "apart. Cost: `python -m bench.model_cost` "
         "(ONNX Runtime CPU provider, one thread, batch 16, interleaved rounds, medians). "
         f"Machine: {any_row.get('machine', '-')}.\n\n"
     )
