@@ -5,7 +5,8 @@ name, see `service.api.errors`) instead of a silently ignored option. `guidance`
 another name of `guidance_scale`, because the CLI flag is `--guidance` and the playground's label
 "Guidance": one concept, whichever name a client reaches for. Limits that depend on the loaded
 model (steps, guidance range, size) are checked by the engine against the bundle's manifest, and
-come back as errors naming the same fields.
+come back as errors naming the same fields. Numbers are strict: pydantic's lax mode would read
+JSON `true` as 1 and `"4"` as 4, which the OpenAPI schema (and a schema-driven client) calls invalid.
 """
 
 from __future__ import annotations
@@ -66,14 +67,21 @@ class GenerateBody(BaseModel):
         None, max_length=MAX_PROMPT_CHARS, description="teachers only: what the guidance steers away from"
     )
     model: str | None = Field(None, description="a model from GET /v1/models; default: the service's default model")
-    n: int = Field(1, ge=1, le=MAX_IMAGES, description="images of this prompt; image j uses seed + j")
-    steps: int | None = Field(None, ge=1, description="a step count the model supports; default: its recommended")
-    guidance_scale: float | None = Field(
-        None, ge=0, description="within the model's range; default: its default. Also accepted as `guidance`"
+    n: int = Field(1, ge=1, le=MAX_IMAGES, strict=True, description="images of this prompt; image j uses seed + j")
+    steps: int | None = Field(
+        None, ge=1, strict=True, description="a step count the model supports; default: its recommended"
     )
-    seed: int | None = Field(None, ge=0, le=MAX_SEED - MAX_IMAGES, description="default: random; always returned")
-    width: int | None = Field(None, ge=1, description="must equal the model's resolution")
-    height: int | None = Field(None, ge=1, description="must equal the model's resolution")
+    guidance_scale: float | None = Field(
+        None,
+        ge=0,
+        strict=True,
+        description="within the model's range; default: its default. Also accepted as `guidance`",
+    )
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED - MAX_IMAGES, strict=True, description="default: random; always returned"
+    )
+    width: int | None = Field(None, ge=1, strict=True, description="must equal the model's resolution")
+    height: int | None = Field(None, ge=1, strict=True, description="must equal the model's resolution")
     output_format: OutputFormat = "png"
 
     @model_validator(mode="before")
@@ -153,7 +161,7 @@ class OpenAIImageBody(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description=PROMPT_DESCRIPTION)
     model: str | None = None
-    n: int = Field(1, ge=1, le=MAX_IMAGES)
+    n: int = Field(1, ge=1, le=MAX_IMAGES, strict=True)
     size: str | None = Field(None, pattern=r"^\d+x\d+$", description="WIDTHxHEIGHT; only the model's resolution")
     response_format: Literal["b64_json"] = "b64_json"
     user: str | None = Field(None, max_length=256, description="accepted for compatibility; ignored")
