@@ -233,19 +233,35 @@ def _train_evaluator(args: argparse.Namespace) -> int:
     return 0
 
 
-EVAL_KEYS = ("sampler", "steps", "guidance", "nfe", "n_images", "fd", "kid", "precision", "recall", "adherence",
-             "seconds_per_image", "machine", "git_sha")  # fmt: skip
+EVAL_KEYS = ("sampler", "steps", "guidance", "nfe", "n_images", "fd", "fd_ci", "kid", "kid_ci", "precision", "recall",
+             "adherence", "adherence_ci", "eval_set_version", "model_sha256", "seconds_per_image", "machine",
+             "git_sha")  # fmt: skip
+
+
+def _evaluation_rows(files: list[str], model: Path) -> dict[str, dict]:
+    """The results rows a bundle records, keyed `{sampler}-{steps}-w{guidance}`. A row measured on
+    other weights is refused by name: a bundle that quotes another model's figures is worse than
+    one that quotes none (rows from before `model_sha256` was recorded are taken as they are)."""
+    import json
+
+    from distill.checkpoint import weights_file
+    from fewstep.bundle import sha256_file
+
+    sha = sha256_file(weights_file(model)[0])
+    evaluation = {}
+    for f in files:
+        row = json.loads(Path(f).read_text())
+        if row.get("model_sha256") not in (None, sha):
+            raise SystemExit(f"--evaluation {f}: measured on weights {row['model_sha256'][:12]}, not {model}'s "
+                             f"{sha[:12]}; re-evaluate it (make results-all)")  # fmt: skip
+        evaluation[f"{row['sampler']}-{row['steps']}-w{row['guidance']:g}"] = {k: row.get(k) for k in EVAL_KEYS}
+    return evaluation
 
 
 def _export(args: argparse.Namespace) -> int:
-    import json
-
     from distill.export import export_bundle
 
-    evaluation = {}
-    for f in args.evaluation:
-        row = json.loads(Path(f).read_text())
-        evaluation[f"{row['sampler']}-{row['steps']}-w{row['guidance']:g}"] = {k: row.get(k) for k in EVAL_KEYS}
+    evaluation = _evaluation_rows(args.evaluation, Path(args.model))
     manifest = export_bundle(
         args.model, args.out, args.name, args.steps, args.default_steps, args.guidance, evaluation, args.cache_dir,
         args.max_batch,
