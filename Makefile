@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill example results-all \
+	results-default results-default-rows \
 	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
 
 $(STAMP): pyproject.toml
@@ -91,8 +92,7 @@ STUDENTS := pd-k8 pd-k4
 bundles: bundles/teacher/manifest.json $(foreach m,$(STUDENTS),bundles/$(m)/manifest.json)
 
 bundles/teacher/manifest.json: $(STAMP) models/teacher/model.safetensors models/teacher/config.json
-	$(VENV)/bin/fewstep export --model models/teacher --out bundles/teacher \
-		--evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json
+	$(VENV)/bin/fewstep export --model models/teacher --out bundles/teacher --evaluation results/teacher/ancestral-16.json
 
 # Students serve exactly their K and guidance range (from their packed config).
 bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/students/%/config.json
@@ -113,17 +113,40 @@ example: bundles
 	$(VENV)/bin/fewstep generate "$(EXAMPLE_PROMPT)" --model $(DEFAULT_MODEL) --bundles bundles --seed 3 -o docs/example.png
 	$(PY) -c "from PIL import Image; Image.open('docs/example.png').resize((128, 128), Image.NEAREST).save('docs/example-128.png')"
 
-# Everything that depends on the teacher, in order, after `make teacher` has packed a new one:
-# the teacher's tables, the distillation table and the default students, the bundles and the
-# example. Several hours on 2 CPU cores (the distillation table is most of it); each step keeps
-# what is already measured for the same weights (rows are reused by hash).
-results-all: $(STAMP)
+# The rows the bundles and the README quote, at the evaluation's 2,000 images (EVAL_IMAGES): the
+# teacher at its served setting (16 ancestral steps, w = 3) beside the previous teacher
+# (models/teacher-v1) on the same prompts and seeds, and each default student at its K. About
+# 25 minutes on 2 cores; `fewstep eval compare` reads the per-image sidecars.
+EVAL_IMAGES ?= 2000
+results-default-rows: $(STAMP)
+	$(VENV)/bin/fewstep eval --model models/teacher --sampler ancestral --steps 16 --guidance 3 \
+		--n-images $(EVAL_IMAGES) --name ancestral-16 --out-dir results/teacher --no-progress
+	$(VENV)/bin/fewstep eval --model models/teacher-v1 --sampler ancestral --steps 16 --guidance 3 \
+		--n-images $(EVAL_IMAGES) --name ancestral-16 --out-dir results/teacher-v1 --no-progress
+	$(VENV)/bin/fewstep eval compare results/teacher-v1/ancestral-16.json results/teacher/ancestral-16.json \
+		--out-dir results/compare --name teacher-v1-vs-teacher-16-w3 --no-progress
+	for m in $(STUDENTS); do k=$${m##*-k}; \
+		$(VENV)/bin/fewstep eval --model models/students/$$m --sampler ddim --steps $$k --guidance 3 \
+			--n-images $(EVAL_IMAGES) --name $$m --out-dir results/students --no-progress || exit 1; \
+		$(VENV)/bin/fewstep eval compare results/teacher/ancestral-16.json results/students/$$m.json \
+			--out-dir results/compare --name teacher-16-vs-$$m-w3 --no-progress || exit 1; \
+	done
+
+# What serving needs after `make teacher` has packed a new teacher, in order: the default students,
+# the rows above, the bundles and the example (about 70 minutes on 2 cores).
+results-default: $(STAMP)
 	test -f models/teacher/model.safetensors
-	$(MAKE) results-teacher
-	$(MAKE) results-distill
 	$(MAKE) students
+	$(MAKE) results-default-rows
+	rm -rf bundles/teacher bundles/pd-k8 bundles/pd-k4
 	$(MAKE) bundles
 	$(MAKE) example
+
+# Everything that depends on the teacher: the above, then the teacher's tables and the distillation
+# table (several hours on 2 CPU cores, most of it the distillation table; rows are reused by hash).
+results-all: results-default
+	$(MAKE) results-teacher
+	$(MAKE) results-distill
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,7 +18,8 @@ from typing import Any
 
 from distill.report import _fmt, _fmt_ci
 
-SHOWN = ("batch_size", "lr", "aux_lr", "aux_steps", "weighting", "guidance_min", "guidance_max", "betas")
+SHOWN = ("batch_size", "lr", "aux_lr", "aux_steps", "weighting", "aux_weighting", "time_sampling", "ema_decay",
+         "guidance_min", "guidance_max")  # fmt: skip
 
 
 def _settings(run: Path) -> dict[str, Any]:
@@ -26,40 +27,66 @@ def _settings(run: Path) -> dict[str, Any]:
     return {k: cfg.get(k) for k in SHOWN}
 
 
-def ablation_markdown(out: Path) -> str:
+def _paired(compare_dir: Path | None, name: str) -> str:
+    """`FD diff [CI] | adherence diff [CI]` of `name` against the base run on the same prompts and seeds
+    (`fewstep eval compare`), or dashes where that comparison was not made."""
+    path = compare_dir / f"base-vs-{name}.json" if compare_dir else None
+    if path is None or not path.is_file():
+        return "- | -"
+    c = json.loads(path.read_text())
+    fd, adh = c["fd"], c["adherence"]["overall"]
+
+    def diff(d: dict[str, Any], digits: int) -> str:
+        if d.get("diff") is None:
+            return "-"
+        lo, hi = d["ci"]
+        return f"{d['diff']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+    return f"{diff(fd, 1)} | {diff(adh, 3)}"
+
+
+def ablation_markdown(out: Path, compare_dir: Path | None = None) -> str:
+    """One row per run of `scripts/mm_ablation.sh` (the settings it differs in, its updates, its
+    figures with 95% intervals and, where `compare_dir` holds them, its paired differences from the
+    `base` run), after the starting point."""
     rows = {p.stem: json.loads(p.read_text()) for p in sorted((out / "eval").glob("*.json"))}
     if "init" not in rows:
         raise FileNotFoundError(f"{out}/eval/init.json: the starting point row is missing")
     lines = [
-        "| run | batch | lr (student / aux) | aux steps | weighting | w range | betas | updates | eval w | FD "
-        "| adherence | 1 obj | 2 obj | precision | recall | bg TV |",
-        "|" + " --- |" * 16,
+        "| run | batch | lr (student / aux) | aux steps | weighting | aux weighting | (s, t) draws | EMA | w range "
+        "| updates | eval w | FD | adherence | 1 obj | 2 obj | precision | recall | FD - base (paired) "
+        "| adherence - base (paired) |",
+        "|" + " --- |" * 19,
     ]
     init = rows.pop("init")
     a = init["adherence"]
     lines.append(
-        f"| start (teacher w = {init['guidance']:g}, 8 ancestral steps) | - | - | - | - | - | - | 0 | "
+        f"| start (teacher w = {init['guidance']:g}, 8 ancestral steps) |" + " - |" * 8 + " 0 | "
         f"{init['guidance']:g} | {_fmt_ci(init['fd'], init.get('fd_ci'), 1)} | {_fmt(a['overall'])} "
         f"| {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | {_fmt(init['precision'])} | {_fmt(init['recall'])} "
-        f"| {_fmt(init['free_attribute_tv'].get('background'))} |"
+        "| - | - |"
     )
-    for name, r in rows.items():
+    for name, r in sorted(rows.items(), key=lambda kv: kv[0] != "base"):
         s = _settings(out / name)
         summary = json.loads((out / name / "summary.json").read_text())
         a = r["adherence"]
         lines.append(
             f"| {name} | {s['batch_size']} | {s['lr']:g} / {s['aux_lr'] or s['lr']:g} | {s['aux_steps']} "
-            f"| {s['weighting']} | [{s['guidance_min']:g}, {s['guidance_max']:g}] | {tuple(s['betas'])} "
-            f"| {summary['iters']} | {r['guidance']:g} | {_fmt_ci(r['fd'], r.get('fd_ci'), 1)} | {_fmt(a['overall'])} "
+            f"| {s['weighting']} | {s['aux_weighting'] or 'none'} | {s['time_sampling'] or 'uniform'} "
+            f"| {s['ema_decay'] or 0:g} | [{s['guidance_min']:g}, {s['guidance_max']:g}] "
+            f"| {summary['iters']} | {r['guidance']:g} | {_fmt_ci(r['fd'], r.get('fd_ci'), 1)} "
+            f"| {_fmt_ci(a['overall'], r.get('adherence_ci', {}).get('overall'))} "
             f"| {_fmt(a['one_object'])} | {_fmt(a['two_objects'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
-            f"| {_fmt(r['free_attribute_tv'].get('background'))} |"
+            f"| {'- | -' if name == 'base' else _paired(compare_dir, name)} |"
         )
     r0 = init
     head = (
         "# mm-alt ablation at K = 8\n\n"
-        f"Each run: `fewstep distill --method mm-alt --steps 8` from `models/teacher`, 5 minutes on one CPU "
-        f"thread (two runs side by side), then {r0['n_images']} images (eval seed {r0['eval_seed']}) with the "
-        f"8-step ancestral sampler at the w shown. Machine: {r0['machine']}. Regenerate: "
+        "Each run: `fewstep distill --method mm-alt --steps 8` from `models/teacher` on one CPU thread (two "
+        "runs side by side) for the updates shown, changing one setting against `base`; then "
+        f"{r0['n_images']} images (eval seed {r0['eval_seed']}) with the 8-step sampler at the w shown, and a "
+        "paired comparison with `base` on the same prompts and seeds (95% bootstrap intervals; a difference "
+        f"whose interval excludes 0 is resolved). Machine: {r0['machine']}. Regenerate: "
         "`scripts/mm_ablation.sh`.\n\n"
     )
     return head + "\n".join(lines) + "\n"
@@ -173,7 +200,7 @@ def main(argv: list[str]) -> int:
         plot_length(out, md.with_suffix(".png"))
         return 0
     out, md = Path(argv[0]), Path(argv[1])
-    md.write_text(ablation_markdown(out))
+    md.write_text(ablation_markdown(out, md.with_suffix("")))
     return 0
 
 

@@ -15,20 +15,30 @@ def _row(fd: float, w: float, steps: int = 8) -> dict:
             "eval_seed": 31337, "machine": "cpu", "free_attribute_tv": {"background": 0.4}, "steps": steps}  # fmt: skip
 
 
-def test_rows_show_the_changed_settings_and_the_figures(tmp_path):
+def test_rows_show_the_changed_settings_the_figures_and_the_paired_difference_from_the_base(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "init.json").write_text(json.dumps(_row(539.0, 1.0)))
-    (tmp_path / "eval" / "fast.json").write_text(json.dumps(_row(741.4, 3.0)))
-    run = tmp_path / "fast"
-    run.mkdir()
-    cfg = load_distill_config("shapes32-cpu", overrides=["batch_size=8", "aux_lr=3e-4", "aux_steps=2"])
-    (run / "config.json").write_text(cfg.model_dump_json())
-    (run / "summary.json").write_text(json.dumps({"iters": 201}))
-    lines = ablation_markdown(tmp_path).splitlines()
+    for name, fd, overrides in (("fast", 741.4, ["batch_size=8", "aux_lr=3e-4", "aux_steps=2"]),
+                                ("base", 700.0, ["ema_decay=0.99"])):  # fmt: skip
+        (tmp_path / "eval" / f"{name}.json").write_text(json.dumps(_row(fd, 3.0)))
+        run = tmp_path / name
+        run.mkdir()
+        cfg = load_distill_config("shapes32-cpu", overrides=overrides)
+        (run / "config.json").write_text(cfg.model_dump_json())
+        (run / "summary.json").write_text(json.dumps({"iters": 201}))
+    compare_dir = tmp_path / "compare"
+    compare_dir.mkdir()
+    paired = {"fd": {"diff": 41.4, "ci": [20.0, 60.0]}, "adherence": {"overall": {"diff": -0.02, "ci": [-0.05, 0.01]}}}
+    (compare_dir / "base-vs-fast.json").write_text(json.dumps(paired))
+    lines = ablation_markdown(tmp_path, compare_dir).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| start"))
     assert "539.000" in lines[start]
-    assert lines[start + 1].startswith("| fast | 8 | 0.0001 / 0.0003 | 2 | ")
-    assert "| 201 | 3 | 741.400 |" in lines[start + 1]
+    assert lines[start + 1].startswith("| base | 32 |") and "| 0.99 |" in lines[start + 1]
+    assert lines[start + 2].startswith("| fast | 8 | 0.0001 / 0.0003 | 2 | ")
+    assert "| 201 | 3 | 741.400 |" in lines[start + 2]
+    assert lines[start + 2].endswith("| +41.4 [+20.0, +60.0] | -0.020 [-0.050, +0.010] |")
+    header = next(line for line in lines if line.startswith("| run"))
+    assert all(line.count("|") == header.count("|") == 20 for line in lines if line.startswith("| "))
     (tmp_path / "eval" / "init.json").unlink()
     with pytest.raises(FileNotFoundError, match="starting point"):
         ablation_markdown(tmp_path)
