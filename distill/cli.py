@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import shapes
     from distill.grid import save_grid
-    from fewstep import shapes
 
     items = [shapes.sample(args.seed, i, args.mode) for i in range(args.n)]
     images = np.stack([shapes.render(it.scene, it.placements, args.resolution) for it in items])

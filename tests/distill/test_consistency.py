@@ -114,8 +114,8 @@ def teacher(tmp_path_factory, tiny_bert_dir):
 
 def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path):
     from distill.denoise import GuidedDenoiser
-    from fewstep.cli import main
     from fewstep.rng import SeededNoise
+    from fewstep_cli.main import main
 
     out = tmp_path / "run"
     argv = ["distill", "--teacher", str(teacher), "--method", "cd", "--steps", "2", "--preset", "tiny"]
