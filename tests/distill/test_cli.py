@@ -39,7 +39,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
     always, silently overriding a --config file's method and steps."""
     import json
 
-    import distill.distiller
+    import distill.methods
 
     seen = []
 
@@ -47,7 +47,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
         seen.append(cfg)
         return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
 
-    monkeypatch.setattr(distill.distiller, "distill", fake_distill)
+    monkeypatch.setattr(distill.methods, "distill", fake_distill)
     config = tmp_path / "pd.json"
     config.write_text(json.dumps({"method": "pd", "steps": 4, "teacher_steps": 16}))
     base = ["distill", "--teacher", "t", "--out", str(tmp_path / "r"), "--preset", "tiny", "--config", str(config)]
