@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 import fewstep
-from fewstep import shapes
+import shapes
 from fewstep.bundle import Manifest
 from service.api.auth import KeyChecker
 from service.api.deps import (

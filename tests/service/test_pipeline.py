@@ -74,10 +74,10 @@ def test_served_images_match_the_torch_sampler_on_the_default_teacher(default_bu
     the same fewstep sampler and seeds): final images at most 2/255 apart."""
     import torch
 
+    import shapes
     from distill.checkpoint import load_denoiser
     from distill.denoise import GuidedDenoiser, encode_cond
     from distill.text import TextEncoder
-    from fewstep import shapes
     from fewstep.images import to_uint8
     from fewstep.rng import SeededNoise
     from fewstep.sampler import ancestral_sample

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fewstep import shapes
+import shapes
 from service.backends.fake import FakeTextEncoder, FakeTokenizer
 from service.text import BundleTokenizer, PromptEncoder
 
