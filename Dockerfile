@@ -34,7 +34,7 @@ RUN python3 -m venv /opt/venv \
 COPY pyproject.toml README.md /src/
 COPY fewstep/ /src/fewstep/
 COPY fewstep_cli/ /src/fewstep_cli/
-COPY shapes/ /src/shapes/
+COPY shapesworld/ /src/shapesworld/
 COPY service/ /src/service/
 COPY distill/ /src/distill/
 COPY bench/ /src/bench/
@@ -146,7 +146,7 @@ COPY deploy/docker/requirements.lock /tmp/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY fewstep/ /src/fewstep/
 COPY fewstep_cli/ /src/fewstep_cli/
-COPY shapes/ /src/shapes/
+COPY shapesworld/ /src/shapesworld/
 COPY service/ /src/service/
 COPY distill/ /src/distill/
 COPY bench/ /src/bench/

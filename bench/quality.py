@@ -62,7 +62,7 @@ def fd_bootstrap_sd(gen: np.ndarray, ref: np.ndarray, n: int = BOOTSTRAP, seed: 
 
 
 def verdicts(evaluator, images: np.ndarray, items) -> np.ndarray:
-    import shapes
+    import shapesworld as shapes
     from distill.evaluator import predict
 
     pred, _ = predict(evaluator, images)

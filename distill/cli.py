@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import shapes
+    import shapesworld as shapes
     from distill.grid import save_grid
 
     items = [shapes.sample(args.seed, i, args.mode) for i in range(args.n)]

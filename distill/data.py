@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-import shapes
+import shapesworld as shapes
 from distill.config import DataConfig
 
 log = logging.getLogger(__name__)

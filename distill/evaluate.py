@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import shapes
+import shapesworld as shapes
 from distill.bootstrap import BOOTSTRAP_SEED, RESAMPLES
 from distill.checkpoint import load_denoiser, student_info, weights_file
 from distill.data import to_uint8

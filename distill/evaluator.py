@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-import shapes
+import shapesworld as shapes
 from distill.data import ShapesBatches, build_loader
 from fewstep.config import StrictModel
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-import shapes
+import shapesworld as shapes
 from distill.bootstrap import (
     BOOTSTRAP_SEED,
     LEVEL,

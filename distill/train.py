@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import shapes
+import shapesworld as shapes
 from distill.checkpoint import TrainState, load_training_state, read_state, save_checkpoint
 from distill.config import ConfigError, TrainConfig, config_diff, validate_config
 from distill.data import build_dataset, build_loader, check_source, to_uint8

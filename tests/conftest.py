@@ -24,7 +24,7 @@ def tiny_bert_dir(tmp_path_factory):
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    import shapes
+    import shapesworld as shapes
 
     path = tmp_path_factory.mktemp("tiny_bert")
     words = sorted(

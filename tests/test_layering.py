@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fewstep", "fewstep_cli", "shapes", "distill", "service", "bench", "scripts")
+PACKAGES = ("fewstep", "fewstep_cli", "shapesworld", "distill", "service", "bench", "scripts")
 
 
 def test_import_contracts_hold_with_no_ignored_imports():

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save
 from transformers import AutoTokenizer
 
-import shapes
+import shapesworld as shapes
 from distill.text import bundled_minilm_dir
 
 src, dst = bundled_minilm_dir(), Path(".gpu/minilm")

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 import fewstep
-import shapes
+import shapesworld as shapes
 from fewstep.bundle import Manifest
 from service.api.auth import KeyChecker
 from service.api.deps import (

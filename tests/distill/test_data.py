@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-import shapes
+import shapesworld as shapes
 from distill.config import DataConfig
 from distill.data import (
     DataError,

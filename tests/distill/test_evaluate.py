@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-import shapes
+import shapesworld as shapes
 from distill.evaluate import adherence, eval_set, measure, reference_images, score
 from distill.evaluator import attribute_accuracy, load_evaluator, predict
 from distill.per_image import PerImage

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import shapes
+import shapesworld as shapes
 from distill.per_image import CHECK_KEYS, PerImage, background_mask, check_paired, grain
 
 

@@ -328,7 +328,7 @@ def test_api_docs_render_in_headless_chromium_with_the_network_blocked(server: S
 
 def test_playground_first_click_with_the_defaults_shows_images(server: Server, default_model: dict, tmp_path):
     """Nothing filled in: the server's default model and prompt, 4 images, each with its seed and timings."""
-    import shapes
+    import shapesworld as shapes
 
     with offline_page(server) as (page, elsewhere):
         page.goto(server.url + "/")
@@ -353,7 +353,7 @@ def test_playground_first_click_with_the_defaults_shows_images(server: Server, d
 
 def test_the_default_model_draws_the_playgrounds_default_prompt_right(server: Server, default_model: dict):
     """The first click should show what was asked: the evaluator checks 8 seeds of the default prompt."""
-    import shapes
+    import shapesworld as shapes
     from distill.evaluator import load_evaluator, predict
 
     evaluator_dir = ROOT / "models" / "evaluator"

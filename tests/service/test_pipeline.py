@@ -74,7 +74,7 @@ def test_served_images_match_the_torch_sampler_on_the_default_teacher(default_bu
     the same fewstep sampler and seeds): final images at most 2/255 apart."""
     import torch
 
-    import shapes
+    import shapesworld as shapes
     from distill.checkpoint import load_denoiser
     from distill.denoise import GuidedDenoiser, encode_cond
     from distill.text import TextEncoder

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-import shapes
+import shapesworld as shapes
 from service.backends.fake import FakeTextEncoder, FakeTokenizer
 from service.text import BundleTokenizer, PromptEncoder
 

@@ -128,7 +128,7 @@ def test_guidance_is_another_name_of_guidance_scale():
 
 
 def test_prompt_words_outside_the_vocabulary_are_warned_about_not_refused():
-    import shapes
+    import shapesworld as shapes
 
     with serving() as client:
         r = client.post("/generate", json={"prompt": "a red dragon under a tree", "seed": 1})
@@ -150,7 +150,7 @@ def test_a_warning_header_stays_ascii_whatever_the_prompt():
 
 
 def test_info_gives_the_default_model_the_vocabulary_and_prompts_that_work():
-    import shapes
+    import shapesworld as shapes
 
     with serving(default_model="student") as client:
         info = client.get("/info").json()
@@ -210,7 +210,7 @@ def test_docs_and_redoc_load_their_assets_from_the_service():
 
 
 def test_the_openapi_description_of_the_prompt_lists_the_vocabulary():
-    import shapes
+    import shapesworld as shapes
 
     with serving() as client:
         schemas = client.get("/openapi.json").json()["components"]["schemas"]

@@ -1,7 +1,7 @@
 """The shapes world's scenes: sampling, rendering and checking them (`docs/shapes-world.md`).
 
-A scene is a small record (`shapes.scene`); `render` draws it anti-aliased (4x supersampling,
-then a box downsample) and `caption_scene` (`shapes.captions`) describes it in one of several
+A scene is a small record (`shapesworld.scene`); `render` draws it anti-aliased (4x supersampling,
+then a box downsample) and `caption_scene` (`shapesworld.captions`) describes it in one of several
 phrasings. Everything is deterministic given a `numpy.random.Generator`, and
 `scene_rng(seed, index)` makes one per (seed, index).
 """
@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shapes.captions import (
+from shapesworld.captions import (
     EXAMPLE_PROMPTS,
     Mention,
     ObjectSpec,
@@ -27,7 +27,7 @@ from shapes.captions import (
     unknown_words,
     vocabulary,
 )
-from shapes.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
+from shapesworld.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
 
 __all__ = [
     "BACKGROUNDS", "CELLS", "COLOURS", "EXAMPLE_PROMPTS", "HELD_OUT", "SHAPES", "SIZES",
@@ -168,7 +168,7 @@ def sample(
     """Item `index` of the shapes stream `seed`: scene, placements and caption, deterministic.
 
     `phrasing="held_out"` words the caption with the templates and synonyms kept out of training
-    (`shapes.captions`); training streams always use "train".
+    (`shapesworld.captions`); training streams always use "train".
     """
     rng = scene_rng(seed, index)
     scene, placements = sample_scene(rng, mode, p_two)

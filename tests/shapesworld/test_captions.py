@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-import shapes as W
-from shapes import captions as C
+import shapesworld as W
+from shapesworld import captions as C
 
 
 def _held_out_words() -> set[str]:

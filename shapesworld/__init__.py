@@ -5,15 +5,15 @@ prompts with it, the service reads its vocabulary (it warns about the words of a
 it) and the load benchmarks draw prompts from it. It needs numpy and Pillow and imports no other
 package of this project (the import contracts would allow it the core, and nothing above).
 
-    shapes.scene     the vocabulary and the scene record
-    shapes.captions  captions in the many ways people write them, and reading prompts back
-    shapes.world     sampling scenes, rendering them, checking a scene against a prompt
+    shapesworld.scene    the vocabulary and the scene record
+    shapesworld.captions captions in the many ways people write them, and reading prompts back
+    shapesworld.world    sampling scenes, rendering them, checking a scene against a prompt
 
-`import shapes` gives all three under one name: `shapes.sample`, `shapes.render`,
-`shapes.parse_prompt`, `shapes.vocabulary`, `shapes.unknown_words`, ...
+`import shapesworld as shapes` (as callers write it) gives all three under one name: `shapes.sample`,
+`shapes.render`, `shapes.parse_prompt`, `shapes.vocabulary`, `shapes.unknown_words`, ...
 """
 
-from shapes.world import (
+from shapesworld.world import (
     BACKGROUNDS,
     CELL_CENTRES,
     CELLS,
