@@ -52,8 +52,8 @@ from distill.moment_matching import (
 )
 from distill.runloop import RunBase, ema_update, lr_schedule, run_loop
 from distill.text import TextEncoder
+from fewstep.guidance import doubled_guidance
 from fewstep.networks import Denoiser, build_denoiser
-from fewstep.sampler import guidance_combine
 
 log = logging.getLogger(__name__)
 FORMAT = "fewstep-distill-1"
@@ -77,14 +77,7 @@ def make_student(teacher: Denoiser, seed: int = 0) -> Denoiser:
 
 def guided(call, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tensor) -> torch.Tensor:
     """Classifier-free guidance with per-example w around any forward `call(z, t, states, mask)`."""
-    x = call(
-        torch.cat([z, z]),
-        torch.cat([t, t]),
-        torch.cat([cond.states, cond.null_states]),
-        torch.cat([cond.mask, cond.null_mask]),
-    )
-    x_cond, x_null = x.chunk(2)
-    return guidance_combine(x_cond, x_null, w.view(-1, 1, 1, 1))
+    return doubled_guidance(call, z, t, (cond.states, cond.mask), (cond.null_states, cond.null_mask), w)
 
 
 class Distiller(RunBase):

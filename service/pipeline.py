@@ -3,7 +3,7 @@
 The k-step loop is `fewstep.sampler` (the one home of the sampling maths) with the step plan the
 manifest stores (float64 coefficients computed at export), over a backend's `Denoiser`. Teachers
 get classifier-free guidance as one doubled batch (conditional and null/negative halves) combined
-by `fewstep.sampler.guidance_combine`; students take w as a network input (one evaluation per
+by `fewstep.guidance.doubled_guidance`; students take w as a network input (one evaluation per
 step). Each image's noise comes from its own seed (`fewstep.rng.SeededNoise`), so an image is the
 same alone or inside any batch, which is what lets the service batch freely.
 
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from fewstep.bundle import Manifest
+from fewstep.guidance import doubled_guidance
 from fewstep.images import to_uint8
 from fewstep.rng import SeededNoise, check_seed
-from fewstep.sampler import SAMPLERS, guidance_combine
+from fewstep.sampler import SAMPLERS
 from fewstep.schedule import StepPlan
 from service.backends.base import Denoiser, chunked
 from service.text import PromptEncoder
@@ -128,16 +130,4 @@ class Pipeline:
         guided = np.flatnonzero(w != 1.0) if null is not None else np.zeros(0, np.int64)
         if guided.size == 0:
             return chunked(run, run.max_batch, z, t, states, mask)
-        null_states, null_mask = null
-        x = chunked(
-            run,
-            run.max_batch,
-            np.concatenate([z, z[guided]]),
-            np.concatenate([t, t[guided]]),
-            np.concatenate([states, null_states[guided]]),
-            np.concatenate([mask, null_mask[guided]]),
-        )
-        x_cond, x_null = x[: len(z)], x[len(z) :]
-        x_hat = x_cond.copy()
-        x_hat[guided] = guidance_combine(x_cond[guided], x_null, w[guided].reshape(-1, 1, 1, 1))
-        return x_hat
+        return doubled_guidance(partial(chunked, run, run.max_batch), z, t, (states, mask), null, w, rows=guided)
