@@ -25,15 +25,8 @@ from fewstep.rng import SeededNoise, check_seed
 from fewstep.sampler import SAMPLERS
 from fewstep.schedule import StepPlan
 from service.backends.base import Denoiser, chunked
+from service.errors import InvalidArgument
 from service.text import PromptEncoder
-
-
-class JobError(ValueError):
-    """A job the bundle cannot run; `field` names the request field at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -68,21 +61,21 @@ class Pipeline:
         return 1 if self.manifest.guidance.network_input else 2
 
     def check(self, job: ImageJob) -> None:
-        """Raise `JobError` naming the field if this bundle cannot run `job`."""
+        """Raise `InvalidArgument` naming the domain field (`steps`, `guidance`, ...) if `job` cannot run."""
         m = self.manifest
         if job.steps not in self._plans:
-            raise JobError("steps", f"model {m.name!r} supports steps {sorted(self._plans)}, not {job.steps}")
+            raise InvalidArgument("steps", f"model {m.name!r} supports steps {sorted(self._plans)}, not {job.steps}")
         g = m.guidance
         if not g.min <= job.guidance <= g.max:
-            raise JobError("guidance_scale", f"model {m.name!r} accepts guidance in [{g.min:g}, {g.max:g}]")
+            raise InvalidArgument("guidance", f"model {m.name!r} accepts guidance in [{g.min:g}, {g.max:g}]")
         if job.negative_prompt and g.network_input:
-            raise JobError(
+            raise InvalidArgument(
                 "negative_prompt", f"model {m.name!r} has guidance distilled into the network: no negative prompt"
             )
         try:
             check_seed(job.seed)
         except ValueError as e:
-            raise JobError("seed", str(e)) from None
+            raise InvalidArgument("seed", str(e)) from None
 
     def generate(self, jobs: Sequence[ImageJob]) -> np.ndarray:
         """uint8 (N, R, R, C) images, one per job. All jobs must share `steps`."""
@@ -92,7 +85,7 @@ class Pipeline:
         for job in jobs:
             self.check(job)
             if job.steps != steps:
-                raise JobError("steps", "one generate() call runs one step count")
+                raise InvalidArgument("steps", "one generate() call runs one step count")
         x = self.sample(jobs, steps)
         return to_uint8(x)
 
