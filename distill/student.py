@@ -11,8 +11,8 @@ import torch
 
 from distill.config import ConfigError
 from distill.denoise import TextCond
+from fewstep.guidance import doubled_guidance
 from fewstep.networks import Denoiser, build_denoiser
-from fewstep.sampler import guidance_combine
 
 
 def make_student(teacher: Denoiser, seed: int = 0) -> Denoiser:
@@ -30,11 +30,4 @@ def make_student(teacher: Denoiser, seed: int = 0) -> Denoiser:
 
 def guided(call, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tensor) -> torch.Tensor:
     """Classifier-free guidance with per-example w around any forward `call(z, t, states, mask)`."""
-    x = call(
-        torch.cat([z, z]),
-        torch.cat([t, t]),
-        torch.cat([cond.states, cond.null_states]),
-        torch.cat([cond.mask, cond.null_mask]),
-    )
-    x_cond, x_null = x.chunk(2)
-    return guidance_combine(x_cond, x_null, w.view(-1, 1, 1, 1))
+    return doubled_guidance(call, z, t, (cond.states, cond.mask), (cond.null_states, cond.null_mask), w)

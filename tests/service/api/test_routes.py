@@ -225,3 +225,20 @@ def test_the_playground_asks_the_server_for_its_defaults():
     with serving() as client:
         page = client.get("/").text
     assert "/info" in page and "default_model" in page and "example_prompts" in page
+
+
+def test_the_handlers_are_importable_and_mount_alone():
+    """Each handler is a module-level function of the request: one can be mounted and called by itself."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from service.api import routes
+
+    card = routes.model_card(fake_pipeline("solo", network_input=True, steps=(1, 2)), default=True)
+    assert (card.id, card.default, card.steps, card.guidance["network_input"]) == ("solo", True, [1, 2], True)
+    app = FastAPI()
+    app.add_api_route("/readyz", routes.readyz)
+    app.state.engine = None
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["reason"] == "loading model bundles"
