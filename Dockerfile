@@ -33,6 +33,8 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse -r /tmp/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY fewstep/ /src/fewstep/
+COPY fewstep_cli/ /src/fewstep_cli/
+COPY shapesworld/ /src/shapesworld/
 COPY service/ /src/service/
 COPY distill/ /src/distill/
 COPY bench/ /src/bench/
@@ -143,6 +145,8 @@ COPY deploy/docker/wheelhouse/ /wheelhouse/
 COPY deploy/docker/requirements.lock /tmp/requirements.lock
 COPY pyproject.toml README.md /src/
 COPY fewstep/ /src/fewstep/
+COPY fewstep_cli/ /src/fewstep_cli/
+COPY shapesworld/ /src/shapesworld/
 COPY service/ /src/service/
 COPY distill/ /src/distill/
 COPY bench/ /src/bench/

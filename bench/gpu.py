@@ -87,6 +87,7 @@ class Cond:
         self.null_states[:, :2] = 0.5 * rng.standard_normal((2, dim)).astype(np.float32)
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
+        """The doubled batch's text: (states, mask) of the prompts, then of the null prompt."""
         return np.concatenate([self.states, self.null_states]), np.concatenate([self.mask, self.null_mask])
 
     def torch(self, device: str):
@@ -95,25 +96,27 @@ class Cond:
         s, m = self.numpy()
         return torch.from_numpy(s).to(device), torch.from_numpy(m).to(device).bool()
 
+    def halves(self, device: str | None = None) -> tuple[tuple, tuple]:
+        """((states, mask), (null_states, null_mask)) for `guided`: numpy, or torch on `device`."""
+        if device is None:
+            return (self.states, self.mask), (self.null_states, self.null_mask)
+        import torch
 
-def guided(call: Callable, cond2, w: float) -> Callable:
-    """denoise(z, t, cond, w) for the samplers: one doubled batch (conditional + null) per step.
+        def put(s: np.ndarray, m: np.ndarray) -> tuple:
+            return torch.from_numpy(s).to(device), torch.from_numpy(m).to(device).bool()
 
-    `call(z2, t2, states2, mask2)` runs the network; works on numpy arrays and torch tensors."""
-    from fewstep.sampler import guidance_combine
+        return put(self.states, self.mask), put(self.null_states, self.null_mask)
 
-    states2, mask2 = cond2
+
+def guided(call: Callable, text: tuple, null: tuple, w: float) -> Callable:
+    """denoise(z, t, cond, w) for the samplers: one doubled batch (conditional + null) per step,
+    `fewstep.guidance.doubled_guidance` around `call(z2, t2, states2, mask2)` (numpy or torch;
+    a torch call's output is taken in fp32, as autocast may return bf16 or fp16)."""
+    from fewstep.guidance import doubled_guidance
 
     def denoise(z, t, _cond, _w):
-        if isinstance(z, np.ndarray):
-            x = call(np.concatenate([z, z]), np.concatenate([t, t]), states2, mask2)
-            x_c, x_n = np.split(x, 2)
-        else:
-            import torch
-
-            x = call(torch.cat([z, z]), torch.cat([t, t]), states2, mask2).float()
-            x_c, x_n = x.chunk(2)
-        return guidance_combine(x_c, x_n, w)
+        run = call if isinstance(z, np.ndarray) else lambda *inputs: call(*inputs).float()
+        return doubled_guidance(run, z, t, text, null, w)
 
     return denoise
 
@@ -144,13 +147,13 @@ def sample_torch(call: Callable, cond: Cond, steps: int, device: str, w: float, 
 
     like = torch.zeros(1, device=device)
     with torch.inference_mode():
-        return ancestral_sample(guided(call, cond.torch(device), w), steps, None, w, SeededNoise(seeds, shape), like)
+        return ancestral_sample(guided(call, *cond.halves(device), w), steps, None, w, SeededNoise(seeds, shape), like)
 
 
 class GraphedSampler:
     """The whole k-step loop captured once in a CUDA graph and replayed.
 
-    The loop is `fewstep.sampler`'s maths (`ancestral_step`, `guidance_combine` via `guided`)
+    The loop is `fewstep.sampler`'s maths (`step_update`, `doubled_guidance` via `guided`)
     with its host-side pieces moved out of the graph: the t vectors and every step's noise sit in
     static device tensors (filled from the same seeded noise), coefficients are Python floats.
     `run()` replays; its output is checked against `sample_torch`."""
@@ -159,7 +162,7 @@ class GraphedSampler:
         import torch
 
         from fewstep.rng import SeededNoise
-        from fewstep.sampler import ancestral_step
+        from fewstep.sampler import StepCoefficients, step_update
         from fewstep.schedule import step_plan
 
         dev = "cuda"
@@ -169,7 +172,7 @@ class GraphedSampler:
         self.z0 = torch.from_numpy(noise.initial()).to(dev)
         self.eps = [torch.from_numpy(noise.step(j)).to(dev) for j in range(steps - 1)]
         self.t = [torch.full((b,), float(np.float32(plan.t[i])), device=dev) for i in range(steps)]
-        denoise = guided(call, cond.torch(dev), w)
+        denoise = guided(call, *cond.halves(dev), w)
 
         def loop():
             z = self.z0
@@ -177,8 +180,7 @@ class GraphedSampler:
             for i in range(plan.steps):
                 x = denoise(z, self.t[i], None, w)
                 if i < plan.steps - 1:
-                    c_z, c_x, std = float(plan.c_z[i]), float(plan.c_x[i]), float(plan.std[i])
-                    z = ancestral_step(z, x, c_z, c_x, std, self.eps[i])
+                    z = step_update("ancestral", z, x, StepCoefficients.at(plan, i), self.eps[i])
             return x
 
         with torch.inference_mode():
@@ -430,9 +432,9 @@ def time_numpy_backends(args, device, cfg, tokens, onnx_path, conds, seeds, shap
     def run_numpy(name: str, prec: str, den) -> None:
         for k in args.steps:
             for b in args.batches:
-                cond2 = conds[b].numpy()
-                fn = lambda b=b, k=k, c=cond2: ancestral_sample(  # noqa: E731
-                    guided(lambda z, t, s, m: den(z, t, s, m), c, w), k, None, w, SeededNoise(seeds[b], shape)
+                halves = conds[b].halves()
+                fn = lambda b=b, k=k, c=halves: ancestral_sample(  # noqa: E731
+                    guided(lambda z, t, s, m: den(z, t, s, m), *c, w), k, None, w, SeededNoise(seeds[b], shape)
                 )
                 add(name, prec, b, k, timeit(fn, "cpu", max(3, args.repeats // 2)))
 

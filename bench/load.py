@@ -78,7 +78,7 @@ class RequestClass:
 
 def shapes_prompts(count: int = 256, seed: int = 0) -> list[str]:
     """Distinct shapes-world captions (the service caches encoded prompts, so repeats are realistic)."""
-    from fewstep.shapes import sample
+    from shapesworld import sample
 
     prompts: list[str] = []
     seen: set[str] = set()

@@ -101,7 +101,7 @@ def with_steps(manifest: Manifest, steps: Sequence[int]) -> Manifest:
 
 
 def calibration_captions(n: int) -> list[str]:
-    from fewstep import shapes
+    import shapesworld as shapes
 
     return [shapes.sample(CALIBRATION_SEED, i).caption for i in range(n)]
 

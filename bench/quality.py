@@ -62,8 +62,8 @@ def fd_bootstrap_sd(gen: np.ndarray, ref: np.ndarray, n: int = BOOTSTRAP, seed: 
 
 
 def verdicts(evaluator, images: np.ndarray, items) -> np.ndarray:
+    import shapesworld as shapes
     from distill.evaluator import predict
-    from fewstep import shapes
 
     pred, _ = predict(evaluator, images)
     return np.array([shapes.satisfies(p, e.spec)["all"] for p, e in zip(pred, items, strict=True)])

@@ -75,7 +75,7 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "fewstep", "serve", "--bundles", *bundles, "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "fewstep_cli", "serve", "--bundles", *bundles, "--port", str(self.port)]
         for key, value in settings.items():
             if value is not None:
                 cmd += [f"--{key.replace('_', '-')}", str(value)]

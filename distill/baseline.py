@@ -3,19 +3,21 @@ distill.consistency): networks, data, counters and the guided teacher; the loop,
 directory and packed student are `distill.runloop`'s, as for moment matching.
 
 Same conventions as the moment-matching runner (`distill/distiller.py`), so the methods compare on
-equal terms: the student is `make_student(teacher, seed)` (the teacher plus a zero-initialised
-guidance-scale input), w is drawn per example from [guidance_min, guidance_max] and the teacher
-target is classifier-free guided at that w (`guided`), data come from `distill.data.build_dataset`
-at the teacher's resolution, and the run directory holds config.json, metrics.jsonl (`step`,
-`loss` per row), samples/, an atomic checkpoint/ that resumes exactly (student, optimiser, EMA and
-the method's extra networks, RNG, data position), summary.json and the packed student (`student/`).
+equal terms: the student is `distill.student.make_student(teacher, seed)` (the teacher plus a
+zero-initialised guidance-scale input), w is drawn per example from [guidance_min, guidance_max]
+and the teacher target is classifier-free guided at that w (`distill.student.guided`), data come
+from `distill.data.build_dataset` at the teacher's resolution, and the run directory holds
+config.json, metrics.jsonl (`step`, `loss` per row), samples/, an atomic checkpoint/ that resumes
+exactly (student, optimiser, EMA and the method's extra networks, RNG, data position),
+summary.json and the packed student (`student/`).
 
 Both baselines' students are deterministic samplers: DDIM through the student's x-prediction on
 the K-step grid (`fewstep.sampler.ddim_sample`); the packed config's `student.sampler` says so.
 
-A method subclasses `BaselineRun` and implements `iteration(batches, step) -> {"loss": ..., ...}`.
-Network evaluations are counted in images per pass, by role (`evals`): the teacher's guided passes
-count twice (conditional and null halves of one doubled batch).
+A method subclasses `BaselineRun`, implements `iteration(batches, step) -> {"loss": ..., ...}`
+and is listed in `distill.methods`. Network evaluations are counted in images per pass, by role
+(`evals`): the teacher's guided passes count twice (conditional and null halves of one doubled
+batch).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from distill.checkpoint import load_denoiser
 from distill.config import ConfigError
 from distill.denoise import TextCond, encode_cond
 from distill.distill_config import DistillConfig
-from distill.distiller import guided, make_student
 from distill.runloop import RunBase, ema_update, lr_schedule
+from distill.student import guided, make_student
 from distill.text import TextEncoder
 from fewstep.networks import Denoiser
 

@@ -9,14 +9,16 @@ import argparse
 import logging
 from pathlib import Path
 
+from distill.distill_config import METHOD_NAMES, MM_ALT
+
 log = logging.getLogger(__name__)
 
 
 def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
+    import shapesworld as shapes
     from distill.grid import save_grid
-    from fewstep import shapes
 
     items = [shapes.sample(args.seed, i, args.mode) for i in range(args.n)]
     images = np.stack([shapes.render(it.scene, it.placements, args.resolution) for it in items])
@@ -276,16 +278,18 @@ def _export(args: argparse.Namespace) -> int:
 
 def _distill(args: argparse.Namespace) -> int:
     from distill.distill_config import load_distill_config
-    from distill.distiller import distill
+    from distill.methods import distill
+    from distill.runloop import RunOptions
 
     # --method and --steps override the preset and the --config file only when given (their argparse
     # default is None), and --set overrides them all.
     given = [f"{key}={value}" for key, value in (("method", args.method), ("steps", args.steps)) if value is not None]
     cfg = load_distill_config(args.preset, args.config, [*given, *args.set])
-    summary = distill(
-        cfg, args.teacher, args.out, not args.no_resume, not args.no_progress, args.stop_at,
-        None if args.max_minutes is None else 60 * args.max_minutes, args.pack_unfinished,
+    options = RunOptions(
+        resume=not args.no_resume, progress=not args.no_progress, stop_at=args.stop_at,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, pack_unfinished=args.pack_unfinished,
     )  # fmt: skip
+    summary = distill(cfg, args.teacher, args.out, options)
     log.info(
         "%s K=%d: %d iterations in %.0f s (%.2g image forward passes); student in %s",
         cfg.method, cfg.steps, summary["iters"], summary["wall_s"], summary["network_forward_images"],
@@ -299,9 +303,7 @@ def _distill(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     di = sub.add_parser("distill", help="distill a few-step student from the teacher (moment matching)")
     di.add_argument("--teacher", required=True, help="packed teacher (models/teacher) or its training run")
-    di.add_argument(
-        "--method", choices=["mm-alt", "mm-param", "pd", "cd"], help="default: the --config file's, else mm-alt"
-    )
+    di.add_argument("--method", choices=METHOD_NAMES, help=f"default: the --config file's, else {MM_ALT}")
     di.add_argument("--steps", type=int, help="K, the student's sampling steps (default: the --config file's, else 8)")
     di.add_argument("--preset", default="shapes32-cpu", help="shapes32-cpu | shapes32-gpu | tiny")
     di.add_argument("--config", help="JSON config file (merged over the preset)")

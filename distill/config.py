@@ -1,15 +1,19 @@
-"""Training configs with named presets, saved beside every checkpoint.
+"""Training configs with named presets, saved beside every checkpoint, and the one config loader.
 
-`load_config(preset, file, overrides)` merges a preset, an optional JSON file and `key=value`
+`load(kind, preset, file, overrides)` merges a preset, an optional JSON file and `key=value`
 overrides (dotted keys, JSON values), then validates; any unknown key, wrong type or impossible
-value raises `ConfigError` with one line per problem naming the dotted key.
+value raises `ConfigError` with one line per problem naming the dotted key. Every config type of
+the offline side loads through it: `load_config` (training, `TrainConfig`) and
+`distill.distill_config.load_distill_config` (`DistillConfig`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -193,14 +197,29 @@ def _parse_override(item: str) -> dict[str, Any]:
     return out
 
 
-def load_config(
-    preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
-) -> TrainConfig:
-    data: dict[str, Any] = {}
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class ConfigKind(Generic[C]):
+    """What `load` needs to know of one config type."""
+
+    label: str  # how errors name it: "invalid {label}: ..."
+    presets: Mapping[str, Mapping[str, Any]]
+    validate: Callable[[dict[str, Any]], C]  # pydantic validation, and any checks across keys
+    defaults: Callable[[], dict[str, Any]] = field(default=dict)  # what the preset merges over
+
+
+def load(
+    kind: ConfigKind[C], preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
+) -> C:
+    """The config of `kind`: its defaults, then the preset, the JSON file and the overrides, each
+    merged over the last; errors name the key (`ConfigError`)."""
+    data = kind.defaults()
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"preset: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        data = _deep_merge(data, PRESETS[preset])
+        if preset not in kind.presets:
+            raise ConfigError(f"preset: unknown preset {preset!r}; choose one of {sorted(kind.presets)}")
+        data = _deep_merge(data, dict(kind.presets[preset]))
         data["preset"] = preset
     if file is not None:
         path = Path(file)
@@ -212,7 +231,17 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid JSON: {e}") from e
     for item in overrides or []:
         data = _deep_merge(data, _parse_override(item))
-    return validate_config(data)
+    try:
+        return kind.validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"invalid {kind.label}:\n" + format_validation_error(e, "  ")) from None
+
+
+def load_config(
+    preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
+) -> TrainConfig:
+    """`load` of a `TrainConfig` (`fewstep train`)."""
+    return load(TRAIN, preset, file, overrides)
 
 
 def validate_config(data: dict[str, Any]) -> TrainConfig:
@@ -227,6 +256,9 @@ def validate_config(data: dict[str, Any]) -> TrainConfig:
     if cfg.data.source != "shapes" and not cfg.data.path:
         raise ConfigError(f"data.path: required when data.source is {cfg.data.source!r}")
     return cfg
+
+
+TRAIN = ConfigKind("config", PRESETS, validate_config)
 
 
 def config_diff(a: TrainConfig, b: TrainConfig, ignore: frozenset[str] = RESUMABLE_CHANGES) -> list[str]:

@@ -51,7 +51,7 @@ import torch
 from distill.baseline import BaselineRun
 from distill.config import ConfigError
 from distill.distill_config import DistillConfig
-from distill.runloop import ema_update, run_loop
+from distill.runloop import ema_update
 from fewstep.sampler import ddim_step, ddim_x_for
 from fewstep.schedule import alpha_sigma, step_plan, time_grid
 
@@ -142,17 +142,3 @@ class ConsistencyRun(BaselineRun):
 
     def summary_extra(self) -> dict[str, Any]:
         return {"teacher_steps": self.cfg.teacher_steps, "segment_steps": self.cfg.teacher_steps // self.cfg.steps}
-
-
-def run(
-    cfg: DistillConfig,
-    teacher: str | Path,
-    out: str | Path,
-    resume: bool = True,
-    progress: bool = True,
-    stop_at: int | None = None,
-    max_seconds: float | None = None,
-    pack_unfinished: bool = False,
-) -> dict[str, Any]:
-    """`fewstep distill --method cd`: see the module docstring; arguments as `distill.distiller.distill`."""
-    return run_loop(ConsistencyRun, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)

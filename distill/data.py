@@ -28,8 +28,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+import shapesworld as shapes
 from distill.config import DataConfig
-from fewstep import shapes
 
 log = logging.getLogger(__name__)
 

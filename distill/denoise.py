@@ -1,7 +1,7 @@
 """Bind a torch `Denoiser` and a text encoder to the sampler's `denoise(z, t, cond, w)` callable.
 
 Classifier-free guidance for a teacher runs the conditional and null-text halves in one doubled
-batch and combines them with `fewstep.sampler.guidance_combine` (the one home of that formula).
+batch through `fewstep.guidance.doubled_guidance` (the one home of that evaluation and its combine).
 A network with a guidance input (a student) takes w directly: one evaluation, no doubled batch.
 """
 
@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from distill.text import NULL_CAPTION, TextEncoder
+from fewstep.guidance import doubled_guidance
 from fewstep.networks import Denoiser
-from fewstep.sampler import batch_vector, guidance_combine
+from fewstep.sampler import batch_vector
 
 
 @dataclass
@@ -53,12 +54,4 @@ class GuidedDenoiser:
             self.evaluations += z.shape[0]
             return self.model(z, t, cond.states, cond.mask)
         self.evaluations += 2 * z.shape[0]
-        x = self.model(
-            torch.cat([z, z]),
-            torch.cat([t, t]),
-            torch.cat([cond.states, cond.null_states]),
-            torch.cat([cond.mask, cond.null_mask]),
-        )
-        x_cond, x_null = x.chunk(2)
-        w_arr = w if np.ndim(w) == 0 else torch.as_tensor(np.asarray(w, np.float32), device=z.device).view(-1, 1, 1, 1)
-        return guidance_combine(x_cond, x_null, w_arr)
+        return doubled_guidance(self.model, z, t, (cond.states, cond.mask), (cond.null_states, cond.null_mask), w)

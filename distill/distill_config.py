@@ -1,25 +1,28 @@
-"""Distillation configs (`fewstep distill`): typed, with presets, saved beside every checkpoint."""
+"""Distillation configs (`fewstep distill`): typed, with presets, saved beside every checkpoint.
+
+The method names are spelled here, once (no torch, so the command line lists them without it);
+`distill.methods` maps each to its run class.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from distill.config import ConfigError, DataConfig, _deep_merge, _parse_override
-from fewstep.config import StrictModel, format_validation_error
+from distill.config import ConfigKind, DataConfig, load
+from fewstep.config import StrictModel
 
-Method = Literal["mm-alt", "mm-param", "pd", "cd"]
-
-
-MM_METHODS = frozenset({"mm-alt", "mm-param"})
+MM_ALT, MM_PARAM, PD, CD = "mm-alt", "mm-param", "pd", "cd"
+METHOD_NAMES = (MM_ALT, MM_PARAM, PD, CD)
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
+MM_METHODS = frozenset({MM_ALT, MM_PARAM})
 
 
 class DistillConfig(StrictModel):
     preset: str | None = None
-    method: Method = "mm-alt"
+    method: Method = MM_ALT
     steps: int = Field(8, ge=1, le=64, description="K: the student's sampling steps")
     iters: int = Field(1000, gt=0, description="student updates")
     batch_size: int = Field(32, gt=0, description="per process")
@@ -111,9 +114,9 @@ class DistillConfig(StrictModel):
         if not self.guidance_min <= self.guidance_default <= self.guidance_max:
             raise ValueError("need guidance_min <= guidance_default <= guidance_max")
         n, k = self.teacher_steps, self.steps
-        if self.method == "pd" and (n <= k or n % k or (n // k) & (n // k - 1)):
+        if self.method == PD and (n <= k or n % k or (n // k) & (n // k - 1)):
             raise ValueError(f"pd: teacher_steps ({n}) must be steps ({k}) times a power of two >= 2")
-        if self.method == "cd" and n % k:
+        if self.method == CD and n % k:
             raise ValueError(f"cd: teacher_steps ({n}) must be a multiple of steps ({k})")
         ignored = self.ignored_keys()
         if ignored:
@@ -125,14 +128,14 @@ class DistillConfig(StrictModel):
         chosen option) does not use: such a setting would silently do nothing, so it is an error."""
         m = self.method
         uses: dict[str, tuple[bool, str]] = {
-            "aux_lr": (m == "mm-alt", f"{m} has no auxiliary network (mm-alt only)"),
-            "aux_steps": (m == "mm-alt", f"{m} has no auxiliary network (mm-alt only)"),
-            "aux_weighting": (m == "mm-alt", f"{m} has no auxiliary network (mm-alt only)"),
+            "aux_lr": (m == MM_ALT, f"{m} has no auxiliary network (mm-alt only)"),
+            "aux_steps": (m == MM_ALT, f"{m} has no auxiliary network (mm-alt only)"),
+            "aux_weighting": (m == MM_ALT, f"{m} has no auxiliary network (mm-alt only)"),
             "weighting": (m in MM_METHODS, f"{m} has no moment-matching surrogate (mm-alt, mm-param only)"),
             "s_bins": (m in MM_METHODS, f"{m} does not use s-bins (mm-alt, mm-param only)"),
             "time_sampling": (m in MM_METHODS, f"{m} draws its times on its own grid (mm-alt, mm-param only)"),
             "teacher_weight_cap": (
-                m == "mm-param" or (m == "mm-alt" and self.aux_weighting == "teacher"),
+                m == MM_PARAM or (m == MM_ALT and self.aux_weighting == "teacher"),
                 f"{m} does not use the teacher's loss weighting (mm-param, or mm-alt with aux_weighting=teacher)",
             ),
             "snr_cap": (
@@ -143,9 +146,9 @@ class DistillConfig(StrictModel):
                 m in MM_METHODS and self.weighting == "sbin",
                 f"{m} with weighting={self.weighting} does not use it (weighting=sbin only)",
             ),
-            "teacher_steps": (m in ("pd", "cd"), f"{m} has no teacher step grid (pd, cd only)"),
-            "cd_target_ema": (m == "cd", f"{m} has no target network (cd only)"),
-            "cd_weighting": (m == "cd", f"{m} is not consistency distillation (cd only)"),
+            "teacher_steps": (m in (PD, CD), f"{m} has no teacher step grid (pd, cd only)"),
+            "cd_target_ema": (m == CD, f"{m} has no target network (cd only)"),
+            "cd_weighting": (m == CD, f"{m} is not consistency distillation (cd only)"),
         }
         fields = type(self).model_fields
         out = [
@@ -168,25 +171,17 @@ DISTILL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _defaults() -> dict[str, Any]:
+    # Nested overrides (`data.resolution=16`, a preset's `data`) merge over the distillation's own
+    # data defaults (stream seed 1, no condition dropout), not over DataConfig's training defaults.
+    return {"data": DistillConfig.model_fields["data"].default.model_dump(mode="json")}
+
+
+DISTILL = ConfigKind("distillation config", DISTILL_PRESETS, DistillConfig.model_validate, _defaults)
+
+
 def load_distill_config(
     preset: str | None = None, file: str | Path | None = None, overrides: list[str] | None = None
 ) -> DistillConfig:
-    # Nested overrides (`data.resolution=16`, a preset's `data`) merge over the distillation's own
-    # data defaults (stream seed 1, no condition dropout), not over DataConfig's training defaults.
-    data: dict[str, Any] = {"data": DistillConfig.model_fields["data"].default.model_dump(mode="json")}
-    if preset is not None:
-        if preset not in DISTILL_PRESETS:
-            raise ConfigError(f"preset: unknown preset {preset!r}; choose one of {sorted(DISTILL_PRESETS)}")
-        data = _deep_merge(data, DISTILL_PRESETS[preset])
-        data["preset"] = preset
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data = _deep_merge(data, json.loads(path.read_text()))
-    for item in overrides or []:
-        data = _deep_merge(data, _parse_override(item))
-    try:
-        return DistillConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError("invalid distillation config:\n" + format_validation_error(e, "  ")) from None
+    """`distill.config.load` of a `DistillConfig`: preset, then JSON file, then `key=value` overrides."""
+    return load(DISTILL, preset, file, overrides)

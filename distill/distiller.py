@@ -1,4 +1,5 @@
-"""`fewstep distill`: few-step students from the frozen teacher (mm-alt, mm-param; pd and cd baselines).
+"""The moment-matching runs of `fewstep distill` (mm-alt, mm-param): few-step students from the frozen
+teacher. Every method, the pd and cd baselines included, is listed in `distill.methods`.
 
 Students (and the mm-alt auxiliary) start as copies of the teacher with a zero-initialised
 guidance-scale input (`UNetConfig.guidance_input`), so step 0 reproduces the teacher's conditional
@@ -34,7 +35,7 @@ import torch
 from distill.checkpoint import load_adam_second_moments, load_denoiser
 from distill.config import ConfigError
 from distill.denoise import TextCond, encode_cond
-from distill.distill_config import DistillConfig
+from distill.distill_config import MM_ALT, MM_PARAM, DistillConfig
 from distill.moment_matching import (
     SBinNormaliser,
     aux_loss,
@@ -50,41 +51,13 @@ from distill.moment_matching import (
     teacher_weight,
     weighted_direction,
 )
-from distill.runloop import RunBase, ema_update, lr_schedule, run_loop
+from distill.runloop import RunBase, ema_update, lr_schedule
+from distill.student import guided, make_student
 from distill.text import TextEncoder
-from fewstep.networks import Denoiser, build_denoiser
-from fewstep.sampler import guidance_combine
+from fewstep.networks import Denoiser
 
 log = logging.getLogger(__name__)
 FORMAT = "fewstep-distill-1"
-# The baselines' modules: module.run(cfg, teacher, out, resume, progress, stop_at, max_seconds,
-# pack_unfinished) -> summary, through the same `run_loop`.
-BASELINES = {"pd": "distill.progressive", "cd": "distill.consistency"}
-
-
-def make_student(teacher: Denoiser, seed: int = 0) -> Denoiser:
-    """A copy of the teacher that also takes w (its w embedding's output layer zero-initialised;
-    its hidden layer drawn from `seed`, so runs are reproducible)."""
-    cfg = teacher.cfg.model_copy(update={"guidance_input": True})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        student = build_denoiser(cfg).to(next(teacher.parameters()).device)
-    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
-    if unexpected or any(".w_mlp." not in f".{k}" for k in missing):
-        raise ConfigError(f"teacher and student differ beyond the guidance input: {missing} {unexpected}")
-    return student.train().requires_grad_(True)
-
-
-def guided(call, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance with per-example w around any forward `call(z, t, states, mask)`."""
-    x = call(
-        torch.cat([z, z]),
-        torch.cat([t, t]),
-        torch.cat([cond.states, cond.null_states]),
-        torch.cat([cond.mask, cond.null_mask]),
-    )
-    x_cond, x_null = x.chunk(2)
-    return guidance_combine(x_cond, x_null, w.view(-1, 1, 1, 1))
 
 
 class Distiller(RunBase):
@@ -103,10 +76,10 @@ class Distiller(RunBase):
         self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.aux = self.opt_aux = None
         self.adam_v: dict[str, torch.Tensor] | None = None
-        if cfg.method == "mm-alt":
+        if cfg.method == MM_ALT:
             self.aux = make_student(self.teacher, cfg.seed + 1)
             self.opt_aux = torch.optim.Adam(self.aux.parameters(), lr=cfg.aux_lr or cfg.lr, betas=cfg.betas)
-        elif cfg.method == "mm-param":
+        elif cfg.method == MM_PARAM:
             self.adam_v = {k: v.to(device) for k, v in load_adam_second_moments(teacher_path).items()}
             missing = set(dict(self.teacher.named_parameters())) - set(self.adam_v)
             if missing:
@@ -167,7 +140,7 @@ class Distiller(RunBase):
     def iteration(self, batches, step: int) -> dict[str, Any]:
         cfg = self.cfg
         lr = lr_schedule(step, cfg.iters, cfg)
-        row = self._mm_alt(batches, lr) if cfg.method == "mm-alt" else self._mm_param(batches, lr)
+        row = self._mm_alt(batches, lr) if cfg.method == MM_ALT else self._mm_param(batches, lr)
         if self.ema is not None:
             ema_update(self.ema, self.student, cfg.ema_decay)
         return {**row, "loss": row["student_loss"], "lr": lr}
@@ -271,24 +244,3 @@ class _Guided(torch.nn.Module):
 
 def _prefixed(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"teacher.{k}": v for k, v in params.items()}
-
-
-def distill(
-    cfg: DistillConfig,
-    teacher: str | Path,
-    out: str | Path,
-    resume: bool = True,
-    progress: bool = True,
-    stop_at: int | None = None,
-    max_seconds: float | None = None,
-    pack_unfinished: bool = False,
-) -> dict[str, Any]:
-    """Run (or resume) a distillation; pack the student when done (or, with `pack_unfinished`,
-    whatever it reached when `stop_at` or the `max_seconds` time box ended the run)."""
-    out = Path(out)
-    if cfg.method in BASELINES:  # progressive and consistency distillation: their own run classes
-        import importlib
-
-        module = importlib.import_module(BASELINES[cfg.method])
-        return module.run(cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)
-    return run_loop(Distiller, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)

@@ -11,7 +11,7 @@ Three parts, fixed by `EVAL_SEED` and `EVAL_SET_VERSION` so every results row is
   image seeds. Their adherence against the same scenes' training-phrasing adherence is a paired
   comparison of wording alone (`held_out_phrasing` against `held_out_phrasing_reference`).
 
-Specs come from the scene records (`fewstep.captions.spec_of`), not from parsing the captions.
+Specs come from the scene records (`shapesworld.captions.spec_of`), not from parsing the captions.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fewstep import captions, shapes
+import shapesworld as shapes
+from shapesworld import captions
 
 EVAL_SEED = 31337
 EVAL_SET_VERSION = 2

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import shapesworld as shapes
 from distill.bootstrap import BOOTSTRAP_SEED, RESAMPLES
 from distill.checkpoint import load_denoiser, student_info, weights_file
 from distill.data import to_uint8
@@ -44,7 +45,6 @@ from distill.grid import save_grid
 from distill.metrics import frechet_distance, kernel_inception_distance, precision_recall, total_variation
 from distill.per_image import PerImage, adherence_shares, check_matrix, prompt_fields
 from distill.text import TextEncoder
-from fewstep import shapes
 from fewstep.bundle import sha256_file
 from fewstep.rng import SeededNoise
 from fewstep.sampler import SAMPLERS

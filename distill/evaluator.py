@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+import shapesworld as shapes
 from distill.data import ShapesBatches, build_loader
-from fewstep import shapes
 from fewstep.config import StrictModel
 
 log = logging.getLogger(__name__)

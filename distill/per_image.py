@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+import shapesworld as shapes
 from distill.bootstrap import (
     BOOTSTRAP_SEED,
     LEVEL,
@@ -33,7 +34,6 @@ from distill.bootstrap import (
     shifted_interval,
 )
 from distill.metrics import high_frequency_energy
-from fewstep import shapes
 
 CHECK_KEYS = ("all", "count", "colour", "shape", "background", "size", "position")
 # The background mask leaves this many pixels around each object's largest possible box: one for

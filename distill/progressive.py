@@ -49,7 +49,7 @@ import torch
 from distill.baseline import BaselineRun
 from distill.config import ConfigError
 from distill.distill_config import DistillConfig
-from distill.runloop import lr_schedule, run_loop
+from distill.runloop import lr_schedule
 from fewstep.sampler import ddim_step, ddim_x_for
 from fewstep.schedule import logsnr, step_plan
 
@@ -196,17 +196,3 @@ class ProgressiveRun(BaselineRun):
             for j, (n, length, ev) in enumerate(zip(self.steps_per_stage, self.lengths, self.stage_evals, strict=True))
         ]
         return {"teacher_steps": self.cfg.teacher_steps, "stages": stages}
-
-
-def run(
-    cfg: DistillConfig,
-    teacher: str | Path,
-    out: str | Path,
-    resume: bool = True,
-    progress: bool = True,
-    stop_at: int | None = None,
-    max_seconds: float | None = None,
-    pack_unfinished: bool = False,
-) -> dict[str, Any]:
-    """`fewstep distill --method pd`: see the module docstring; arguments as `distill.distiller.distill`."""
-    return run_loop(ProgressiveRun, cfg, teacher, out, resume, progress, stop_at, max_seconds, pack_unfinished)

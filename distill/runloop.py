@@ -28,6 +28,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,21 +241,29 @@ def pack_student(
     return out
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a distillation run goes, whatever the method (`fewstep distill`'s flags)."""
+
+    resume: bool = True  # continue from out/checkpoint when there is one
+    progress: bool = True  # a progress bar
+    stop_at: int | None = None  # checkpoint and stop at this iteration
+    max_seconds: float | None = None  # time box: checkpoint and stop after this long
+    pack_unfinished: bool = False  # pack the student even if stop_at or the time box ended the run
+
+
 def run_loop(
     make_run: Callable[[DistillConfig, str | Path, torch.device], RunBase],
     cfg: DistillConfig,
     teacher: str | Path,
     out: str | Path,
-    resume: bool = True,
-    progress: bool = True,
-    stop_at: int | None = None,
-    max_seconds: float | None = None,
-    pack_unfinished: bool = False,
+    options: RunOptions = RunOptions(),
 ) -> dict[str, Any]:
     """Run (or resume) the run `make_run(cfg, teacher, device)` builds; pack the student when done
-    (or, with `pack_unfinished`, whatever it reached when `stop_at` or the `max_seconds` time box
-    ended the run). A checkpoint of another config is refused naming the differing keys."""
+    (or, with `options.pack_unfinished`, whatever it reached when `stop_at` or the `max_seconds`
+    time box ended the run). A checkpoint of another config is refused naming the differing keys."""
     out = Path(out)
+    resume, progress, stop_at, max_seconds = options.resume, options.progress, options.stop_at, options.max_seconds
     d, device = setup_distributed(cfg.device)
     if d.world > 1:
         raise ConfigError("distillation runs in one process (torchrun with more ranks: not yet)")
@@ -329,7 +338,7 @@ def run_loop(
         **run.summary_extra(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if step >= cfg.iters or pack_unfinished:
+    if step >= cfg.iters or options.pack_unfinished:
         pack_student(run.packed(), run.tcfg, cfg, out / "student", summary, run.sampler)
         if run.packed() is not run.student:  # student/ is the EMA: the raw weights beside it
             pack_student(run.student, run.tcfg, cfg, out / "student-raw", {**summary, "weights": "raw"}, run.sampler)

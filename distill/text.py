@@ -7,7 +7,7 @@ BERT-like models through `AutoModel`, T5 through `T5EncoderModel`, CLIP through 
 
 Captions repeat in training, so token states are cached per caption in an LRU keyed by the
 caption string. Cached and fresh encodings are bitwise identical (the cache stores the exact
-float32 rows). Where captions rarely repeat (the varied phrasings of `fewstep.captions`), the
+float32 rows). Where captions rarely repeat (the varied phrasings of `shapesworld.captions`), the
 encoder's cost is the padding: `text.padding = "longest"` pads each batch of new captions to its
 longest instead of to `max_tokens` (the shapes captions average about 16 of 40 tokens).
 """

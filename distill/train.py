@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import shapesworld as shapes
 from distill.checkpoint import TrainState, load_training_state, read_state, save_checkpoint
 from distill.config import ConfigError, TrainConfig, config_diff, validate_config
 from distill.data import build_dataset, build_loader, check_source, to_uint8
@@ -36,7 +37,6 @@ from distill.denoise import GuidedDenoiser, encode_cond
 from distill.grid import save_grid
 from distill.plots import plot_loss
 from distill.text import NULL_CAPTION, TextEncoder
-from fewstep import shapes
 from fewstep.networks import alpha_sigma_torch, build_denoiser, count_params
 from fewstep.rng import SeededNoise
 from fewstep.sampler import ancestral_sample

@@ -16,14 +16,33 @@ array type of z with `as_array_like`, which keeps this module free of torch impo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from fewstep.guidance import guidance_combine  # re-exported: callers built on the sampler combine with it
 from fewstep.schedule import StepPlan, step_plan
 
 Denoise = Callable[[Any, Any, Any, Any], Any]
+
+__all__ = [
+    "SAMPLERS",
+    "Denoise",
+    "NoiseSource",
+    "StepCoefficients",
+    "ancestral_sample",
+    "ancestral_step",
+    "as_array_like",
+    "batch_vector",
+    "ddim_sample",
+    "ddim_step",
+    "ddim_x_for",
+    "guidance_combine",
+    "step_update",
+    "uses_noise",
+]
 
 
 class NoiseSource(Protocol):
@@ -45,17 +64,6 @@ def batch_vector(value: float | np.ndarray, like: Any) -> Any:
     """A (B,) float32 vector of `value` (scalar or per-image array) of the array type of `like`."""
     batch = like.shape[0]
     return as_array_like(np.broadcast_to(np.asarray(value, np.float32), (batch,)).copy(), like)
-
-
-def guidance_combine(x_cond: Any, x_null: Any, w: Any) -> Any:
-    """Classifier-free guidance in x-space: x_hat^w = x_hat(z, null) + w (x_hat(z, c) - x_hat(z, null)).
-
-    w = 1 returns the conditional prediction exactly (no rounding through the difference).
-    `w` is a float or an array broadcastable to x (per-image guidance: shape (B, 1, 1, 1)).
-    """
-    if np.ndim(w) == 0 and float(w) == 1.0:
-        return x_cond
-    return x_null + w * (x_cond - x_null)
 
 
 def ancestral_step(z_t: Any, x_hat: Any, c_z: Any, c_x: Any, std: Any, eps: Any) -> Any:
@@ -85,6 +93,64 @@ def ddim_x_for(z_t: Any, z_s: Any, alpha_t: Any, sigma_t: Any, alpha_s: Any, sig
     return (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
 
 
+@dataclass(frozen=True)
+class StepCoefficients:
+    """Step i's schedule coefficients, as the one per-step update (`step_update`) reads them.
+
+    Either Python floats (the whole batch at one step: the sampler loop, the GPU bench) or
+    per-image float32 arrays of shape (B, 1, 1, 1) (step-level batching, each image at its own
+    step). Both round the float64 plan to float32 once, so an image gets the same bytes either way.
+    """
+
+    alpha_t: Any
+    sigma_t: Any
+    alpha_s: Any
+    sigma_s: Any
+    c_z: Any
+    c_x: Any
+    std: Any
+
+    @classmethod
+    def at(cls, plan: StepPlan, i: int) -> StepCoefficients:
+        """Step `i` of `plan` as Python floats."""
+        return cls(*(float(getattr(plan, name)[i]) for name in _COEFFICIENTS))
+
+    @classmethod
+    def per_image(cls, plans: Sequence[StepPlan], steps: Sequence[int]) -> StepCoefficients:
+        """Image b at step `steps[b]` of `plans[b]`, as float32 (B, 1, 1, 1) numpy arrays."""
+
+        def column(name: str) -> np.ndarray:
+            values = [getattr(plan, name)[i] for plan, i in zip(plans, steps, strict=True)]
+            return np.array(values, dtype=np.float32).reshape(-1, 1, 1, 1)
+
+        return cls(*(column(name) for name in _COEFFICIENTS))
+
+
+_COEFFICIENTS = ("alpha_t", "sigma_t", "alpha_s", "sigma_s", "c_z", "c_x", "std")
+
+
+def uses_noise(sampler: str) -> bool:
+    """Whether `sampler`'s update draws fresh noise (callers skip drawing it for DDIM)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; samplers: {sorted(SAMPLERS)}")
+    return sampler == "ancestral"
+
+
+def step_update(sampler: str, z_t: Any, x_hat: Any, c: StepCoefficients, eps: Any = None) -> Any:
+    """z at the next time from z_t and the denoiser's x_hat: the one per-step update of every sampler loop.
+
+    The sampler loop here, step-level batching in the service and the GPU bench's graphed loop all
+    call this, on numpy arrays or torch tensors. `eps` is step i's noise (ancestral only).
+    """
+    if sampler == "ancestral":
+        if eps is None:
+            raise ValueError("the ancestral update needs the step's noise eps")
+        return ancestral_step(z_t, x_hat, c.c_z, c.c_x, c.std, eps)
+    if sampler == "ddim":
+        return ddim_step(z_t, x_hat, c.alpha_t, c.sigma_t, c.alpha_s, c.sigma_s)
+    raise ValueError(f"no per-step update for sampler {sampler!r}")
+
+
 def _initial_z(noise: NoiseSource, like: Any | None) -> Any:
     z = noise.initial()
     return z if like is None or isinstance(z, type(like)) else as_array_like(z, like)
@@ -96,22 +162,23 @@ def _step_noise(noise: NoiseSource, j: int, like: Any) -> Any:
 
 
 def _sample(
+    sampler: str,
     denoise: Denoise,
     steps: int | StepPlan,
     cond: Any,
     w: Any,
     noise: NoiseSource,
     like: Any | None,
-    update: Callable[[Any, Any, StepPlan, int], Any],
 ) -> Any:
-    """The loop both samplers share: denoise at t_i, then `update` to z at s_i; return the last x_hat."""
+    """The loop both samplers share: denoise at t_i, then `step_update` to z at s_i; return the last x_hat."""
     plan = steps if isinstance(steps, StepPlan) else step_plan(steps)
     z = _initial_z(noise, like)
     x_hat = z
     for i in range(plan.steps):
         x_hat = denoise(z, batch_vector(plan.t[i], z), cond, w)
         if i < plan.steps - 1:
-            z = update(z, x_hat, plan, i)
+            eps = _step_noise(noise, i, z) if uses_noise(sampler) else None
+            z = step_update(sampler, z, x_hat, StepCoefficients.at(plan, i), eps)
     return x_hat
 
 
@@ -129,12 +196,7 @@ def ancestral_sample(
     z_s ~ q(z_s | z_t, x_tilde); the last step returns x_tilde. `like` fixes the array type of
     the noise (pass a torch tensor on the right device for the torch path).
     """
-
-    def update(z: Any, x_hat: Any, plan: StepPlan, i: int) -> Any:
-        eps = _step_noise(noise, i, z)
-        return ancestral_step(z, x_hat, float(plan.c_z[i]), float(plan.c_x[i]), float(plan.std[i]), eps)
-
-    return _sample(denoise, steps, cond, w, noise, like, update)
+    return _sample("ancestral", denoise, steps, cond, w, noise, like)
 
 
 def ddim_sample(
@@ -146,12 +208,7 @@ def ddim_sample(
     like: Any | None = None,
 ) -> Any:
     """k-step deterministic DDIM from z_1 ~ N(0, I); returns the last x_hat."""
-
-    def update(z: Any, x_hat: Any, plan: StepPlan, i: int) -> Any:
-        coeffs = (plan.alpha_t[i], plan.sigma_t[i], plan.alpha_s[i], plan.sigma_s[i])
-        return ddim_step(z, x_hat, *(float(c) for c in coeffs))
-
-    return _sample(denoise, steps, cond, w, noise, like, update)
+    return _sample("ddim", denoise, steps, cond, w, noise, like)
 
 
 SAMPLERS: dict[str, Callable[..., Any]] = {"ancestral": ancestral_sample, "ddim": ddim_sample}

@@ -3,7 +3,7 @@
 The k-step loop is `fewstep.sampler` (the one home of the sampling maths) with the step plan the
 manifest stores (float64 coefficients computed at export), over a backend's `Denoiser`. Teachers
 get classifier-free guidance as one doubled batch (conditional and null/negative halves) combined
-by `fewstep.sampler.guidance_combine`; students take w as a network input (one evaluation per
+by `fewstep.guidance.doubled_guidance`; students take w as a network input (one evaluation per
 step). Each image's noise comes from its own seed (`fewstep.rng.SeededNoise`), so an image is the
 same alone or inside any batch, which is what lets the service batch freely.
 
@@ -14,24 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from fewstep.bundle import Manifest
+from fewstep.guidance import doubled_guidance
 from fewstep.images import to_uint8
 from fewstep.rng import SeededNoise, check_seed
-from fewstep.sampler import SAMPLERS, guidance_combine
+from fewstep.sampler import SAMPLERS
 from fewstep.schedule import StepPlan
 from service.backends.base import Denoiser, chunked
+from service.errors import InvalidArgument
 from service.text import PromptEncoder
-
-
-class JobError(ValueError):
-    """A job the bundle cannot run; `field` names the request field at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -66,21 +61,21 @@ class Pipeline:
         return 1 if self.manifest.guidance.network_input else 2
 
     def check(self, job: ImageJob) -> None:
-        """Raise `JobError` naming the field if this bundle cannot run `job`."""
+        """Raise `InvalidArgument` naming the domain field (`steps`, `guidance`, ...) if `job` cannot run."""
         m = self.manifest
         if job.steps not in self._plans:
-            raise JobError("steps", f"model {m.name!r} supports steps {sorted(self._plans)}, not {job.steps}")
+            raise InvalidArgument("steps", f"model {m.name!r} supports steps {sorted(self._plans)}, not {job.steps}")
         g = m.guidance
         if not g.min <= job.guidance <= g.max:
-            raise JobError("guidance_scale", f"model {m.name!r} accepts guidance in [{g.min:g}, {g.max:g}]")
+            raise InvalidArgument("guidance", f"model {m.name!r} accepts guidance in [{g.min:g}, {g.max:g}]")
         if job.negative_prompt and g.network_input:
-            raise JobError(
+            raise InvalidArgument(
                 "negative_prompt", f"model {m.name!r} has guidance distilled into the network: no negative prompt"
             )
         try:
             check_seed(job.seed)
         except ValueError as e:
-            raise JobError("seed", str(e)) from None
+            raise InvalidArgument("seed", str(e)) from None
 
     def generate(self, jobs: Sequence[ImageJob]) -> np.ndarray:
         """uint8 (N, R, R, C) images, one per job. All jobs must share `steps`."""
@@ -90,7 +85,7 @@ class Pipeline:
         for job in jobs:
             self.check(job)
             if job.steps != steps:
-                raise JobError("steps", "one generate() call runs one step count")
+                raise InvalidArgument("steps", "one generate() call runs one step count")
         x = self.sample(jobs, steps)
         return to_uint8(x)
 
@@ -128,16 +123,4 @@ class Pipeline:
         guided = np.flatnonzero(w != 1.0) if null is not None else np.zeros(0, np.int64)
         if guided.size == 0:
             return chunked(run, run.max_batch, z, t, states, mask)
-        null_states, null_mask = null
-        x = chunked(
-            run,
-            run.max_batch,
-            np.concatenate([z, z[guided]]),
-            np.concatenate([t, t[guided]]),
-            np.concatenate([states, null_states[guided]]),
-            np.concatenate([mask, null_mask[guided]]),
-        )
-        x_cond, x_null = x[: len(z)], x[len(z) :]
-        x_hat = x_cond.copy()
-        x_hat[guided] = guidance_combine(x_cond[guided], x_null, w[guided].reshape(-1, 1, 1, 1))
-        return x_hat
+        return doubled_guidance(partial(chunked, run, run.max_batch), z, t, (states, mask), null, w, rows=guided)

@@ -20,11 +20,16 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory):
-    """A randomly initialised 2-layer BERT with a word-level vocabulary, saved as an HF directory."""
+    """A randomly initialised 2-layer BERT with a word-level vocabulary, saved as an HF directory.
+
+    Skips without torch and transformers, and so does every test built on it (the tiny bundles are
+    exported by distill): the service's suite runs without the offline side installed."""
+    pytest.importorskip("torch", reason="the tiny text encoder and bundles are built with torch (distill)")
+    pytest.importorskip("transformers", reason="the tiny text encoder is a transformers BERT")
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from fewstep import shapes
+    import shapesworld as shapes
 
     path = tmp_path_factory.mktemp("tiny_bert")
     words = sorted(

@@ -3,7 +3,8 @@ import os
 import sys
 
 from distill.distill_config import load_distill_config
-from distill.distiller import distill
+from distill.methods import distill
+from distill.runloop import RunOptions
 
 logging.basicConfig(level=logging.INFO)
 name, method, k, minutes, *extra = sys.argv[1:]
@@ -17,9 +18,7 @@ print(
         cfg,
         "models/teacher",
         f"/tmp/druns/{name}",
-        progress=False,
-        max_seconds=60 * float(minutes),
-        pack_unfinished=True,
+        RunOptions(progress=False, max_seconds=60 * float(minutes), pack_unfinished=True),
     ),
     flush=True,
 )

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save
 from transformers import AutoTokenizer
 
+import shapesworld as shapes
 from distill.text import bundled_minilm_dir
-from fewstep import shapes
 
 src, dst = bundled_minilm_dir(), Path(".gpu/minilm")
 dst.mkdir(parents=True, exist_ok=True)

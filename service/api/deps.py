@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from fewstep import shapes
+import shapesworld as shapes
 from service.api.errors import ApiError
 from service.engine import Engine
 from service.engine.types import GenerateResult

@@ -6,8 +6,12 @@ content type 415 (`service.api.deps.require_json`), a well-formed body with an i
 the native routes. The OpenAI-compatible routes (`/v1/...`) answer invalid fields with 400
 `invalid_request_error`, as OpenAI's API does, so its SDKs raise `BadRequestError` there too.
 Validation errors name the field in `param`, and an unknown field comes with the closest known
-name. Engine refusals map to their status (404, 429 with Retry-After, 503, 504, 500); anything
-unexpected is logged with its traceback and answered with a plain 500.
+name. The engine's domain errors (`service.errors`) are mapped here and nowhere else: their kind
+to a status (invalid argument 422, or 400 on `/v1`; not found 404; overloaded 429 with
+Retry-After; unavailable 503; deadline 504; internal 500) and their domain field to the request
+field of the route (`guidance` is `guidance_scale` on `/generate`; `width`/`height` are `size` on
+`/v1/images/generations`). Anything unexpected is logged with its traceback and answered with a
+plain 500.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.engine import EngineError, QueueFull
+from service.errors import EngineError, ErrorKind, InvalidArgument, QueueFull
 from service.metrics import Metrics
-from service.pipeline import JobError
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +77,36 @@ def validation_param(loc: tuple[object, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def engine_error_response(e: EngineError) -> JSONResponse:
-    headers = None
-    if isinstance(e, QueueFull):
-        headers = {"Retry-After": str(math.ceil(e.retry_after_s))}
-    code = {"unknown_model": "model_not_found", "draining": "draining"}.get(e.reason)
-    param = "model" if e.reason == "unknown_model" else None
-    return error_response(e.status, str(e), param=param, code=code, headers=headers)
+STATUS = {
+    ErrorKind.INVALID_ARGUMENT: 422,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.OVERLOADED: 429,
+    ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.DEADLINE_EXCEEDED: 504,
+    ErrorKind.INTERNAL: 500,
+}
+NATIVE_FIELDS = {"guidance": "guidance_scale"}  # domain field -> request field of the native routes
+OPENAI_FIELDS = {"width": "size", "height": "size"}  # ... of /v1/images/generations
+_CODES = {"unknown_model": "model_not_found", "draining": "draining"}  # error.code by the error's reason
+
+
+def request_field(field: str, openai: bool = False) -> str:
+    """The request field a domain field arrived as on the route called (what `param` names)."""
+    return (OPENAI_FIELDS if openai else NATIVE_FIELDS).get(field, field)
+
+
+def engine_error_response(e: EngineError, openai: bool = False) -> JSONResponse:
+    """The HTTP answer to a domain error: status from its kind, `param` in the route's field names."""
+    status = STATUS[e.kind]
+    message, param = str(e), None
+    if isinstance(e, InvalidArgument):
+        status = 400 if openai else status  # OpenAI answers invalid parameters with 400
+        param = request_field(e.field, openai)
+        message = f"{param}: {e}"
+    elif e.kind is ErrorKind.NOT_FOUND:
+        param = "model"
+    headers = {"Retry-After": str(math.ceil(e.retry_after_s))} if isinstance(e, QueueFull) else None
+    return error_response(status, message, param=param, code=_CODES.get(e.reason), headers=headers)
 
 
 def openai_route(request: Request) -> bool:
@@ -144,14 +170,9 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             message += f" (also invalid: {', '.join(others)})"
         return error_response(status, message, param=param)
 
-    @app.exception_handler(JobError)
-    async def _job_error(request: Request, e: JobError) -> JSONResponse:
-        status = 400 if openai_route(request) else 422
-        return error_response(status, f"{e.field}: {e}", param=e.field)
-
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, e: EngineError) -> JSONResponse:
-        return engine_error_response(e)
+        return engine_error_response(e, openai=openai_route(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:

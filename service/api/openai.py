@@ -26,11 +26,9 @@ from service.api.deps import (
     warning_headers,
 )
 from service.api.encode import encode_b64
-from service.api.errors import ApiError
 from service.api.routes import ERRORS as NATIVE_ERRORS
 from service.api.schemas import OpenAIImage, OpenAIImageBody, OpenAIImagesResponse
 from service.engine import GenerateRequest
-from service.pipeline import JobError
 
 ERRORS = {
     **{code: v for code, v in NATIVE_ERRORS.items() if code not in (406, 422)},
@@ -63,12 +61,7 @@ def build_router(keys: KeyChecker) -> APIRouter:
             width=width,
             height=height,
         )
-        try:
-            result = await until_disconnected(request, engine.generate(job))
-        except JobError as e:
-            if e.field in ("width", "height"):
-                raise ApiError(400, f"size: {e}", param="size") from None
-            raise
+        result = await until_disconnected(request, engine.generate(job))
         encoded = await run_in_threadpool(encode_b64, result.images, "png")
         return OpenAIImagesResponse(created=int(time.time()), data=[OpenAIImage(b64_json=b) for b in encoded])
 

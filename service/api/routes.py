@@ -1,4 +1,9 @@
-"""The native routes: POST /generate, GET /v1/models, GET /info, probes, /metrics and the playground page."""
+"""The native routes: POST /generate, GET /v1/models, GET /info, probes, /metrics and the playground page.
+
+The handlers are module-level functions of the request (the engine, the default model and the
+metrics live on `app.state`), so each can be imported and called or mounted alone in a test;
+`build_router` only wires them to their paths with the app's API-key dependency.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 import fewstep
-from fewstep import shapes
+import shapesworld as shapes
 from fewstep.bundle import Manifest
 from service.api.auth import KeyChecker
 from service.api.deps import (
@@ -38,6 +43,7 @@ from service.api.schemas import (
 )
 from service.engine import GenerateRequest
 from service.metrics import CONTENT_TYPE
+from service.pipeline import Pipeline
 
 ERRORS = {
     code: {"model": ErrorBody, "description": text}
@@ -115,137 +121,162 @@ def provenance(manifest: Manifest) -> dict[str, Any]:
     return out
 
 
+GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {
+        "content": {"image/png": {}},
+        "description": "JSON, or with Accept: image/png and n = 1 the PNG itself (seed and timings in "
+        "X-Seed and X-*-Seconds headers). Prompt words outside the vocabulary are named in `warnings` "
+        "and the X-Fewstep-Warning header.",
+    },
+}
+
+
+async def generate(body: GenerateBody, request: Request) -> Response:
+    """Generate `n` images of `prompt`; image j uses seed + j. Seeds and timings are always returned."""
+    start = time.perf_counter()
+    check_acceptable(request, body.n)
+    engine = get_engine(request)
+    warnings = prompt_warnings(body.prompt, body.negative_prompt)
+    seed = random_seed() if body.seed is None else body.seed
+    job = GenerateRequest(
+        model=model_name(request, engine, body.model),
+        prompt=body.prompt,
+        seed=seed,
+        n=body.n,
+        steps=body.steps,
+        guidance=body.guidance_scale,
+        negative_prompt=body.negative_prompt,
+        width=body.width,
+        height=body.height,
+    )
+    result = await until_disconnected(request, engine.generate(job))
+    timing_headers = {
+        "X-Queue-Seconds": f"{result.queue_s:.6f}",
+        "X-Compute-Seconds": f"{result.compute_s:.6f}",
+        **warning_headers(warnings),
+    }
+    if wants_raw_png(request, body.n):
+        png = await run_in_threadpool(encode_image, result.images[0], "png")
+        total = time.perf_counter() - start
+        headers = {"X-Seed": str(seed), **timing_headers, "X-Total-Seconds": f"{total:.6f}"}
+        return Response(png, media_type=MEDIA_TYPES["png"], headers=headers)
+    encoded = await run_in_threadpool(encode_b64, result.images, body.output_format)
+    resolution = int(result.images.shape[1])
+    response = GenerateResponse(
+        model=result.model,
+        steps=result.steps,
+        guidance_scale=result.guidance,
+        output_format=body.output_format,
+        width=resolution,
+        height=resolution,
+        seeds=result.seeds,
+        images=[GeneratedImage(b64=b, seed=s) for b, s in zip(encoded, result.seeds, strict=True)],
+        timings=Timings(queue_s=result.queue_s, compute_s=result.compute_s, total_s=time.perf_counter() - start),
+        batch_images=result.batch_images,
+        warnings=warnings,
+    )
+    return JSONResponse(response.model_dump(), headers=timing_headers)
+
+
+def model_card(pipeline: Pipeline, default: bool) -> ModelCard:
+    """What /v1/models says about one loaded bundle."""
+    m = pipeline.manifest
+    return ModelCard(
+        id=pipeline.name,
+        created=export_time(m),
+        default=default,
+        resolution=m.resolution,
+        steps=sorted(m.steps),
+        default_steps=m.default_steps,
+        guidance={
+            "min": m.guidance.min,
+            "max": m.guidance.max,
+            "default": m.guidance.default,
+            "network_input": m.guidance.network_input,
+        },
+        backend=pipeline.backend,
+        evaluation=clean_rows(m.evaluation),
+        provenance=provenance(m),
+    )
+
+
+async def models(request: Request) -> ModelList:
+    """The loaded bundles: step counts, guidance range, resolution and their evaluation figures."""
+    engine = get_engine(request)
+    default = request.app.state.default_model
+    return ModelList(data=[model_card(p, p.name == default) for p in engine.pipelines.values()])
+
+
+async def info(request: Request) -> ServiceInfo:
+    """The default model, the prompt vocabulary and example prompts: what a first request needs."""
+    engine = getattr(request.app.state, "engine", None)
+    return ServiceInfo(
+        version=fewstep.__version__,
+        default_model=request.app.state.default_model,
+        models=list(engine.pipelines) if engine is not None else [],
+        default_prompt=DEFAULT_PROMPT,
+        example_prompts=list(shapes.EXAMPLE_PROMPTS),
+        vocabulary=shapes.vocabulary(),
+    )
+
+
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 only after warm-up and before draining."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        return JSONResponse({"status": "not ready", "reason": "loading model bundles"}, status_code=503)
+    if not engine.ready:
+        return JSONResponse({"status": "not ready", "reason": engine.not_ready_reason()}, status_code=503)
+    return JSONResponse({"status": "ready", "models": list(engine.pipelines)})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def playground() -> HTMLResponse:
+    page = resources.files("service").joinpath("static/playground.html").read_text(encoding="utf-8")
+    return HTMLResponse(page)
+
+
 def build_router(keys: KeyChecker) -> APIRouter:
+    """The native routes with `keys` guarding /generate and /v1/models (the handlers above hold no state)."""
     router = APIRouter()
     auth = [Depends(keys)]
-
-    @router.post(
+    router.add_api_route(
         "/generate",
+        generate,
+        methods=["POST"],
         response_model=GenerateResponse,
-        responses={
-            **ERRORS,
-            200: {
-                "content": {"image/png": {}},
-                "description": "JSON, or with Accept: image/png and n = 1 the PNG itself (seed and timings in "
-                "X-Seed and X-*-Seconds headers). Prompt words outside the vocabulary are named in `warnings` "
-                "and the X-Fewstep-Warning header.",
-            },
-        },
+        responses=GENERATE_RESPONSES,
         dependencies=[*auth, Depends(require_json)],
         tags=["generate"],
     )
-    async def generate(body: GenerateBody, request: Request) -> Response:
-        """Generate `n` images of `prompt`; image j uses seed + j. Seeds and timings are always returned."""
-        start = time.perf_counter()
-        check_acceptable(request, body.n)
-        engine = get_engine(request)
-        warnings = prompt_warnings(body.prompt, body.negative_prompt)
-        seed = random_seed() if body.seed is None else body.seed
-        job = GenerateRequest(
-            model=model_name(request, engine, body.model),
-            prompt=body.prompt,
-            seed=seed,
-            n=body.n,
-            steps=body.steps,
-            guidance=body.guidance_scale,
-            negative_prompt=body.negative_prompt,
-            width=body.width,
-            height=body.height,
-        )
-        result = await until_disconnected(request, engine.generate(job))
-        timing_headers = {
-            "X-Queue-Seconds": f"{result.queue_s:.6f}",
-            "X-Compute-Seconds": f"{result.compute_s:.6f}",
-            **warning_headers(warnings),
-        }
-        if wants_raw_png(request, body.n):
-            png = await run_in_threadpool(encode_image, result.images[0], "png")
-            total = time.perf_counter() - start
-            headers = {"X-Seed": str(seed), **timing_headers, "X-Total-Seconds": f"{total:.6f}"}
-            return Response(png, media_type=MEDIA_TYPES["png"], headers=headers)
-        encoded = await run_in_threadpool(encode_b64, result.images, body.output_format)
-        resolution = int(result.images.shape[1])
-        response = GenerateResponse(
-            model=result.model,
-            steps=result.steps,
-            guidance_scale=result.guidance,
-            output_format=body.output_format,
-            width=resolution,
-            height=resolution,
-            seeds=result.seeds,
-            images=[GeneratedImage(b64=b, seed=s) for b, s in zip(encoded, result.seeds, strict=True)],
-            timings=Timings(queue_s=result.queue_s, compute_s=result.compute_s, total_s=time.perf_counter() - start),
-            batch_images=result.batch_images,
-            warnings=warnings,
-        )
-        return JSONResponse(response.model_dump(), headers=timing_headers)
-
-    @router.get(
-        "/v1/models", response_model=ModelList, responses={401: ERRORS[401]}, dependencies=auth, tags=["models"]
+    router.add_api_route(
+        "/v1/models",
+        models,
+        methods=["GET"],
+        response_model=ModelList,
+        responses={401: ERRORS[401]},
+        dependencies=auth,
+        tags=["models"],
     )
-    async def models(request: Request) -> ModelList:
-        """The loaded bundles: step counts, guidance range, resolution and their evaluation figures."""
-        engine = get_engine(request)
-        cards = []
-        for p in engine.pipelines.values():
-            m = p.manifest
-            cards.append(
-                ModelCard(
-                    id=p.name,
-                    created=export_time(m),
-                    default=p.name == request.app.state.default_model,
-                    resolution=m.resolution,
-                    steps=sorted(m.steps),
-                    default_steps=m.default_steps,
-                    guidance={
-                        "min": m.guidance.min,
-                        "max": m.guidance.max,
-                        "default": m.guidance.default,
-                        "network_input": m.guidance.network_input,
-                    },
-                    backend=p.backend,
-                    evaluation=clean_rows(m.evaluation),
-                    provenance=provenance(m),
-                )
-            )
-        return ModelList(data=cards)
-
-    @router.get("/info", response_model=ServiceInfo, tags=["models"])
-    async def info(request: Request) -> ServiceInfo:
-        """The default model, the prompt vocabulary and example prompts: what a first request needs."""
-        engine = getattr(request.app.state, "engine", None)
-        return ServiceInfo(
-            version=fewstep.__version__,
-            default_model=request.app.state.default_model,
-            models=list(engine.pipelines) if engine is not None else [],
-            default_prompt=DEFAULT_PROMPT,
-            example_prompts=list(shapes.EXAMPLE_PROMPTS),
-            vocabulary=shapes.vocabulary(),
-        )
-
-    @router.get("/healthz", tags=["probes"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @router.get("/readyz", tags=["probes"], responses={503: {"description": "loading, warming up or draining"}})
-    async def readyz(request: Request) -> JSONResponse:
-        """Readiness: 200 only after warm-up and before draining."""
-        engine = getattr(request.app.state, "engine", None)
-        if engine is None:
-            return JSONResponse({"status": "not ready", "reason": "loading model bundles"}, status_code=503)
-        if not engine.ready:
-            return JSONResponse({"status": "not ready", "reason": engine.not_ready_reason()}, status_code=503)
-        return JSONResponse({"status": "ready", "models": list(engine.pipelines)})
-
-    @router.get("/metrics", tags=["probes"], response_class=Response)
-    async def metrics(request: Request) -> Response:
-        """Prometheus text exposition."""
-        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
-
-    @router.get("/", include_in_schema=False, response_class=HTMLResponse)
-    async def playground() -> HTMLResponse:
-        page = resources.files("service").joinpath("static/playground.html").read_text(encoding="utf-8")
-        return HTMLResponse(page)
-
+    router.add_api_route("/info", info, methods=["GET"], response_model=ServiceInfo, tags=["models"])
+    router.add_api_route("/healthz", healthz, methods=["GET"], tags=["probes"])
+    router.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        tags=["probes"],
+        responses={503: {"description": "loading, warming up or draining"}},
+    )
+    router.add_api_route("/metrics", metrics, methods=["GET"], tags=["probes"], response_class=Response)
+    router.add_api_route("/", playground, methods=["GET"], include_in_schema=False, response_class=HTMLResponse)
     return router

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fewstep import shapes
+import shapesworld as shapes
 from fewstep.rng import MAX_SEED
 
 MAX_PROMPT_CHARS = 1000

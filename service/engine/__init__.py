@@ -1,12 +1,14 @@
-"""The engine: admission, the batching queue, and the runner thread. Routes know only `Engine.generate()`."""
+"""The engine: admission, the request queue, the schedulers and the runner thread. Routes know only
+`Engine.generate()` and the domain errors it raises (`service.errors`, re-exported here)."""
 
 from service.engine.engine import Engine, EngineConfig
-from service.engine.types import (
+from service.engine.types import GenerateRequest, GenerateResult, ResolvedRequest
+from service.errors import (
     BatchFailed,
     DeadlineExceeded,
     EngineError,
-    GenerateRequest,
-    GenerateResult,
+    ErrorKind,
+    InvalidArgument,
     NotReady,
     QueueFull,
     UnknownModel,
@@ -18,9 +20,12 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineError",
+    "ErrorKind",
     "GenerateRequest",
     "GenerateResult",
+    "InvalidArgument",
     "NotReady",
     "QueueFull",
+    "ResolvedRequest",
     "UnknownModel",
 ]

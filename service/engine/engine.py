@@ -1,15 +1,15 @@
-"""The engine: admits requests into a bounded queue, forms batches with the policy, runs them.
+"""The engine: admits requests into a bounded queue and answers their callers; a scheduler runs them.
 
-One asyncio task (the batch loop) owns the queue: whenever the runner is free it asks the policy
-for the next batch and hands it to the runner thread, so the loop never blocks on compute. Each
-caller of `generate` awaits its own future with its own deadline; leaving early (deadline or
-client disconnect, which cancels the caller) removes the request from the queue if its batch has
-not started, and otherwise lets the batch finish without it (a running backend call cannot be
-interrupted). A backend exception fails only the requests of that batch.
-
-With `scheduling="step"` the batch loop is `service.engine.step_loop.StepLoop` instead: images join
-and leave the running batch between sampler steps, and a caller that leaves frees its slots at
-the next step. Everything else here (admission, deadlines, drain) is the same in both modes.
+Admission (model, job and size checks, the queue bound, readiness) happens here, into the
+engine's `RequestQueue`. One asyncio task runs the scheduler (`service.engine.scheduler`), which
+takes tickets from the queue and runs them on the runner thread, so the event loop never blocks
+on compute: `RequestLoop` batches whole requests (`scheduling="request"`), `StepLoop` lets images
+join and leave the running batch between sampler steps (`scheduling="step"`). Each caller of
+`generate` awaits its own future with its own deadline; leaving early (deadline or client
+disconnect, which cancels the caller) removes the request from the queue if it has not started,
+and otherwise the scheduler lets the work finish without it (request-level) or frees its slots
+at the next step (step-level). Everything here (admission, deadlines, drain) is the same in both
+modes.
 
 With `profile_max_batch` / `profile_max_wait` set, warm-up also times each model's batch cost per
 size and replaces the configured bounds with the derived ones (`service.engine.profile`).
@@ -22,28 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import time
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from service.engine.policy import BatchPolicy, DynamicBatchPolicy
 from service.engine.profile import BatchLimits, CostProfile, derive_limits, measure_costs
+from service.engine.queue import RequestQueue, Ticket
+from service.engine.request_loop import RequestLoop
 from service.engine.runner import Runner
-from service.engine.types import (
-    BatchFailed,
-    DeadlineExceeded,
-    GenerateRequest,
-    GenerateResult,
-    NotReady,
-    QueueFull,
-    UnknownModel,
-)
+from service.engine.scheduler import Scheduler, SchedulerContext
+from service.engine.step_loop import StepLoop
+from service.engine.types import GenerateRequest, GenerateResult, ResolvedRequest
+from service.errors import DeadlineExceeded, EngineError, InvalidArgument, NotReady, QueueFull, UnknownModel
 from service.metrics import Metrics
-from service.pipeline import ImageJob, JobError, Pipeline
+from service.pipeline import ImageJob, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +65,6 @@ class EngineConfig:
         return self.profile_max_batch or self.profile_max_wait
 
 
-@dataclass(eq=False)
-class _Ticket:
-    """A queued request as the policy sees it (key, images, enqueued_at), plus its future."""
-
-    request: GenerateRequest
-    key: Hashable
-    images: int
-    enqueued_at: float
-    deadline: float
-    future: asyncio.Future[GenerateResult]
-    started_at: float | None = None
-    jobs: list[ImageJob] = field(default_factory=list)
-
-
 class Engine:
     """The only thing the HTTP layer calls: `await engine.generate(request)`."""
 
@@ -104,14 +86,15 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.metrics.add_models(list(self.pipelines.values()))
         self.policy = policy or DynamicBatchPolicy(self.config.max_batch_images, self.config.max_wait_s)
-        self._runner = Runner()
-        self._queue: list[_Ticket] = []
-        self._wake = asyncio.Event()
-        self._busy = False
+        self.queue = RequestQueue(on_change=self._update_gauges)
+        self.runner = Runner()
+        self.context = SchedulerContext(
+            self.pipelines, self.queue, self.runner, self.metrics, self.config.max_batch_images
+        )
+        self.scheduler: Scheduler = (
+            StepLoop(self.context) if self.config.scheduling == "step" else RequestLoop(self.context, self.policy)
+        )
         self._loop_task: asyncio.Task[None] | None = None
-        self._batch_task: asyncio.Task[None] | None = None
-        self._running: list[_Ticket] = []
-        self._batch_s_ema: float | None = None
         self.state: State = "starting"
         self.failure: str | None = None
         self.cost_profiles: dict[str, CostProfile] = {}
@@ -120,21 +103,15 @@ class Engine:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the batch loop (admission opens after `warm_up`)."""
+        """Start the scheduler's loop (admission opens after `warm_up`)."""
         if self._loop_task is None:
-            if self.config.scheduling == "step":
-                from service.engine.step_loop import StepLoop
-
-                loop = StepLoop(self).run()
-            else:
-                loop = self._batch_loop()
-            self._loop_task = asyncio.create_task(loop, name="fewstep-batcher")
+            self._loop_task = asyncio.create_task(self.scheduler.run(), name="fewstep-batcher")
 
     async def warm_up(self, warm: bool = True) -> None:
         """Run one image per model and step count on the runner, then admit requests."""
         try:
             if warm:
-                await self._runner.warm(list(self.pipelines.values()))
+                await self.runner.warm(list(self.pipelines.values()))
                 if self.config.profiled and isinstance(self.policy, DynamicBatchPolicy):
                     await self._profile_batching()
         except Exception as e:  # the service stays up and says why it is not ready
@@ -148,15 +125,14 @@ class Engine:
             log.info("ready: %s", ", ".join(self.pipelines))
 
     async def _profile_batching(self) -> None:
-        """Time each model's batches by size and set the policy's per-model bounds from the profile."""
+        """Time each model's batches by size and give the scheduler per-model bounds from the profile."""
         c = self.config
-        limits: dict[Hashable, tuple[int, float]] = {}
         for name, p in self.pipelines.items():
             steps = min(p.manifest.steps)  # cost scales with steps; the per-image ratios do not
 
             async def run(b: int, p: Pipeline = p, steps: int = steps) -> float:
                 jobs = [ImageJob(f"profile {i}", i, steps, p.manifest.guidance.default) for i in range(b)]
-                return (await self._runner.run(p, jobs))[1]
+                return (await self.runner.run(p, jobs))[1]
 
             limit = min(c.profile_batch_limit, c.queue_limit_images)
             profile = await measure_costs(run, name, steps, max_batch=limit, budget_s=c.profile_budget_s)
@@ -166,16 +142,12 @@ class Engine:
                 derived.max_wait_s if c.profile_max_wait else c.max_wait_s,
             )
             self.cost_profiles[name], self.batch_limits[name] = profile, chosen
-            for k in p.manifest.steps:
-                limits[(name, k)] = (chosen.max_batch_images, chosen.max_wait_s)
             ms = ", ".join(f"{b}: {s * 1000:.1f}" for b, s in profile.seconds.items())
             log.info(
                 "batch profile %s at %d steps (ms per batch: %s): gain %.2f; max_batch_images %d, max_wait_s %.4f",
                 name, steps, ms, profile.gain, chosen.max_batch_images, chosen.max_wait_s,
             )  # fmt: skip
-        policy = self.policy
-        assert isinstance(policy, DynamicBatchPolicy)
-        self.policy = DynamicBatchPolicy(policy.max_batch_images, policy.max_wait_s, limits)
+        self.scheduler.use_limits(self.batch_limits)
 
     def max_batch_images(self, model: str) -> int:
         """The batch bound in force for `model` (profiled or configured)."""
@@ -195,20 +167,20 @@ class Engine:
         }.get(self.state, "")
 
     def begin_drain(self) -> None:
-        """Stop admitting (new requests get 503); queued and running batches still complete."""
+        """Stop admitting (new requests get NotReady); queued and running work still completes."""
         if self.state in ("starting", "ready", "failed"):
-            log.info("draining: %d queued requests", len(self._queue))
+            log.info("draining: %d queued requests", len(self.queue))
             self.state = "draining"
             self.metrics.ready.set(0)
 
     @property
     def queued_images(self) -> int:
         """Images waiting in the queue (the quantity `queue_limit_images` bounds)."""
-        return sum(t.images for t in self._queue)
+        return self.queue.images
 
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy
+        return not self.queue and not self.scheduler.busy
 
     async def drain(self, timeout_s: float) -> bool:
         """Close admission and wait up to `timeout_s` for the accepted work; True if all finished."""
@@ -219,27 +191,23 @@ class Engine:
         return self.idle
 
     async def stop(self, timeout_s: float = 0.0) -> None:
-        """Drain for up to `timeout_s`, fail whatever is left with 503, and stop the loop and runner."""
+        """Drain for up to `timeout_s`, fail whatever is left with NotReady, and stop the loop and runner."""
         if self.state == "stopped":
             return
         drained = await self.drain(timeout_s)
         if not drained:
-            log.warning("drain timed out with %d requests queued", len(self._queue))
+            log.warning("drain timed out with %d requests queued", len(self.queue))
         self.state = "stopped"
-        for t in self._queue:
-            if not t.future.done():
-                t.future.set_exception(NotReady("the service stopped before this request ran", "draining"))
-        for t in self._running:  # a batch still computing after the drain timeout: its result is abandoned
-            if not t.future.done():
-                t.future.set_exception(NotReady("the service stopped while this request computed", "draining"))
-        self._queue.clear()
-        self._update_gauges()
-        for task in (self._loop_task, self._batch_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._runner.close()
+        for t in self.queue.clear():
+            t.fail(NotReady("the service stopped before this request ran", "draining"))
+        for t in self.scheduler.running:  # still computing after the drain timeout: its result is abandoned
+            t.fail(NotReady("the service stopped while this request computed", "draining"))
+        task = self._loop_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.runner.close()
 
     # --- admission -------------------------------------------------------------------------------
 
@@ -250,14 +218,11 @@ class Engine:
             raise UnknownModel(f"model {model!r} is not loaded; models: {sorted(self.pipelines)}") from None
 
     async def generate(self, request: GenerateRequest) -> GenerateResult:
-        """Queue `request`, wait for its batch, return its images. Raises an `EngineError` or `JobError`."""
+        """Queue `request`, wait for its result, return its images. Raises an `EngineError`."""
         try:
             ticket = self._admit(request)
-        except (UnknownModel, QueueFull, NotReady) as e:
+        except EngineError as e:  # refused at admission: counted by its reason
             self.metrics.reject(e.reason)
-            raise
-        except JobError:
-            self.metrics.reject("invalid")
             raise
         self.metrics.in_flight.inc()
         try:
@@ -277,134 +242,60 @@ class Engine:
         finally:
             self.metrics.in_flight.dec()
 
-    def resolve(self, request: GenerateRequest) -> GenerateRequest:
-        """`request` with the model's default steps and guidance filled in; JobError for a wrong size."""
+    def resolve(self, request: GenerateRequest) -> ResolvedRequest:
+        """`request` with the model's default steps and guidance filled in; InvalidArgument for a wrong size."""
         m = self.pipeline(request.model).manifest
         for name, value in (("width", request.width), ("height", request.height)):
             if value is not None and value != m.resolution:
-                raise JobError(name, f"model {m.name!r} generates {m.resolution}x{m.resolution} images only")
-        return dataclasses.replace(
-            request,
+                raise InvalidArgument(name, f"model {m.name!r} generates {m.resolution}x{m.resolution} images only")
+        return ResolvedRequest(
+            model=request.model,
+            prompt=request.prompt,
+            seed=request.seed,
+            n=request.n,
             steps=m.default_steps if request.steps is None else request.steps,
             guidance=m.guidance.default if request.guidance is None else request.guidance,
+            negative_prompt=request.negative_prompt or "",
         )
 
-    def _admit(self, request: GenerateRequest) -> _Ticket:
-        request = self.resolve(request)
-        pipeline = self.pipeline(request.model)
-        steps, guidance = int(request.steps or 0), float(request.guidance or 0.0)  # set by resolve()
-        jobs = [ImageJob(request.prompt, seed, steps, guidance, request.negative_prompt) for seed in request.seeds]
+    def _admit(self, request: GenerateRequest) -> Ticket:
+        resolved = self.resolve(request)
+        pipeline = self.pipeline(resolved.model)
+        jobs = resolved.jobs()
         for job in jobs:
             pipeline.check(job)
         if self.state != "ready":
             reason = "draining" if self.state in ("draining", "stopped") else "not_ready"
             raise NotReady(f"not accepting requests: {self.not_ready_reason()}", reason)
-        queued = self.queued_images
-        if queued + request.n > self.config.queue_limit_images:
+        queued = self.queue.images
+        if queued + resolved.n > self.config.queue_limit_images:
             raise QueueFull(
                 f"queue full ({queued} images queued, limit {self.config.queue_limit_images})",
-                self._retry_after_s(queued + request.n, self.max_batch_images(request.model)),
+                self._retry_after_s(queued + resolved.n, self.max_batch_images(resolved.model)),
             )
         now = time.monotonic()
-        ticket = _Ticket(
-            request=request,
-            key=(request.model, request.steps),
-            images=request.n,
+        ticket = Ticket(
+            request=resolved,
+            key=(resolved.model, resolved.steps),
+            images=resolved.n,
             enqueued_at=now,
             deadline=now + self.config.request_timeout_s,
             future=asyncio.get_running_loop().create_future(),
             jobs=jobs,
         )
-        self._queue.append(ticket)
-        self._update_gauges()
-        self._wake.set()
+        self.queue.push(ticket)
         return ticket
 
-    def _leave(self, ticket: _Ticket) -> bool:
-        """Drop a request whose caller left; True if it was still queued (its batch had not started)."""
+    def _leave(self, ticket: Ticket) -> bool:
+        """Drop a request whose caller left; True if it was still queued (it had not started)."""
         if not ticket.future.done():
             ticket.future.cancel()
-        if ticket in self._queue:
-            self._queue.remove(ticket)
-            self._update_gauges()
-            self._wake.set()
-            return True
-        return False
+        return self.queue.remove(ticket) > 0
 
     def _retry_after_s(self, images_ahead: int, max_batch_images: int) -> float:
         batches = math.ceil(images_ahead / max_batch_images)
-        return max(1.0, math.ceil(batches * (self._batch_s_ema or 1.0)))
+        return max(1.0, math.ceil(batches * (self.context.cost.seconds or 1.0)))
 
-    def _update_gauges(self) -> None:
-        self.metrics.queue_depth.set(len(self._queue))
-        self.metrics.queue_images.set(self.queued_images)
-
-    # --- batching --------------------------------------------------------------------------------
-
-    async def _batch_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            wake_at = None
-            if not self._busy:
-                decision = self.policy.select(self._queue, time.monotonic())
-                if decision.batch:
-                    self._dispatch(decision.batch)
-                    continue
-                wake_at = decision.wake_at
-            timeout = None if wake_at is None else max(0.0, wake_at - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    def _dispatch(self, batch: list[_Ticket]) -> None:
-        now = time.monotonic()
-        model = batch[0].request.model
-        for t in batch:
-            self._queue.remove(t)
-            t.started_at = now
-            self.metrics.queue_wait.labels(model).observe(now - t.enqueued_at)
-        self._update_gauges()
-        self._busy = True
-        self._running = batch
-        self._batch_task = asyncio.create_task(self._run(batch), name="fewstep-batch")
-
-    async def _run(self, batch: list[_Ticket]) -> None:
-        model = batch[0].request.model
-        pipeline = self.pipelines[model]
-        jobs = [job for t in batch for job in t.jobs]
-        try:
-            images, seconds = await self._runner.run(pipeline, jobs)
-        except Exception as e:  # only this batch fails; the engine stays ready
-            log.exception("batch of %d images for %s failed", len(jobs), model)
-            self.metrics.batch_failures.labels(model).inc()
-            self.metrics.rejected.labels("backend_error").inc(len(batch))
-            error = BatchFailed(f"the backend failed on this request's batch: {type(e).__name__}: {e}")
-            for t in batch:
-                if not t.future.done():
-                    t.future.set_exception(error)
-        else:
-            self._batch_s_ema = seconds if self._batch_s_ema is None else 0.8 * self._batch_s_ema + 0.2 * seconds
-            self.metrics.batch_size.labels(model).observe(len(jobs))
-            self.metrics.batch_compute.labels(model).observe(seconds)
-            self.metrics.images.labels(model).inc(len(jobs))
-            done = time.monotonic()
-            offset = 0
-            for t in batch:
-                req = t.request
-                result = GenerateResult(
-                    model=model,
-                    steps=req.steps or 0,
-                    guidance=req.guidance if req.guidance is not None else 0.0,
-                    images=images[offset : offset + t.images],
-                    seeds=t.request.seeds,
-                    queue_s=(t.started_at or done) - t.enqueued_at,
-                    compute_s=seconds,
-                    total_s=done - t.enqueued_at,
-                    batch_images=len(jobs),
-                )
-                offset += t.images
-                if not t.future.done():
-                    t.future.set_result(result)
-        finally:
-            self._busy = False
-            self._running = []
-            self._wake.set()
+    def _update_gauges(self, queue: RequestQueue) -> None:
+        self.metrics.queue_depth.set(len(queue))
+        self.metrics.queue_images.set(queue.images)

@@ -13,7 +13,8 @@ The engine asks only when its runner is free, so while a batch computes the next
 `limits` overrides both bounds per key (the engine fills it from the warm-up cost profile of each
 model, `service.engine.profile`); keys not in it use the defaults.
 
-Step-level batching (issue 5) replaces this unit; the engine only needs `select` and `Decision`.
+The request-level scheduler (`service.engine.request_loop.RequestLoop`) is its only user and needs
+only `select` and `Decision`; step-level scheduling admits with `step_scheduler.select_admissions`.
 """
 
 from __future__ import annotations

@@ -16,23 +16,26 @@ Metrics: `fewstep_step_iterations_total` (rate = iterations per second), the
 `fewstep_step_iteration_seconds` histogram, the `fewstep_in_flight_images` gauge; the admission
 wait is `fewstep_queue_wait_seconds` (arrival to first image admitted) and each iteration's size is
 observed in `fewstep_batch_size_images`.
+
+Implements `service.engine.scheduler.Scheduler` over a `SchedulerContext` (it never sees the
+engine); `service.engine.request_loop.RequestLoop` is the request-level one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from service.engine.profile import BatchLimits
+from service.engine.queue import Ticket
+from service.engine.scheduler import SchedulerContext
 from service.engine.step_scheduler import Iteration, StepBatch, select_admissions
-from service.engine.types import BatchFailed, GenerateResult
+from service.errors import BatchFailed
 from service.pipeline import ImageJob
-
-if TYPE_CHECKING:
-    from service.engine.engine import Engine, _Ticket
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 class _Progress:
     """A request with images admitted: how many are in, how many done, and their images so far."""
 
-    ticket: _Ticket
+    ticket: Ticket
     images: list[np.ndarray | None]
     admitted: int = 0
     done: int = 0
@@ -53,44 +56,63 @@ class _Work:
     """One runner call: images to admit (any model) and the model to iterate."""
 
     model: str
-    admit: list[tuple[_Ticket, list[ImageJob], int]] = field(default_factory=list)
+    admit: list[tuple[Ticket, list[ImageJob], int]] = field(default_factory=list)
 
 
 @dataclass
 class _Outcome:
-    failed: list[tuple[_Ticket, Exception]]
+    failed: list[tuple[Ticket, Exception]]
     iteration: Iteration | None
     error: Exception | None
     seconds: float
 
 
 class StepLoop:
-    """Drives `StepBatch`es from the engine's event loop; owns nothing the engine's callers see."""
+    """Drives one `StepBatch` per model from the event loop; owns nothing the engine's callers see."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.batches = {name: StepBatch(p) for name, p in engine.pipelines.items()}
-        self.progress: dict[_Ticket, _Progress] = {}
+    def __init__(self, ctx: SchedulerContext) -> None:
+        self.ctx = ctx
+        self.batches = {name: StepBatch(p) for name, p in ctx.pipelines.items()}
+        self.progress: dict[Ticket, _Progress] = {}
+        self.limits: dict[str, BatchLimits] = {}
         self._last_model: str | None = None
+        self._busy = False
+        self._running: list[Ticket] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def running(self) -> Sequence[Ticket]:
+        return list(self._running)
 
     @property
     def in_flight_images(self) -> int:
         return sum(len(b) for b in self.batches.values())
 
+    def use_limits(self, limits: Mapping[str, BatchLimits]) -> None:
+        """Per-model bounds on in-flight images (the max wait has no meaning here)."""
+        self.limits = dict(limits)
+
+    def max_batch_images(self, model: str) -> int:
+        limits = self.limits.get(model)
+        return limits.max_batch_images if limits else self.ctx.max_batch_images
+
     async def run(self) -> None:
-        e = self.engine
+        queue = self.ctx.queue
         while True:
-            e._wake.clear()
+            queue.arm()
             self._reap()
             work = self._plan(time.monotonic())
             if work is None:
-                e._busy = False
-                e._running = []
-                await e._wake.wait()
+                self._busy = False
+                self._running = []
+                await queue.wait()
                 continue
-            e._busy = True
-            e._running = [p.ticket for p in self.progress.values()]
-            outcome = await e._runner.call(self._execute, work)
+            self._busy = True
+            self._running = [p.ticket for p in self.progress.values()]
+            outcome = await self.ctx.runner.call(self._execute, work)
             self._finish(work.model, outcome)
 
     # --- on the event loop -----------------------------------------------------------------------
@@ -99,38 +121,34 @@ class StepLoop:
         """Free the slots of requests whose caller left (their future is cancelled) or that failed."""
         for ticket in list(self.progress):
             if ticket.future.done():
-                dropped = self.batches[ticket.request.model].drop(ticket)
+                dropped = self.batches[ticket.model].drop(ticket)
                 del self.progress[ticket]
-                if ticket in self.engine._queue:
-                    self.engine._queue.remove(ticket)
+                self.ctx.queue.remove(ticket)
                 if dropped and ticket.future.cancelled():
                     log.debug("dropped %d in-flight images of a request that left", dropped)
         self._update_gauges()
 
     def _plan(self, now: float) -> _Work | None:
         """Admit what fits, first come first admitted, and choose the model to iterate (None: idle)."""
-        e = self.engine
-        free = {name: e.max_batch_images(name) - len(b) for name, b in self.batches.items()}
+        free = {name: self.max_batch_images(name) - len(b) for name, b in self.batches.items()}
 
-        def waiting(t: _Ticket) -> int:
+        def waiting(t: Ticket) -> int:
             p = self.progress.get(t)
             return t.images - (p.admitted if p else 0)
 
-        admit: list[tuple[_Ticket, list[ImageJob], int]] = []
+        admit: list[tuple[Ticket, list[ImageJob], int]] = []
         arriving: set[str] = set()
-        for ticket, take in select_admissions(e._queue, free, lambda t: t.request.model, waiting):
+        for ticket, take in select_admissions(self.ctx.queue.snapshot(), free, lambda t: t.model, waiting):
             p = self.progress.get(ticket)
             if p is None:
                 p = self.progress[ticket] = _Progress(ticket, [None] * ticket.images)
                 ticket.started_at = now
-                e.metrics.queue_wait.labels(ticket.request.model).observe(now - ticket.enqueued_at)
+                self.ctx.metrics.queue_wait.labels(ticket.model).observe(now - ticket.enqueued_at)
             admit.append((ticket, ticket.jobs[p.admitted : p.admitted + take], p.admitted))
             p.admitted += take
-            arriving.add(ticket.request.model)
+            arriving.add(ticket.model)
             if p.admitted == ticket.images:
-                e._queue.remove(ticket)
-        if admit:
-            e._update_gauges()
+                self.ctx.queue.remove(ticket)
         models = [name for name, b in self.batches.items() if len(b) or name in arriving]
         if not models:
             return None
@@ -142,28 +160,27 @@ class StepLoop:
         return _Work(model, admit)
 
     def _finish(self, model: str, outcome: _Outcome) -> None:
-        e = self.engine
+        metrics = self.ctx.metrics
         for ticket, error in outcome.failed:
-            e.metrics.rejected.labels("backend_error").inc()
+            metrics.rejected.labels("backend_error").inc()
             self._fail(ticket, error)
         if outcome.error is not None:
-            e.metrics.batch_failures.labels(model).inc()
+            metrics.batch_failures.labels(model).inc()
             cause = outcome.error
             error = BatchFailed(f"the backend failed on this request's batch: {type(cause).__name__}: {cause}")
-            owners = {t for t, p in self.progress.items() if t.request.model == model}
-            e.metrics.rejected.labels("backend_error").inc(len(owners))
+            owners = {t for t in self.progress if t.model == model}
+            metrics.rejected.labels("backend_error").inc(len(owners))
             for ticket in owners:
                 self._fail(ticket, error)
         it = outcome.iteration
         if it is not None and it.size:
-            e.metrics.step_iterations.labels(model).inc()
-            e.metrics.step_iteration_seconds.labels(model).observe(outcome.seconds)
-            e.metrics.batch_size.labels(model).observe(it.size)
-            steps = e.pipelines[model].manifest.default_steps
-            per_batch = outcome.seconds * steps  # Retry-After: a full pass of the default step count
-            e._batch_s_ema = per_batch if e._batch_s_ema is None else 0.8 * e._batch_s_ema + 0.2 * per_batch
+            metrics.step_iterations.labels(model).inc()
+            metrics.step_iteration_seconds.labels(model).observe(outcome.seconds)
+            metrics.batch_size.labels(model).observe(it.size)
+            steps = self.ctx.pipelines[model].manifest.default_steps
+            self.ctx.cost.observe(outcome.seconds * steps)  # Retry-After: a full pass of the default step count
             for p in self.progress.values():
-                if p.ticket.request.model == model:
+                if p.ticket.model == model:
                     p.batch_images = max(p.batch_images, it.size)
             done = time.monotonic()
             for im in it.finished:
@@ -179,47 +196,29 @@ class StepLoop:
     def _answer(self, p: _Progress, done: float) -> None:
         t = p.ticket
         del self.progress[t]
-        req = t.request
+        self.ctx.metrics.images.labels(t.model).inc(t.images)
         started = t.started_at or done
-        self.engine.metrics.images.labels(req.model).inc(t.images)
-        if t.future.done():
-            return
-        t.future.set_result(
-            GenerateResult(
-                model=req.model,
-                steps=req.steps or 0,
-                guidance=req.guidance if req.guidance is not None else 0.0,
-                images=np.stack(p.images),  # type: ignore[arg-type]
-                seeds=req.seeds,
-                queue_s=started - t.enqueued_at,
-                compute_s=done - started,
-                total_s=done - t.enqueued_at,
-                batch_images=p.batch_images,
-            )
-        )
+        t.succeed(np.stack(p.images), done - started, done, p.batch_images)  # type: ignore[arg-type]
 
-    def _fail(self, ticket: _Ticket, error: Exception) -> None:
-        self.batches[ticket.request.model].drop(ticket)
+    def _fail(self, ticket: Ticket, error: Exception) -> None:
+        self.batches[ticket.model].drop(ticket)
         self.progress.pop(ticket, None)
-        if ticket in self.engine._queue:
-            self.engine._queue.remove(ticket)
-        if not ticket.future.done():
-            ticket.future.set_exception(error)
+        self.ctx.queue.remove(ticket)
+        ticket.fail(error)
 
     def _update_gauges(self) -> None:
         for name, b in self.batches.items():
-            self.engine.metrics.in_flight_images.labels(name).set(len(b))
-        self.engine._update_gauges()
+            self.ctx.metrics.in_flight_images.labels(name).set(len(b))
 
     # --- on the runner thread --------------------------------------------------------------------
 
     def _execute(self, work: _Work) -> _Outcome:
-        failed: list[tuple[_Ticket, Exception]] = []
+        failed: list[tuple[Ticket, Exception]] = []
         for ticket, jobs, first in work.admit:
             try:
-                self.batches[ticket.request.model].admit(ticket, jobs, first)
+                self.batches[ticket.model].admit(ticket, jobs, first)
             except Exception as e:  # the text encoder failed: only this request fails
-                log.exception("admitting %d images for %s failed", len(jobs), ticket.request.model)
+                log.exception("admitting %d images for %s failed", len(jobs), ticket.model)
                 failed.append((ticket, BatchFailed(f"the backend failed on this request: {type(e).__name__}: {e}")))
         start = time.perf_counter()
         try:

@@ -5,8 +5,8 @@ that arrives a moment later waits for the whole batch, and 4-step and 8-step req
 an evaluation. Here each in-flight image carries its own state (z, step index, step plan,
 guidance, text states) and one iteration is one denoiser evaluation over every in-flight image of
 a model, each at its own time t. After the evaluation an image either takes its posterior step
-(the shared `fewstep.sampler.ancestral_step` / `ddim_step` with per-image (B, 1, 1, 1)
-coefficients read from the manifest's step plans) or, at its last step, retires with its x_hat.
+(the shared `fewstep.sampler.step_update` with per-image (B, 1, 1, 1) coefficients read from
+the manifest's step plans) or, at its last step, retires with its x_hat.
 
 Byte identity with request-level mode: per image, the same float32 operations run in the same
 order (float64 coefficients rounded once to float32, whether passed as Python floats or as
@@ -34,7 +34,7 @@ import numpy as np
 
 from fewstep.images import to_uint8
 from fewstep.rng import SeededNoise
-from fewstep.sampler import ancestral_step, ddim_step
+from fewstep.sampler import StepCoefficients, step_update, uses_noise
 from fewstep.schedule import StepPlan
 from service.pipeline import ImageJob, Pipeline
 
@@ -179,15 +179,10 @@ class StepBatch:
         return z, t, (states, mask, null), w
 
     def _update(self, z: np.ndarray, x_hat: np.ndarray, images: list[StepImage]) -> np.ndarray:
-        """z at each image's next time: the shared sampler step with per-image coefficients."""
-
-        def coeff(name: str) -> np.ndarray:
-            return np.array([getattr(im.plan, name)[im.i] for im in images], dtype=np.float32).reshape(-1, 1, 1, 1)
-
+        """z at each image's next time: the shared `fewstep.sampler.step_update` with per-image coefficients."""
         sampler = self.pipeline.manifest.sampler
-        if sampler == "ancestral":
+        coeffs = StepCoefficients.per_image([im.plan for im in images], [im.i for im in images])
+        eps = None
+        if uses_noise(sampler):
             eps = np.stack([im.noise.step(im.i)[0] for im in images])  # stream i + 1: step i's noise
-            return ancestral_step(z, x_hat, coeff("c_z"), coeff("c_x"), coeff("std"), eps)
-        if sampler == "ddim":
-            return ddim_step(z, x_hat, coeff("alpha_t"), coeff("sigma_t"), coeff("alpha_s"), coeff("sigma_s"))
-        raise ValueError(f"no step-level update for sampler {sampler!r}")
+        return step_update(sampler, z, x_hat, coeffs, eps)

@@ -1,7 +1,8 @@
-"""What goes into and comes out of `Engine.generate()`, and the ways it can refuse or fail.
+"""What goes into and comes out of `Engine.generate()`: the request as a client sent it, the request
+once resolved against its model, and the result.
 
-Each error carries what the HTTP layer needs to answer (a status and a reason for the
-rejection metric) without the engine knowing HTTP.
+The errors `generate` raises are the domain errors of `service.errors` (re-exported by
+`service.engine`); they carry no HTTP status (the API layer maps them).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from service.pipeline import ImageJob
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,31 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every choice made (`Engine.resolve`): what the schedulers and results read.
+
+    No field is optional, so nothing downstream falls back to a default of its own; an empty
+    `negative_prompt` means none (the null prompt guides), as in `ImageJob`.
+    """
+
+    model: str
+    prompt: str
+    seed: int
+    n: int
+    steps: int
+    guidance: float
+    negative_prompt: str
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + j for j in range(self.n)]
+
+    def jobs(self) -> list[ImageJob]:
+        """One `ImageJob` per image (the unit the pipelines and the step batch work on)."""
+        return [ImageJob(self.prompt, seed, self.steps, self.guidance, self.negative_prompt) for seed in self.seeds]
+
+
+@dataclass(frozen=True)
 class GenerateResult:
     """uint8 images (n, R, R, C) with their seeds, the settings used, and where the time went (seconds)."""
 
@@ -47,49 +75,3 @@ class GenerateResult:
     compute_s: float
     total_s: float
     batch_images: int = field(default=0, metadata={"doc": "images in the batch this request ran in"})
-
-
-class EngineError(Exception):
-    """Base of the engine's refusals; `reason` is the bounded label of the rejection metric."""
-
-    status = 500
-    reason = "error"
-
-
-class UnknownModel(EngineError):
-    status = 404
-    reason = "unknown_model"
-
-
-class QueueFull(EngineError):
-    """The queue bound is reached; try again after `retry_after_s`."""
-
-    status = 429
-    reason = "queue_full"
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class NotReady(EngineError):
-    """Not warmed up yet, or draining after SIGTERM: admission is closed."""
-
-    status = 503
-    reason = "not_ready"
-
-    def __init__(self, message: str, reason: str = "not_ready") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class DeadlineExceeded(EngineError):
-    status = 504
-    reason = "deadline"
-
-
-class BatchFailed(EngineError):
-    """The backend raised while running this request's batch (other batches are unaffected)."""
-
-    status = 500
-    reason = "backend_error"

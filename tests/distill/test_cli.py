@@ -1,22 +1,22 @@
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fewstep.cli import build_parser, main
+from fewstep_cli.main import build_parser, main
 
 
-def _exe() -> str:
-    return shutil.which("fewstep") or str(Path(sys.executable).parent / "fewstep")
+def _fewstep() -> list[str]:
+    """The `fewstep` command as a subprocess (the console script calls the same `main`; see
+    tests/fewstep_cli/test_main.py)."""
+    return [sys.executable, "-m", "fewstep_cli"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["data", "preview", "--help"], ["train", "--help"]])
 def test_every_subcommand_has_help(argv):
-    r = subprocess.run([_exe(), *argv], capture_output=True, text=True)
+    r = subprocess.run([*_fewstep(), *argv], capture_output=True, text=True)
     assert r.returncode == 0 and "usage: fewstep" in r.stdout
 
 
@@ -39,7 +39,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
     always, silently overriding a --config file's method and steps."""
     import json
 
-    import distill.distiller
+    import distill.methods
 
     seen = []
 
@@ -47,7 +47,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
         seen.append(cfg)
         return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
 
-    monkeypatch.setattr(distill.distiller, "distill", fake_distill)
+    monkeypatch.setattr(distill.methods, "distill", fake_distill)
     config = tmp_path / "pd.json"
     config.write_text(json.dumps({"method": "pd", "steps": 4, "teacher_steps": 16}))
     base = ["distill", "--teacher", "t", "--out", str(tmp_path / "r"), "--preset", "tiny", "--config", str(config)]

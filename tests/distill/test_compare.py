@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distill.compare import Side, compare, load_side, paired
-from fewstep.cli import main
+from fewstep_cli.main import main
 from tests.distill.test_per_image import make_items, make_record
 
 

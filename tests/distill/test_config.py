@@ -56,3 +56,33 @@ def test_config_diff_ignores_resumable_keys():
     a = load_config("tiny")
     assert config_diff(a, load_config("tiny", overrides=["steps=99", "log_every=1"])) == []
     assert config_diff(a, load_config("tiny", overrides=["optim.lr=0.5"])) == ["optim.lr"]
+
+
+def test_one_loader_for_every_config_kind(tmp_path):
+    """`load` is the one loader: a kind's defaults, then preset, file and overrides, each over the
+    last; both the training and the distillation config load through it, with the same errors."""
+    from pydantic import BaseModel, ConfigDict
+
+    from distill.config import ConfigKind, load
+
+    class Toy(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        preset: str | None = None
+        a: int = 0
+        b: dict[str, int] = {}
+
+    kind = ConfigKind("toy config", {"p": {"a": 1}}, Toy.model_validate, lambda: {"b": {"x": 1}})
+    f = tmp_path / "toy.json"
+    f.write_text(json.dumps({"a": 2, "b": {"y": 2}}))
+    toy = load(kind, "p", f, ["b.z=3"])
+    assert (toy.preset, toy.a, toy.b) == ("p", 2, {"x": 1, "y": 2, "z": 3})
+    with pytest.raises(ConfigError, match=r"invalid toy config:\n  c: Extra inputs are not permitted"):
+        load(kind, overrides=["c=1"])
+
+    from distill.distill_config import load_distill_config
+
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_distill_config("tiny", file=f)
+    with pytest.raises(ConfigError, match=r"invalid distillation config:\n  stepz: Extra inputs"):
+        load_distill_config("tiny", overrides=["stepz=3"])

@@ -12,7 +12,8 @@ from distill.checkpoint import load_denoiser
 from distill.config import ConfigError
 from distill.consistency import cd_loss, consistency_target, segment_boundary
 from distill.distill_config import load_distill_config
-from distill.distiller import distill
+from distill.methods import distill
+from distill.runloop import RunOptions
 from fewstep.sampler import ddim_sample, ddim_step, ddim_x_for
 from fewstep.schedule import alpha_sigma, step_plan, time_grid
 from tests.conftest import make_packed_model
@@ -114,8 +115,8 @@ def teacher(tmp_path_factory, tiny_bert_dir):
 
 def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path):
     from distill.denoise import GuidedDenoiser
-    from fewstep.cli import main
     from fewstep.rng import SeededNoise
+    from fewstep_cli.main import main
 
     out = tmp_path / "run"
     argv = ["distill", "--teacher", str(teacher), "--method", "cd", "--steps", "2", "--preset", "tiny"]
@@ -145,10 +146,10 @@ def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp
 def test_an_interrupted_cd_run_resumes_exactly(teacher, tmp_path):
     over = ["method=cd", "steps=2", "teacher_steps=4", "ckpt_every=1", "cd_target_ema=0.5", "ema_decay=0.5"]
     cfg = load_distill_config("tiny", None, over)
-    distill(cfg, teacher, tmp_path / "a", progress=False)
-    distill(cfg, teacher, tmp_path / "b", progress=False, stop_at=3)
+    distill(cfg, teacher, tmp_path / "a", RunOptions(progress=False))
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=3))
     assert (tmp_path / "b" / "checkpoint" / "target.safetensors").is_file()
-    distill(cfg, teacher, tmp_path / "b", progress=False)
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
     a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
     b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+import shapesworld as shapes
 from distill.config import DataConfig
 from distill.data import (
     DataError,
@@ -17,7 +18,6 @@ from distill.data import (
     load_image,
     to_uint8,
 )
-from fewstep import shapes
 
 
 def test_shapes_batches_deterministic_resumable_and_per_rank():

@@ -10,7 +10,9 @@ import torch
 from distill.checkpoint import load_denoiser
 from distill.data import build_dataset
 from distill.distill_config import load_distill_config
-from distill.distiller import Distiller, distill
+from distill.distiller import Distiller
+from distill.methods import distill
+from distill.runloop import RunOptions
 from tests.conftest import make_packed_model
 
 
@@ -59,7 +61,7 @@ def test_a_short_distillation_writes_a_student_that_samples_and_exports(method, 
     from fewstep.sampler import ancestral_sample
 
     cfg = load_distill_config("tiny", None, [f"method={method}", "steps=2"])
-    summary = distill(cfg, teacher, tmp_path / "run", progress=False)
+    summary = distill(cfg, teacher, tmp_path / "run", RunOptions(progress=False))
     assert summary["finished"] and summary["iters"] == 4 and summary["network_forward_images"] > 0
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["student_loss"]) for r in rows)
@@ -80,10 +82,10 @@ def test_a_short_distillation_writes_a_student_that_samples_and_exports(method, 
 
 def test_an_interrupted_distillation_resumes_exactly(teacher, tmp_path):
     cfg = load_distill_config("tiny", None, ["iters=4", "ckpt_every=2"])
-    distill(cfg, teacher, tmp_path / "a", progress=False)
-    distill(cfg, teacher, tmp_path / "b", progress=False, stop_at=2)
+    distill(cfg, teacher, tmp_path / "a", RunOptions(progress=False))
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=2))
     assert not (tmp_path / "b" / "student").exists()
-    distill(cfg, teacher, tmp_path / "b", progress=False)
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
     a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
     b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -97,9 +99,9 @@ def test_config_errors_name_the_key(teacher, tmp_path):
     with pytest.raises(ConfigError, match="steps"):
         load_distill_config("tiny", None, ["steps=0"])
     cfg = load_distill_config("tiny")
-    distill(cfg, teacher, tmp_path / "r", progress=False, stop_at=2)
+    distill(cfg, teacher, tmp_path / "r", RunOptions(progress=False, stop_at=2))
     with pytest.raises(ConfigError, match="lr"):
-        distill(cfg.model_copy(update={"lr": 1.0}), teacher, tmp_path / "r", progress=False)
+        distill(cfg.model_copy(update={"lr": 1.0}), teacher, tmp_path / "r", RunOptions(progress=False))
 
 
 ISSUE14 = [
@@ -120,9 +122,9 @@ def test_mm_alt_with_ema_sbin_teacher_weighting_and_grid_times_resumes_exactly(t
     (an interrupted run ends bit-identical), student/ is the EMA and student-raw/ the raw weights,
     and every logged row carries the per-s-bin signal."""
     cfg = load_distill_config("tiny", None, ["steps=2", "iters=4", "ckpt_every=2", *ISSUE14])
-    distill(cfg, teacher, tmp_path / "a", progress=False)
-    distill(cfg, teacher, tmp_path / "b", progress=False, stop_at=3)
-    distill(cfg, teacher, tmp_path / "b", progress=False)
+    distill(cfg, teacher, tmp_path / "a", RunOptions(progress=False))
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=3))
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
     for packed in ("student", "student-raw"):
         a = load_denoiser(tmp_path / "a" / packed)[0].state_dict()
         b = load_denoiser(tmp_path / "b" / packed)[0].state_dict()
@@ -143,7 +145,7 @@ def test_mm_param_uses_the_ema_and_the_snr_cap_weighting(teacher, tmp_path):
     cfg = load_distill_config(
         "tiny", None, ["method=mm-param", "steps=2", "ema_decay=0.5", "weighting=snr-cap", "snr_cap=5"]
     )
-    summary = distill(cfg, teacher, tmp_path / "p", progress=False)
+    summary = distill(cfg, teacher, tmp_path / "p", RunOptions(progress=False))
     assert summary["finished"] and (tmp_path / "p" / "student-raw" / "model.safetensors").is_file()
     rows = [json.loads(r) for r in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["student_loss"]) and len(r["sbin_energy"]) == 10 for r in rows)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+import shapesworld as shapes
 from distill.evaluate import adherence, eval_set, measure, reference_images, score
 from distill.evaluator import attribute_accuracy, load_evaluator, predict
 from distill.per_image import PerImage
-from fewstep import shapes
 
 ROOT = Path(__file__).resolve().parents[2]
 EVALUATOR = ROOT / "models" / "evaluator"

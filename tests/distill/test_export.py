@@ -87,7 +87,7 @@ def test_a_damaged_bundle_is_refused_naming_the_file(tmp_path, tiny_bundle, dama
 
 
 def test_export_cli(tmp_path, tiny_bert_dir, capsys):
-    from fewstep.cli import main
+    from fewstep_cli.main import main
 
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
     row = {"sampler": "ancestral", "steps": 4, "guidance": 3.0, "fd": 12.5, "adherence": {"overall": 0.5}}

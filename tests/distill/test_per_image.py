@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import shapesworld as shapes
 from distill.per_image import CHECK_KEYS, PerImage, background_mask, check_paired, grain
-from fewstep import shapes
 
 
 @dataclass(frozen=True)

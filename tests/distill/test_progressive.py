@@ -10,8 +10,9 @@ import torch
 from distill.checkpoint import load_denoiser
 from distill.config import ConfigError
 from distill.distill_config import load_distill_config
-from distill.distiller import distill
+from distill.methods import distill
 from distill.progressive import pd_loss, stage_at, stage_lengths, stage_steps, two_step_target
+from distill.runloop import RunOptions
 from fewstep.sampler import ddim_sample, ddim_step
 from fewstep.schedule import step_plan
 from tests.conftest import make_packed_model
@@ -125,8 +126,8 @@ def teacher(tmp_path_factory, tiny_bert_dir):
 
 def test_fewstep_distill_pd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path):
     from distill.denoise import GuidedDenoiser
-    from fewstep.cli import main
     from fewstep.rng import SeededNoise
+    from fewstep_cli.main import main
 
     out = tmp_path / "run"
     argv = ["distill", "--teacher", str(teacher), "--method", "pd", "--steps", "2", "--preset", "tiny"]
@@ -158,15 +159,15 @@ def test_an_interrupted_pd_run_resumes_exactly_across_a_stage_boundary(teacher, 
     cfg = load_distill_config(
         "tiny", None, ["method=pd", "steps=2", "teacher_steps=8", "ckpt_every=1", "ema_decay=0.5"]
     )
-    distill(cfg, teacher, tmp_path / "a", progress=False)
+    distill(cfg, teacher, tmp_path / "a", RunOptions(progress=False))
     for stop in (2, 3):  # at the boundary (stage 1 not yet begun), then inside stage 1
-        distill(cfg, teacher, tmp_path / "b", progress=False, stop_at=stop)
+        distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=stop))
         assert not (tmp_path / "b" / "student").exists()
-    distill(cfg, teacher, tmp_path / "b", progress=False)
+    distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
     a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
     b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     sa, sb = (json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab")
     assert sa["stages"] == sb["stages"] and sa["evals"] == sb["evals"]
     with pytest.raises(ConfigError, match="iters"):
-        distill(cfg.model_copy(update={"iters": 6}), teacher, tmp_path / "b", progress=False)
+        distill(cfg.model_copy(update={"iters": 6}), teacher, tmp_path / "b", RunOptions(progress=False))

@@ -24,7 +24,7 @@ def test_table_and_plot(tmp_path):
 def test_table_report_only_rebuilds_from_the_rows(tmp_path):
     import json
 
-    from fewstep.cli import main
+    from fewstep_cli.main import main
 
     rows_dir = tmp_path / "teacher"
     rows_dir.mkdir()

@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,22 +69,22 @@ def test_folder_data_trains_and_reports_skips(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path):
-    exe = shutil.which("fewstep") or str(Path(sys.executable).parent / "fewstep")
+    exe = [sys.executable, "-m", "fewstep_cli"]  # the `fewstep` console script's `main`
     r = subprocess.run(
-        [exe, "train", "--preset", "tiny", "--set", "optim.lr=-1", "--out", str(tmp_path / "x")],
+        [*exe, "train", "--preset", "tiny", "--set", "optim.lr=-1", "--out", str(tmp_path / "x")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 2 and "optim.lr" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()  # nothing half-written
     r = subprocess.run(
-        [exe, "train", "--preset", "tiny", "--set", "data.source=folder", "--set", f"data.path={tmp_path}/none",
+        [*exe, "train", "--preset", "tiny", "--set", "data.source=folder", "--set", f"data.path={tmp_path}/none",
          "--out", str(tmp_path / "y")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "y").exists()
     r = subprocess.run(
-        [exe, "train", "--preset", "tiny", "--set", "data.source=webdataset", "--set",
+        [*exe, "train", "--preset", "tiny", "--set", "data.source=webdataset", "--set",
          f"data.path={tmp_path}/shard-{{000..003}}.tar", "--out", str(tmp_path / "z")],
         capture_output=True, text=True,
     )  # fmt: skip
@@ -98,7 +97,7 @@ def test_torchrun_two_gloo_processes_stay_in_sync(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "ddp"
     subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fewstep", "train", "--preset", "tiny",
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "fewstep_cli", "train", "--preset", "tiny",
          "--set", "steps=6", "--set", "threads=1", "--out", str(out), "--no-progress"],
         check=True, cwd=ROOT, env=env, capture_output=True, timeout=280,
     )  # fmt: skip

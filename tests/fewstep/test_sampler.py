@@ -78,3 +78,53 @@ def test_gaussian_data_marginal_is_reproduced(sampler):
     a, sg = S.alpha_sigma(1 / 200)
     expected = s2 * (a**2 * s2) / (a**2 * s2 + sg**2)
     assert abs(var - expected) < 0.06 * expected, (var, expected)
+
+
+# --- the one per-step update ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_per_image_coefficients_give_the_bytes_of_the_shared_step(sampler):
+    """Step-level batching (each image at its own step, per-image coefficients) and the sampler
+    loop (one step for the batch, Python floats) round the float64 plan alike: same bytes."""
+    from fewstep.sampler import StepCoefficients, step_update, uses_noise
+
+    rng = np.random.default_rng(0)
+    plans = [S.step_plan(8), S.step_plan(4), S.step_plan(8)]
+    steps = [5, 1, 0]
+    z = rng.standard_normal((3, *SHAPE)).astype(np.float32)
+    x = rng.standard_normal((3, *SHAPE)).astype(np.float32)
+    eps = rng.standard_normal((3, *SHAPE)).astype(np.float32) if uses_noise(sampler) else None
+    batched = step_update(sampler, z, x, StepCoefficients.per_image(plans, steps), eps)
+    for b, (plan, i) in enumerate(zip(plans, steps, strict=True)):
+        one = step_update(
+            sampler,
+            z[b : b + 1],
+            x[b : b + 1],
+            StepCoefficients.at(plan, i),
+            eps[b : b + 1] if eps is not None else None,
+        )
+        assert batched[b].tobytes() == one[0].tobytes()
+    as_torch = step_update(
+        sampler,
+        torch.from_numpy(z),
+        torch.from_numpy(x),
+        StepCoefficients.at(plans[0], steps[0]),
+        None if eps is None else torch.from_numpy(eps),
+    )
+    ref = step_update(sampler, z, x, StepCoefficients.at(plans[0], steps[0]), eps)
+    np.testing.assert_allclose(as_torch.numpy(), ref, atol=1e-6)
+
+
+def test_the_update_refuses_what_it_cannot_do():
+    from fewstep.sampler import StepCoefficients, step_update, uses_noise
+
+    c = StepCoefficients.at(S.step_plan(2), 0)
+    z = np.zeros((1, *SHAPE), np.float32)
+    assert uses_noise("ancestral") and not uses_noise("ddim")
+    with pytest.raises(ValueError, match="needs the step's noise"):
+        step_update("ancestral", z, z, c)
+    with pytest.raises(ValueError, match="no per-step update"):
+        step_update("euler", z, z, c)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        uses_noise("euler")

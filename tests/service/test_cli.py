@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fewstep.cli import build_parser, main
+from fewstep_cli.main import build_parser, main
 from service.cli import settings_from_args
 
 

@@ -34,6 +34,8 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.scoring import evaluation_items, evaluation_set_version, predicted_scenes, served_adherence
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,9 +162,7 @@ def prometheus(server: Server, tmp_path_factory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def burst(server: Server, default_model: dict, prometheus_or_none) -> list[tuple[dict, dict]]:
     """32 concurrent requests for the first evaluation prompts with their evaluation seeds."""
-    from distill.evaluate import eval_set
-
-    items = eval_set(500)[:N_REQUESTS]  # in-distribution items, seeds 0..31: the evaluation's own
+    items = evaluation_items(N_REQUESTS)  # in-distribution items, seeds 0..31: the evaluation's own
     _, row = eval_row(default_model)
     steps, guidance = row.get("steps", default_model["default_steps"]), row.get("guidance", 3.0)
     bodies = [
@@ -212,24 +212,16 @@ def test_served_adherence_is_within_sampling_error_of_the_manifest(burst, defaul
     key, row = eval_row(default_model)
     if not row or "adherence" not in row:
         pytest.skip(f"the bundle's manifest has no {key!r} adherence figure")
-    from distill.evaluate import EVAL_SET_VERSION, adherence, eval_set
-
-    if row.get("eval_set_version", 1) != EVAL_SET_VERSION:
+    version = evaluation_set_version()
+    if row.get("eval_set_version", 1) != version:
         pytest.skip(
             f"the manifest's {key!r} row was scored on evaluation set v{row.get('eval_set_version', 1)}, "
-            f"the burst uses v{EVAL_SET_VERSION}: re-export the bundle with a current row (make results-all)"
+            f"the burst uses v{version}: re-export the bundle with a current row (make results-all)"
         )
-    from distill.evaluator import load_evaluator, predict
-
-    evaluator_dir = ROOT / "models" / "evaluator"
-    if not (evaluator_dir / "manifest.json").is_file():
-        pytest.skip("no committed evaluator in models/evaluator")
-    evaluator, _ = load_evaluator(evaluator_dir)
     images = np.stack(
         [np.asarray(Image.open(io.BytesIO(base64.b64decode(r["images"][0]["b64"]))).convert("RGB")) for _, r in burst]
     )
-    predicted, _ = predict(evaluator, images)
-    served = adherence(predicted, eval_set(500)[:N_REQUESTS])["overall"]
+    served = served_adherence(images, N_REQUESTS)
     expected = row["adherence"]["overall"]
     three_sigma = 3 * math.sqrt(expected * (1 - expected) / N_REQUESTS)
     assert abs(served - expected) <= three_sigma + 1e-9, (served, expected, three_sigma)
@@ -328,7 +320,7 @@ def test_api_docs_render_in_headless_chromium_with_the_network_blocked(server: S
 
 def test_playground_first_click_with_the_defaults_shows_images(server: Server, default_model: dict, tmp_path):
     """Nothing filled in: the server's default model and prompt, 4 images, each with its seed and timings."""
-    from fewstep import shapes
+    import shapesworld as shapes
 
     with offline_page(server) as (page, elsewhere):
         page.goto(server.url + "/")
@@ -353,12 +345,8 @@ def test_playground_first_click_with_the_defaults_shows_images(server: Server, d
 
 def test_the_default_model_draws_the_playgrounds_default_prompt_right(server: Server, default_model: dict):
     """The first click should show what was asked: the evaluator checks 8 seeds of the default prompt."""
-    from distill.evaluator import load_evaluator, predict
-    from fewstep import shapes
+    import shapesworld as shapes
 
-    evaluator_dir = ROOT / "models" / "evaluator"
-    if not (evaluator_dir / "manifest.json").is_file():
-        pytest.skip("no committed evaluator in models/evaluator")
     info = httpx.get(f"{server.url}/info").json()
     assert info["default_model"] == default_model["id"]
     body = {"prompt": info["default_prompt"], "seed": 0, "n": 8}
@@ -366,8 +354,7 @@ def test_the_default_model_draws_the_playgrounds_default_prompt_right(server: Se
     images = np.stack(
         [np.asarray(Image.open(io.BytesIO(base64.b64decode(i["b64"]))).convert("RGB")) for i in reply["images"]]
     )
-    evaluator, _ = load_evaluator(evaluator_dir)
-    predicted, _ = predict(evaluator, images)
+    predicted = predicted_scenes(images)
     spec = shapes.parse_prompt(info["default_prompt"])
     right = sum(shapes.satisfies(scene, spec)["all"] for scene in predicted)
     assert reply["warnings"] == [] and right >= 6, f"{right} of 8 images match {info['default_prompt']!r}"

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from fewstep.cli import main
+from fewstep_cli.main import main
 
 
 def test_generate_writes_one_png_per_seed(tiny_bundle, tmp_path, capsys):

@@ -128,7 +128,7 @@ def test_guidance_is_another_name_of_guidance_scale():
 
 
 def test_prompt_words_outside_the_vocabulary_are_warned_about_not_refused():
-    from fewstep import shapes
+    import shapesworld as shapes
 
     with serving() as client:
         r = client.post("/generate", json={"prompt": "a red dragon under a tree", "seed": 1})
@@ -150,7 +150,7 @@ def test_a_warning_header_stays_ascii_whatever_the_prompt():
 
 
 def test_info_gives_the_default_model_the_vocabulary_and_prompts_that_work():
-    from fewstep import shapes
+    import shapesworld as shapes
 
     with serving(default_model="student") as client:
         info = client.get("/info").json()
@@ -210,7 +210,7 @@ def test_docs_and_redoc_load_their_assets_from_the_service():
 
 
 def test_the_openapi_description_of_the_prompt_lists_the_vocabulary():
-    from fewstep import shapes
+    import shapesworld as shapes
 
     with serving() as client:
         schemas = client.get("/openapi.json").json()["components"]["schemas"]
@@ -225,3 +225,20 @@ def test_the_playground_asks_the_server_for_its_defaults():
     with serving() as client:
         page = client.get("/").text
     assert "/info" in page and "default_model" in page and "example_prompts" in page
+
+
+def test_the_handlers_are_importable_and_mount_alone():
+    """Each handler is a module-level function of the request: one can be mounted and called by itself."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from service.api import routes
+
+    card = routes.model_card(fake_pipeline("solo", network_input=True, steps=(1, 2)), default=True)
+    assert (card.id, card.default, card.steps, card.guidance["network_input"]) == ("solo", True, [1, 2], True)
+    app = FastAPI()
+    app.add_api_route("/readyz", routes.readyz)
+    app.state.engine = None
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["reason"] == "loading model bundles"

@@ -55,3 +55,34 @@ async def hold_runner(engine: Engine, denoiser: GatedDenoiser) -> asyncio.Task:
     task = asyncio.create_task(engine.generate(GenerateRequest("fake", "holder", seed=0)))
     await wait_until(denoiser.entered.is_set)
     return task
+
+
+def ticket(model: str, n: int = 1, steps: int = 4, seed: int = 0, guidance: float = 3.0, at: float = 0.0):
+    """A queued request as the engine admits it (call inside a running event loop: it has a future)."""
+    from service.engine.queue import Ticket
+    from service.engine.types import ResolvedRequest
+
+    request = ResolvedRequest(model, f"prompt {seed}", seed, n, steps, guidance, "")
+    return Ticket(
+        request=request,
+        key=(model, steps),
+        images=n,
+        enqueued_at=at,
+        deadline=at + 60.0,
+        future=asyncio.get_running_loop().create_future(),
+        jobs=request.jobs(),
+    )
+
+
+def context(*pipelines, max_batch_images: int = 8):
+    """A scheduler's context over `pipelines` (default: two fake models), with its own queue and runner."""
+    from service.backends.fake import fake_pipeline
+    from service.engine.queue import RequestQueue
+    from service.engine.runner import Runner
+    from service.engine.scheduler import SchedulerContext
+    from service.metrics import Metrics
+
+    pipes = pipelines or (fake_pipeline("fake"), fake_pipeline("other"))
+    metrics = Metrics()
+    metrics.add_models(list(pipes))
+    return SchedulerContext({p.name: p for p in pipes}, RequestQueue(), Runner(), metrics, max_batch_images)

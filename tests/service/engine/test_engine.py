@@ -12,12 +12,13 @@ from service.engine import (
     BatchFailed,
     DeadlineExceeded,
     Engine,
+    ErrorKind,
     GenerateRequest,
+    InvalidArgument,
     NotReady,
     QueueFull,
     UnknownModel,
 )
-from service.pipeline import JobError
 from tests.service.engine.conftest import GatedDenoiser, hold_runner, started_engine, wait_until
 
 
@@ -41,7 +42,7 @@ def test_requests_queued_behind_a_running_batch_leave_together_with_mixed_prompt
             GenerateRequest("fake", "two triangles", seed=9, n=2),
         ]
         tasks = [asyncio.create_task(engine.generate(r)) for r in reqs]
-        await wait_until(lambda: len(engine._queue) == 3)
+        await wait_until(lambda: len(engine.queue) == 3)
         gated.gate.set()
         await holder
         results = await asyncio.gather(*tasks)
@@ -69,7 +70,7 @@ def test_different_step_counts_and_models_never_share_a_batch():
             GenerateRequest("fake", "p", seed=4, steps=4),
         ]
         tasks = [asyncio.create_task(engine.generate(r)) for r in reqs]
-        await wait_until(lambda: len(engine._queue) == 4)
+        await wait_until(lambda: len(engine.queue) == 4)
         gated.gate.set()
         await holder
         results = await asyncio.gather(*tasks)
@@ -109,7 +110,7 @@ def test_a_full_queue_refuses_with_a_retry_hint_and_counts_it():
         engine = await started_engine(gated, queue_limit_images=4, max_wait_s=0.0)
         holder = await hold_runner(engine, gated)
         queued = asyncio.create_task(engine.generate(GenerateRequest("fake", "fits", seed=0, n=4)))
-        await wait_until(lambda: len(engine._queue) == 1)
+        await wait_until(lambda: len(engine.queue) == 1)
         with pytest.raises(QueueFull) as refused:
             await engine.generate(GenerateRequest("fake", "overflows", seed=0, n=1))
         gated.gate.set()
@@ -118,18 +119,18 @@ def test_a_full_queue_refuses_with_a_retry_hint_and_counts_it():
         return engine, refused.value
 
     engine, refused = run(scenario())
-    assert refused.retry_after_s >= 1 and refused.status == 429
+    assert refused.retry_after_s >= 1 and refused.kind is ErrorKind.OVERLOADED
     assert sample(engine, "fewstep_requests_rejected_total", reason="queue_full") == 1
 
 
-def test_a_request_past_its_deadline_gets_504_and_leaves_the_queue():
+def test_a_request_past_its_deadline_fails_and_leaves_the_queue():
     async def scenario():
         gated = GatedDenoiser()
         engine = await started_engine(gated, request_timeout_s=0.3)
         holder = await hold_runner(engine, gated)
         with pytest.raises(DeadlineExceeded, match="still queued"):
             await engine.generate(GenerateRequest("fake", "late", seed=0))
-        depth = len(engine._queue)
+        depth = len(engine.queue)
         gated.gate.set()
         with pytest.raises(DeadlineExceeded, match="computing"):  # the holder ran past 0.3 s too
             await holder
@@ -148,9 +149,9 @@ def test_a_caller_that_leaves_before_its_batch_starts_is_dropped():
         holder = await hold_runner(engine, gated)
         leaving = asyncio.create_task(engine.generate(GenerateRequest("fake", "gone", seed=0, n=3)))
         staying = asyncio.create_task(engine.generate(GenerateRequest("fake", "here", seed=0, n=1)))
-        await wait_until(lambda: len(engine._queue) == 2)
+        await wait_until(lambda: len(engine.queue) == 2)
         leaving.cancel()
-        await wait_until(lambda: len(engine._queue) == 1)
+        await wait_until(lambda: len(engine.queue) == 1)
         gated.gate.set()
         await holder
         result = await staying
@@ -186,7 +187,7 @@ def test_drain_closes_admission_and_finishes_what_was_accepted():
         engine = await started_engine(gated, max_wait_s=0.0)
         holder = await hold_runner(engine, gated)
         accepted = [asyncio.create_task(engine.generate(GenerateRequest("fake", f"p{i}", seed=i))) for i in range(3)]
-        await wait_until(lambda: len(engine._queue) == 3)
+        await wait_until(lambda: len(engine.queue) == 3)
         engine.begin_drain()
         with pytest.raises(NotReady) as refused:
             await engine.generate(GenerateRequest("fake", "too late", seed=0))
@@ -197,7 +198,7 @@ def test_drain_closes_admission_and_finishes_what_was_accepted():
         return engine, refused.value, drained, results
 
     engine, refused, drained, results = run(scenario())
-    assert refused.status == 503 and refused.reason == "draining"
+    assert refused.kind is ErrorKind.UNAVAILABLE and refused.reason == "draining"
     assert drained and len(results) == 4 and not engine.ready
     assert sample(engine, "fewstep_requests_rejected_total", reason="draining") == 1
 
@@ -208,7 +209,7 @@ def test_stop_fails_whatever_a_timed_out_drain_left_queued():
         engine = await started_engine(gated, max_wait_s=0.0)
         holder = await hold_runner(engine, gated)
         queued = asyncio.create_task(engine.generate(GenerateRequest("fake", "stuck", seed=0)))
-        await wait_until(lambda: len(engine._queue) == 1)
+        await wait_until(lambda: len(engine.queue) == 1)
         await engine.stop(timeout_s=0.05)
         gated.gate.set()
         outcomes = await asyncio.gather(queued, holder, return_exceptions=True)
@@ -231,7 +232,7 @@ def test_an_image_is_identical_alone_and_inside_a_mixed_batch():
             ),
             asyncio.create_task(engine.generate(GenerateRequest("fake", "noise after", seed=5, n=1, guidance=7.0))),
         ]
-        await wait_until(lambda: len(engine._queue) == 3)
+        await wait_until(lambda: len(engine.queue) == 3)
         gated.gate.set()
         await holder
         batched = (await asyncio.gather(*tasks))[1]
@@ -248,9 +249,9 @@ def test_admission_checks_the_model_and_the_job_before_queueing():
         engine = await started_engine()
         with pytest.raises(UnknownModel):
             await engine.generate(GenerateRequest("nope", "p", seed=0))
-        with pytest.raises(JobError) as bad_steps:
+        with pytest.raises(InvalidArgument) as bad_steps:
             await engine.generate(GenerateRequest("fake", "p", seed=0, steps=3))
-        with pytest.raises(JobError) as bad_size:
+        with pytest.raises(InvalidArgument) as bad_size:
             await engine.generate(GenerateRequest("fake", "p", seed=0, width=64))
         await engine.stop()
         return engine, bad_steps.value, bad_size.value

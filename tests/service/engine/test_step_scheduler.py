@@ -201,7 +201,7 @@ def test_a_short_request_joins_a_running_long_one_between_steps_and_leaves_first
         long = asyncio.create_task(engine.generate(GenerateRequest("fake", "long", seed=0, steps=8, guidance=1.0)))
         await wait_until(gated.entered.is_set)  # iteration 1 of the long request is inside the backend
         short = asyncio.create_task(engine.generate(GenerateRequest("fake", "short", seed=1, steps=4, guidance=1.0)))
-        await wait_until(lambda: len(engine._queue) == 1)
+        await wait_until(lambda: len(engine.queue) == 1)
         gated.gate.set()
         first = await asyncio.wait([long, short], return_when=asyncio.FIRST_COMPLETED)
         results = await long, await short
@@ -246,7 +246,7 @@ def test_cancelling_between_steps_frees_the_slots_for_the_next_request():
         leaving = asyncio.create_task(engine.generate(GenerateRequest("fake", "bye", seed=0, n=2, steps=8)))
         await wait_until(gated.entered.is_set)
         waiting = asyncio.create_task(engine.generate(GenerateRequest("fake", "next", seed=5, steps=4)))
-        await wait_until(lambda: len(engine._queue) == 1)  # no free slot: it waits
+        await wait_until(lambda: len(engine.queue) == 1)  # no free slot: it waits
         leaving.cancel()  # the client disconnects during step 1
         gated.batch_sizes.clear()
         gated.gate.set()

@@ -1,10 +1,9 @@
-"""The shapes world: procedurally rendered, captioned scenes (`docs/shapes-world.md`).
+"""The shapes world's scenes: sampling, rendering and checking them (`docs/shapes-world.md`).
 
-Kept in the numpy-only core (not in `distill/`) because both sides use its vocabulary: training
-renders it, evaluation parses prompts with it, and the service's load benchmarks draw prompts from
-it. A scene is a small record; `render` draws it anti-aliased (4x supersampling, then a box
-downsample) and `caption` describes it in one of several phrasings. Everything is deterministic
-given a `numpy.random.Generator`, and `scene_rng(seed, index)` makes one per (seed, index).
+A scene is a small record (`shapesworld.scene`); `render` draws it anti-aliased (4x supersampling,
+then a box downsample) and `caption_scene` (`shapesworld.captions`) describes it in one of several
+phrasings. Everything is deterministic given a `numpy.random.Generator`, and
+`scene_rng(seed, index)` makes one per (seed, index).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fewstep.captions import (
+from shapesworld.captions import (
     EXAMPLE_PROMPTS,
     Mention,
     ObjectSpec,
@@ -28,7 +27,7 @@ from fewstep.captions import (
     unknown_words,
     vocabulary,
 )
-from fewstep.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
+from shapesworld.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
 
 __all__ = [
     "BACKGROUNDS", "CELLS", "COLOURS", "EXAMPLE_PROMPTS", "HELD_OUT", "SHAPES", "SIZES",
@@ -169,7 +168,7 @@ def sample(
     """Item `index` of the shapes stream `seed`: scene, placements and caption, deterministic.
 
     `phrasing="held_out"` words the caption with the templates and synonyms kept out of training
-    (`fewstep.captions`); training streams always use "train".
+    (`shapesworld.captions`); training streams always use "train".
     """
     rng = scene_rng(seed, index)
     scene, placements = sample_scene(rng, mode, p_two)

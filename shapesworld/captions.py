@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from fewstep.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
+from shapesworld.scene import BACKGROUNDS, CELLS, COLOURS, HELD_OUT, SHAPES, SIZES, Scene, ShapeObject
 
 Phrasing = Literal["train", "held_out"]
 

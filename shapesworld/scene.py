@@ -1,8 +1,8 @@
 """The shapes world's vocabulary and scene record (`docs/shapes-world.md`, "Scene").
 
 The values every other part reads (colours, shapes, sizes, cells, backgrounds, held-out pairs)
-and the record an image is described by. Kept apart from rendering (`fewstep.shapes`, PIL) and
-captions (`fewstep.captions`) so that each can import it without the others.
+and the record an image is described by. Kept apart from rendering (`shapesworld.world`, PIL) and
+captions (`shapesworld.captions`) so that each can import it without the others.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ import re
 import numpy as np
 import pytest
 
-from fewstep import captions as C
-from fewstep import shapes as W
+import shapesworld as W
+from shapesworld import captions as C
 
 
 def _held_out_words() -> set[str]:

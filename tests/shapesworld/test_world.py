@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fewstep import shapes as W
+import shapesworld as W
 
 
 def test_deterministic_by_seed_and_index():

@@ -1,9 +1,10 @@
 """The `fewstep` console command: the composition root that gathers each package's subcommands.
 
 Subcommands register themselves from `distill.cli` (offline, needs the `distill` extra),
-`service.cli` (online) and `service.local` (in-process generation and benchmarks). Heavy imports
-(torch, transformers) happen inside the command handlers, so `fewstep --help` is instant and the
-base install, without torch, still lists every command.
+`service.cli` (online), `service.local` (in-process generation, TensorRT engine builds) and
+`bench.cli` (benchmarks). Heavy imports (torch, transformers) happen inside the command handlers,
+so `fewstep --help` is instant and the base install, without torch, still lists every command.
+This module sits above every package; nothing imports it.
 """
 
 from __future__ import annotations
