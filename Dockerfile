@@ -18,7 +18,7 @@
 #                    context: copy bundles made on the host by `make docker-bundles` (no torch in the
 #                             build at all; what CI and air-gapped builds use)
 #   STUDENTS         the student bundles served beside the teacher (default "pd-k8 pd-k4"; the
-#                    teacher stays the default model, FEWSTEP_DEFAULT_MODEL)
+#                    default model, FEWSTEP_DEFAULT_MODEL, is the Makefile's DEFAULT_MODEL)
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
@@ -110,7 +110,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
-    FEWSTEP_DEFAULT_MODEL=teacher \
+    FEWSTEP_DEFAULT_MODEL=pd-k8 \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000
 RUN groupadd --system --gid 10001 fewstep \
@@ -168,7 +168,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
-    FEWSTEP_DEFAULT_MODEL=teacher \
+    FEWSTEP_DEFAULT_MODEL=pd-k8 \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000 \
     FEWSTEP_BACKEND__KIND=tensorrt \

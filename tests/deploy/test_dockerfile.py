@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.defaults import default_model
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "deploy/prometheus/Dockerfile"]
 
@@ -124,7 +126,7 @@ def test_entrypoint_is_executable_and_execs_the_server():
     assert text.startswith("#!/bin/sh") and "exec fewstep serve" in text
 
 
-def test_images_ship_the_makefiles_students_beside_the_default_teacher():
+def test_images_ship_the_makefiles_students_and_default_model():
     make = re.search(r"^STUDENTS := (.+)$", (ROOT / "Makefile").read_text(), re.M)
     assert make, "Makefile: no STUDENTS list"
     students = make.group(1).split()
@@ -134,4 +136,4 @@ def test_images_ship_the_makefiles_students_beside_the_default_teacher():
         assert (ROOT / "results/students" / f"{name}.json").is_file(), name
     for name, body in runtime_stages(ROOT / "Dockerfile").items():
         env = " ".join(rest for word, rest in body if word == "ENV")
-        assert "FEWSTEP_DEFAULT_MODEL=teacher" in env, f"{name}: the default model would be the first student"
+        assert f"FEWSTEP_DEFAULT_MODEL={default_model()} " in env + " ", f"{name}: not the Makefile's DEFAULT_MODEL"

@@ -34,6 +34,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.defaults import default_model as makefile_default_model
 from tests.scoring import evaluation_items, evaluation_set_version, predicted_scenes, served_adherence
 
 pytestmark = pytest.mark.slow
@@ -103,7 +104,7 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     cmd += ["--max-batch-images", "16", "--max-wait-s", "0.05", "--drain-timeout-s", "30"]
     cmd += ["--scheduling", request.param]
     with log.open("w") as out:
-        env = {**os.environ, "FEWSTEP_DEFAULT_MODEL": "teacher"}  # as `make serve` does
+        env = {**os.environ, "FEWSTEP_DEFAULT_MODEL": makefile_default_model()}  # as `make serve` does
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,7 +119,7 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def default_model(server: Server) -> dict:
     models = httpx.get(f"{server.url}/v1/models").json()["data"]
-    return next(m for m in models if m["id"] == "teacher")
+    return next(m for m in models if m["id"] == makefile_default_model())
 
 
 @pytest.fixture(scope="module")
@@ -334,7 +335,7 @@ def test_playground_first_click_with_the_defaults_shows_images(server: Server, d
         captions = page.eval_on_selector_all("#images figcaption", "els => els.map(e => e.textContent)")
         status, warnings = page.inner_text("#status"), page.inner_text("#warnings")
         page.screenshot(path=str(tmp_path / "playground-defaults.png"))
-    assert model == default_model["id"] == "teacher"  # FEWSTEP_DEFAULT_MODEL, as `make serve` sets it
+    assert model == default_model["id"] == makefile_default_model()  # FEWSTEP_DEFAULT_MODEL, as `make serve` sets it
     assert prompt == shapes.EXAMPLE_PROMPTS[0] and shapes.unknown_words(prompt) == []
     assert all(w in vocabulary for w in ("circle", "top left", "white"))
     assert len(widths) == 4 and all(w > 0 for w in widths)
