@@ -149,10 +149,14 @@ def prometheus(server: Server, tmp_path_factory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/-/ready", 60, proc)
-        # One scrape before the burst: rate() needs a sample from before the requests it measures.
+        # A scrape of the request histogram before the burst: rate() needs a sample from before the
+        # requests it measures, and a labelled series exists only once a request has been served
+        # (a burst to a fast model can finish between two scrapes).
+        httpx.post(f"{server.url}/generate", json={"prompt": "a red circle", "seed": 0}, timeout=120)
+        query = {"query": 'fewstep_http_request_duration_seconds_count{route="/generate"}'}
         for _ in range(100):
-            up = httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()["data"]["result"]
-            if up and up[0]["value"][1] == "1":
+            seen = httpx.get(f"{url}/api/v1/query", params=query).json()["data"]["result"]
+            if seen:
                 break
             time.sleep(0.2)
         yield url
@@ -403,7 +407,7 @@ def test_the_serve_log_is_short_and_ends_its_start_with_the_urls(server: Server)
 
 def test_sigterm_drains_accepted_requests_then_exits(server: Server):
     """Runs last: stops the shared server."""
-    body = {"prompt": "a red circle", "steps": 64, "n": 4}
+    body = {"prompt": "a red circle", "model": "teacher", "steps": 64, "n": 4}  # slow enough to be in flight
     with httpx.Client(timeout=120) as client, ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(client.post, f"{server.url}/generate", json={**body, "seed": i}) for i in range(6)]
         deadline = time.monotonic() + 30
