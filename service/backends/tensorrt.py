@@ -9,7 +9,7 @@ loads in its constructor, which the loader runs before the service reports ready
 
 Device memory is handled with `cuda-python` (cuda.bindings), which the GPU runtime image ships
 with TensorRT, so serving needs no torch. Not verified on this CPU-only machine: the tests in
-`tests/service/test_backends_gpu.py` run it where TensorRT and a GPU exist and skip otherwise.
+`tests/service/backends/test_tensorrt.py` run it where TensorRT and a GPU exist and skip otherwise.
 """
 
 from __future__ import annotations

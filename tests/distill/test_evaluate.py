@@ -9,47 +9,16 @@ import pytest
 from PIL import Image, ImageFilter
 
 import shapesworld as shapes
-from distill.evaluate import adherence, eval_set, measure, reference_images, score
-from distill.evaluator import attribute_accuracy, load_evaluator, predict
+from distill.evaluate import adherence, eval_set, measure, score
 from distill.per_image import PerImage
+from tests.distill.conftest import EVALUATOR, N
 
 ROOT = Path(__file__).resolve().parents[2]
-EVALUATOR = ROOT / "models" / "evaluator"
-N = 400
-
-
-@pytest.fixture(scope="module")
-def evaluator():
-    model, _ = load_evaluator(EVALUATOR)
-    return model
-
-
-@pytest.fixture(scope="module")
-def items():
-    return eval_set(N)
-
-
-@pytest.fixture(scope="module")
-def reference(items):
-    return reference_images(items, 32)
 
 
 def _rerendered(items, seed):
     rng = np.random.default_rng(seed)
     return np.stack([shapes.render(e.item.scene, shapes.replace(e.item.scene, rng), 32) for e in items])
-
-
-def test_committed_evaluator_meets_its_accuracy_bar():
-    manifest = json.loads((EVALUATOR / "manifest.json").read_text())
-    for attr in ("background", "occupancy", "colour", "shape", "size"):
-        assert manifest["accuracy"][attr] >= 0.99, (attr, manifest["accuracy"])
-
-
-def test_evaluator_reads_fresh_renders(evaluator, items, reference):
-    pred, feats = predict(evaluator, reference)
-    acc = attribute_accuracy(pred, [e.item.scene for e in items])
-    assert min(acc[k] for k in ("background", "occupancy", "colour", "shape", "size")) >= 0.98, acc
-    assert feats.shape == (N, evaluator.cfg.feature_dim)
 
 
 def test_rendered_images_score_near_perfect(evaluator, items, reference):

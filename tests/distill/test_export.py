@@ -6,9 +6,10 @@ import onnxruntime as ort
 import pytest
 
 from distill.export import PARITY_TOL, export_bundle
-from distill.export_recipe import CURRENT, LEGACY, recipe
+from distill.export_recipe import CURRENT, LEGACY
 from fewstep.bundle import BundleError, load_manifest
 from tests.conftest import make_packed_model
+from tests.distill.conftest import op_histogram
 
 
 def test_bundle_round_trip(tiny_bundle):
@@ -104,49 +105,15 @@ def test_export_cli(tmp_path, tiny_bert_dir, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def _op_histogram(path) -> dict[str, int]:
-    import collections
-
-    import onnx
-
-    return dict(collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node))
-
-
 def test_the_bundle_graph_uses_fused_attention_and_no_masking_glue(tiny_bundle):
     m = load_manifest(tiny_bundle)
     assert m.source["graph_recipe"] == CURRENT.key
-    ops = _op_histogram(tiny_bundle / "denoiser.onnx")
+    ops = op_histogram(tiny_bundle / "denoiser.onnx")
     assert ops.get("Attention", 0) >= 1
     # the decomposed SDPA's pieces are gone: no Softmax, no Where/IsNaN masking pattern
     assert not {"Softmax", "Where", "IsNaN"} & set(ops)
     # GroupNorm: the InstanceNormalization pattern, the form ORT's CPU provider runs as a kernel
     assert ops.get("InstanceNormalization", 0) >= 1 and "GroupNormalization" not in ops
-
-
-@pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
-@pytest.mark.parametrize(("form", "legacy"), [("onnx", False), ("instance", True)])
-def test_other_recipes_keep_the_parity_bound(tmp_path, tiny_bert_dir, form, legacy):
-    """recipe(group_norm='onnx'): one GroupNormalization op per GroupNorm (opset 21+), for runtimes
-    with a kernel for it (OpenVINO, TensorRT); the legacy recipe stays exportable for benchmarks."""
-    from distill.checkpoint import load_denoiser
-    from distill.export import DenoiserGraph, export_onnx, onnx_parity
-    from fewstep.bundle import denoiser_graph
-
-    model_dir = make_packed_model(tmp_path / "model", tiny_bert_dir)
-    model, cfg = load_denoiser(model_dir)
-    mc = cfg.model
-    spec = denoiser_graph(
-        mc.resolution, mc.in_channels, cfg.text.max_tokens, mc.text_dim, mc.guidance_input, max_batch=8
-    )
-    graph = tmp_path / "d.onnx"
-    export_onnx(DenoiserGraph(model), spec, graph, recipe=recipe(form, legacy=legacy))
-    ops = _op_histogram(graph)
-    if legacy:
-        assert "Attention" not in ops and ops.get("Softmax", 0) >= 1
-    else:
-        assert ops.get("GroupNormalization", 0) >= 1 and "InstanceNormalization" not in ops
-        assert ops.get("Attention", 0) >= 1
-    assert onnx_parity(DenoiserGraph(model), spec, graph) <= PARITY_TOL
 
 
 @pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
@@ -167,7 +134,7 @@ def test_a_graph_of_another_recipe_is_not_reused(tmp_path, tiny_bert_dir):
     # a benchmark's legacy export goes to scratch and leaves the committed graph alone
     stamp = (model / "denoiser.onnx").stat().st_mtime_ns
     legacy = export_bundle(model, tmp_path / "b3", steps=(2,), cache_dir=tmp_path / "cache", recipe=LEGACY)
-    assert legacy.source["graph_recipe"] == "1" and "Softmax" in _op_histogram(tmp_path / "b3" / "denoiser.onnx")
+    assert legacy.source["graph_recipe"] == "1" and "Softmax" in op_histogram(tmp_path / "b3" / "denoiser.onnx")
     assert (model / "denoiser.onnx").stat().st_mtime_ns == stamp
 
 

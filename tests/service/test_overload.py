@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.load import Pool, RequestClass, RequestMix, closed_loop, open_loop, shapes_prompts
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.load import Pool, RequestClass, RequestMix, open_loop, shapes_prompts
+from tests.service.fault_server import FaultServer, fault_server
 
 
 def rss_bytes(pid: int) -> int:
@@ -39,57 +26,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-class FaultServer:
-    def __init__(self, proc: subprocess.Popen, url: str, fault_file: Path, log: Path) -> None:
-        self.proc, self.url, self.fault_file, self.log = proc, url, fault_file, log
-
-    def fault(self, what: str) -> None:
-        self.fault_file.write_text(what)
-
-    def metric(self, name: str, **labels: str) -> float:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    return s.value
-        return 0.0
-
-    def ready(self) -> int:
-        return httpx.get(f"{self.url}/readyz", timeout=10).status_code
-
-
-@contextmanager
-def fault_server(tmp_path: Path, per_call_s: float = 0.005, **settings) -> Iterator[FaultServer]:
-    port = free_port()
-    fault_file = tmp_path / f"fault-{port}"
-    fault_file.write_text("")
-    log = tmp_path / f"serve-{port}.log"
-    cmd = [sys.executable, "-m", "tests.service.fault_server", "--port", str(port), "--fault-file", str(fault_file)]
-    cmd += ["--per-call-s", str(per_call_s), "--set", *(f"{k}={json.dumps(v)}" for k, v in settings.items())]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            assert proc.poll() is None, f"fault server exited with {proc.returncode}: {log.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"fault server not ready: {log.read_text()[-2000:]}")
-        yield FaultServer(proc, url, fault_file, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def post(url: str, timeout: float = 30, **body) -> httpx.Response:
@@ -251,28 +187,3 @@ def test_clients_that_disconnect_are_dropped_from_the_queue(tmp_path):
         server.fault("")
         assert post(server.url, seed=9).status_code == 200
         assert server.metric("fewstep_in_flight_requests") == 0
-
-
-def test_sigterm_under_load_stops_admission_finishes_accepted_work_and_exits_in_time(tmp_path):
-    drain_s = 10.0
-    with fault_server(tmp_path, per_call_s=0.05, max_batch_images=2, max_wait_s=0.0, drain_timeout_s=drain_s) as server:
-        mix = RequestMix([RequestClass(model="fake", steps=4)], shapes_prompts(32), seed=3)
-
-        async def scenario():
-            load = asyncio.create_task(closed_loop(server.url, mix, clients=8, seconds=3.0))
-            await asyncio.sleep(1.0)
-            server.proc.send_signal(signal.SIGTERM)
-            t_signal, t_signal_pc = time.monotonic(), time.perf_counter()
-            outcomes, _ = await load
-            return outcomes, t_signal, t_signal_pc
-
-        outcomes, t_signal, t_signal_pc = asyncio.run(scenario())
-        code = server.proc.wait(drain_s + 10)
-        exited_after = time.monotonic() - t_signal
-    statuses = [o.status for o in outcomes]
-    assert code == 0 and exited_after <= drain_s + 5
-    assert statuses.count(200) > 0 and 503 in statuses
-    # no request lost silently: each got its result, or a 503 (admission closed), or a refused
-    # connection after the process exited (status 0 with no bytes sent back: never admitted)
-    assert set(statuses) <= {200, 503, 0}
-    assert all(o.start >= t_signal_pc for o in outcomes if o.status in (0, 503))

@@ -68,27 +68,3 @@ def test_one_call_runs_one_step_count():
     with pytest.raises(InvalidArgument, match="one step count"):
         p.generate([ImageJob("a", 0, 4, 3.0), ImageJob("a", 0, 8, 3.0)])
     assert p.generate([]).shape == (0, 8, 8, 3)
-
-
-def test_bundles_with_identical_text_encoders_share_one_session_and_prompt_cache(default_bundles):
-    from fewstep.bundle import load_manifest
-    from service.backends.base import BackendSettings
-    from service.loader import load_pipeline, load_prompt_encoder
-
-    shared: dict = {}
-    teacher = load_pipeline(default_bundles / "teacher", warmup=(), shared_text=shared)
-    student = load_pipeline(default_bundles / "pd-k4", warmup=(), shared_text=shared)
-    assert student.prompts is teacher.prompts and len(shared) == 1
-    teacher.prompts(["a red circle at the top"])
-    hits = student.prompts.hits
-    student.prompts(["a red circle at the top"])  # encoded for the teacher: a hit for the student
-    assert student.prompts.hits == hits + 1
-    alone = load_pipeline(default_bundles / "pd-k4", warmup=())
-    assert alone.prompts is not teacher.prompts
-    own, via_shared = alone.prompts(["a blue square on the left"]), student.prompts(["a blue square on the left"])
-    np.testing.assert_array_equal(own[0], via_shared[0])
-    # another text encoder (another sha256) gets its own session
-    m = load_manifest(default_bundles / "pd-k4")
-    other = m.model_copy(update={"files": {**m.files, m.graphs["text_encoder"].file: "0" * 64}})
-    assert load_prompt_encoder(default_bundles / "pd-k4", other, BackendSettings(), shared) is not teacher.prompts
-    assert len(shared) == 2

@@ -110,19 +110,6 @@ def test_unknown_route_and_wrong_method_are_json():
         assert_error(client.get("/generate"), 405)
 
 
-def test_an_oversized_body_is_413_by_length_and_by_stream():
-    with serving(max_body_bytes=2048) as client:
-        assert_error(client.post("/generate", json={"prompt": "p", "pad": "x" * 4000}), 413, code="request_too_large")
-
-        def chunks():
-            for _ in range(10):
-                yield b"x" * 500
-
-        assert_error(client.post("/generate", content=chunks()), 413)
-        metrics = client.get("/metrics").text
-    assert 'fewstep_requests_rejected_total{reason="too_large"} 2.0' in metrics
-
-
 def test_a_full_queue_is_429_with_retry_after(scheduling):
     if scheduling == "step":
         # The queue bound is checked in Engine.generate before either scheduler sees a request (one
@@ -185,39 +172,6 @@ def test_an_unexpected_exception_is_a_json_500_without_its_traceback():
         client.app.state.engine.generate = broken
         error = assert_error(client.post("/generate", json={"prompt": "p"}), 500)
     assert error["message"] == "internal server error"
-
-
-def test_auth_401_without_or_with_a_wrong_key_and_200_with_one():
-    with serving(api_keys="k1,k2") as client:
-        assert_error(client.post("/generate", json={"prompt": "p"}), 401, code="invalid_api_key")
-        bad = client.post("/generate", json={"prompt": "p"}, headers={"Authorization": "Bearer nope"})
-        assert_error(bad, 401)
-        assert bad.headers["www-authenticate"] == "Bearer"
-        assert_error(client.get("/v1/models"), 401)
-        ok = client.post("/generate", json={"prompt": "p"}, headers={"Authorization": "Bearer k2"})
-        assert ok.status_code == 200
-        assert client.post("/generate", json={"prompt": "p"}, headers={"X-API-Key": "k1"}).status_code == 200
-        assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
-        metrics = client.get("/metrics").text
-    assert 'fewstep_requests_rejected_total{reason="unauthorized"} 3.0' in metrics
-
-
-def test_the_key_check_compares_every_key_in_constant_time(monkeypatch):
-    import hmac
-
-    from service.api.auth import KeyChecker
-
-    calls = []
-    real = hmac.compare_digest
-
-    def spy(a, b):
-        calls.append((len(a), len(b)))
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
-    checker = KeyChecker(["short", "a-much-longer-key"])
-    assert checker.matches("short") and not checker.matches("x")
-    assert calls == [(32, 32)] * 4  # both keys each time, as equal-length digests, no early exit
 
 
 def test_concurrent_refusals_do_not_break_the_next_request():

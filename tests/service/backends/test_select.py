@@ -7,7 +7,6 @@ import itertools
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from service.backends.base import BackendError, BackendSettings
 from service.backends.fake import FakeDenoiser, fake_manifest
@@ -136,16 +135,6 @@ def test_no_runnable_candidate_is_a_clear_error():
 
     with pytest.raises(BackendError, match=r"no candidate can run here.*onnxruntime cannot run"):
         select_denoiser(fake_manifest(), _settings(), build, lambda b: [])
-
-
-def test_candidate_names_are_validated():
-    assert BackendSettings(auto_candidates=("openvino-bf16",)).auto_candidates == ("openvino-bf16",)
-    with pytest.raises(ValidationError, match="not 'backend-precision'"):
-        BackendSettings(auto_candidates=("openvino-bf8",))
-    with pytest.raises(ValidationError, match="listed twice"):
-        BackendSettings(auto_candidates=("openvino-bf16", "openvino-bf16"))
-    with pytest.raises(ValidationError):
-        BackendSettings(auto_candidates=())
 
 
 def test_auto_on_a_real_bundle_serves_an_allowed_path_and_labels_it(tiny_bundle):
