@@ -12,6 +12,17 @@ from service.backends.fake import fake_pipeline
 from service.settings import ServiceSettings, SettingsError
 
 
+def wait_ready(client: TestClient, timeout_s: float = 120.0) -> None:
+    """Poll /readyz until the warm-up ends, by a deadline: a count of polls is a time that depends on
+    how busy the machine is (the warm-up profiles each model's batch sizes)."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < end, f"not ready after {timeout_s:g} s"
+        time.sleep(0.01)
+
+
 def make_bundle_dir(path):
     path.mkdir(parents=True)
     (path / "manifest.json").write_text(json.dumps({}))
@@ -44,9 +55,7 @@ def test_ready_after_warm_up_and_not_before():
     client = TestClient(app)
     assert client.get("/readyz").status_code == 503
     with client:
-        for _ in range(500):
-            if client.get("/readyz").status_code == 200:
-                break
+        wait_ready(client)
         assert client.get("/readyz").json() == {"status": "ready", "models": ["fake"]}
 
 
@@ -62,10 +71,7 @@ def test_one_line_says_ready_with_the_urls_of_the_playground_docs_and_metrics(ca
     caplog.set_level(logging.INFO, logger="service.app")
     app = create_app(ServiceSettings(host="0.0.0.0", port=8123), [fake_pipeline("fake")])
     with TestClient(app) as client:
-        for _ in range(500):
-            if client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.01)
+        wait_ready(client)
         for _ in range(100):  # the line is logged right after readiness flips
             if any("ready" in r.getMessage() for r in caplog.records if r.name == "service.app"):
                 break
