@@ -67,7 +67,7 @@ results-teacher: $(STAMP)
 
 # The default students: the method that won the equal-budget table at K = 4 and 8 (results/distill.md:
 # progressive distillation, DDIM halving from 64 teacher steps), 600 updates at batch 32 each, the two
-# side by side on one CPU thread each (about 30 minutes on 2 cores), then packed into models/students.
+# side by side on one CPU thread each (22-32 minutes on 2 cores), then packed into models/students.
 STUDENT_ITERS ?= 600
 students: $(STAMP)
 	mkdir -p runs/students models/students
