@@ -6,12 +6,13 @@ guided teacher the same way, as one doubled batch (the conditional rows, then th
 negative rows) through any network call `call(z, t, states, mask)`, split in halves and combined
 as x_hat^w = x_null + w (x_cond - x_null) (Ho and Salimans 2022, in x-space).
 
-Written with array operators; torch is imported only inside the branches that receive torch
-tensors, so the core stays importable (and the service runs) without torch.
+Written with array operators; the torch branches take torch from `sys.modules` (it is loaded
+whenever torch tensors arrive), so the core never imports torch and runs without it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -40,17 +41,19 @@ def per_image_w(w: Any, like: Any) -> Any:
         return np.asarray(w).reshape(-1, 1, 1, 1)
     if not isinstance(w, np.ndarray) and hasattr(w, "view"):  # already a torch tensor
         return w.view(-1, 1, 1, 1)
-    import torch
+    return _torch().as_tensor(np.asarray(w, np.float32), device=like.device).view(-1, 1, 1, 1)
 
-    return torch.as_tensor(np.asarray(w, np.float32), device=like.device).view(-1, 1, 1, 1)
+
+def _torch() -> Any:
+    """The torch module, only ever reached with torch tensors in hand, so it is already imported:
+    taken from `sys.modules` rather than imported, the core never imports torch itself."""
+    return sys.modules["torch"]
 
 
 def _cat(a: Any, b: Any) -> Any:
     if isinstance(a, np.ndarray):
         return np.concatenate([a, b])
-    import torch
-
-    return torch.cat([a, b])
+    return _torch().cat([a, b])
 
 
 def _copy(x: Any) -> Any:
