@@ -34,13 +34,15 @@ lint: $(STAMP)
 preview: $(STAMP)
 	$(VENV)/bin/fewstep data preview --out runs/preview.png
 
-# The default teacher: the shapes32-compose preset, warm-started from the previous teacher
-# (models/teacher-v1) and trained on the varied captions (results/teacher_ablation.md says why).
-# Time-sliced: `make teacher STOP_AT=N` checkpoints at step N and copies the checkpoint to
-# models/teacher-run/ (commit it); a later `make teacher`, on this machine or a fresh clone,
-# resumes from it exactly. When training reaches its last step the EMA weights, config and fp32
-# Adam second moments are packed into models/teacher (committed).
-TEACHER_PRESET ?= shapes32-compose
+# The default teacher (README, "The default teacher"): the composing teacher (models/teacher-compose,
+# preset shapes32-compose from models/teacher-v1, 4,000 CPU steps) trained on at batch 512 on a lent
+# GPU (scripts/device/teacher.sh, two time boxes; results/teacher-gpu/). On a CPU, `make teacher`
+# runs the equivalent single run, preset shapes32-bind (about 5 hours here), time-sliced:
+# `make teacher STOP_AT=N` checkpoints at step N and copies the checkpoint to models/teacher-run/
+# (commit it); a later `make teacher`, on this machine or a fresh clone, resumes from it exactly.
+# When training reaches its last step the EMA weights, config and fp32 Adam second moments are
+# packed into models/teacher. TEACHER_PRESET=shapes32-compose rebuilds the composing teacher.
+TEACHER_PRESET ?= shapes32-bind
 teacher: $(STAMP)
 	if [ ! -f runs/teacher/checkpoint/state.json ] && [ -f models/teacher-run/checkpoint/state.json ]; then \
 		mkdir -p runs/teacher && cp -r models/teacher-run/. runs/teacher/; fi
@@ -118,16 +120,16 @@ example: bundles
 
 # The rows the bundles and the README quote, at the evaluation's 2,000 images (EVAL_IMAGES): the
 # teacher at its served setting (16 ancestral steps, w = 3) beside the previous teacher
-# (models/teacher-v1) on the same prompts and seeds, and each default student at its K. About
+# (models/teacher-compose, the row is reused when its weights have not changed) on the same prompts and seeds, and each default student at its K. About
 # 25 minutes on 2 cores; `fewstep eval compare` reads the per-image sidecars.
 EVAL_IMAGES ?= 2000
 results-default-rows: $(STAMP)
 	$(VENV)/bin/fewstep eval --model models/teacher --sampler ancestral --steps 16 --guidance 3 \
 		--n-images $(EVAL_IMAGES) --name ancestral-16 --out-dir results/teacher --no-progress
-	$(VENV)/bin/fewstep eval --model models/teacher-v1 --sampler ancestral --steps 16 --guidance 3 \
-		--n-images $(EVAL_IMAGES) --name ancestral-16 --out-dir results/teacher-v1 --no-progress
-	$(VENV)/bin/fewstep eval compare results/teacher-v1/ancestral-16.json results/teacher/ancestral-16.json \
-		--out-dir results/compare --name teacher-v1-vs-teacher-16-w3 --no-progress
+	$(VENV)/bin/fewstep eval --model models/teacher-compose --sampler ancestral --steps 16 --guidance 3 \
+		--n-images $(EVAL_IMAGES) --name ancestral-16 --out-dir results/teacher-compose --no-progress
+	$(VENV)/bin/fewstep eval compare results/teacher-compose/ancestral-16.json results/teacher/ancestral-16.json \
+		--out-dir results/compare --name teacher-compose-vs-teacher-16-w3 --no-progress
 	for m in $(STUDENTS); do k=$${m##*-k}; \
 		$(VENV)/bin/fewstep eval --model models/students/$$m --sampler ddim --steps $$k --guidance 3 \
 			--n-images $(EVAL_IMAGES) --name $$m --out-dir results/students --no-progress || exit 1; \

@@ -113,7 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 6500,
         "batch_size": 64,
     },
-    # The default teacher: the shapes32-cpu network warm-started from the previous teacher and
+    # The composing teacher (models/teacher-compose): the shapes32-cpu network warm-started from the v1 teacher and
     # trained on the varied captions with more two-object scenes (results/teacher_ablation.md: at
     # equal compute no architecture change moved two-object adherence, and compositional skills
     # come late in training, so the budget goes into steps). About 1.6 s a step at batch 64 on 2
@@ -128,6 +128,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "init_from": "models/teacher-v1",
         "steps": 4000,
         "batch_size": 64,
+        "sample_every": 500,
+    },
+    # The default teacher (models/teacher): the composing teacher trained on at batch 512, lr 1e-3.
+    # It was trained on a lent H200 in two time boxes (scripts/device/teacher.sh: 1,681 then 676
+    # steps, each on its own cosine schedule; results/teacher-gpu/); this preset is the same data,
+    # network and optimiser as one run of their total length. About 5 hours on 2 CPU cores (text
+    # encoding of 512 captions a step is most of a GPU step's time too).
+    "shapes32-bind": {
+        "model": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
+        "data": {"resolution": 32, "num_workers": 1, "p_two_objects": 0.7},
+        "text": {"max_tokens": 40, "padding": "longest"},
+        "optim": {"lr": 1e-3, "warmup_steps": 100},
+        "init_from": "models/teacher-compose",
+        "steps": 2357,
+        "batch_size": 512,
         "sample_every": 500,
     },
     # A larger model for one GPU at 64x64.

@@ -37,7 +37,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from distill.checkpoint import _contiguous, load_optimizer_tensors, optimizer_tensors, staging_dir, swap_in
+from distill.checkpoint import (
+    _contiguous,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    staging_dir,
+    swap_in,
+    weights_file,
+)
 from distill.config import ConfigError, DataConfig, TrainConfig
 from distill.data import build_dataset, build_loader, to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond
@@ -46,6 +53,7 @@ from distill.grid import save_grid
 from distill.plots import plot_loss
 from distill.text import TextEncoder
 from distill.train import MetricsLog, sample_prompts, setup_distributed
+from fewstep.bundle import sha256_file
 from fewstep.networks import Denoiser, count_params
 from fewstep.rng import SeededNoise
 from fewstep.sampler import SAMPLERS
@@ -270,6 +278,8 @@ def run_loop(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = make_run(cfg, teacher, device)
+    # A resumed student must keep its teacher: the checkpoint records the teacher's weights.
+    teacher_sha = sha256_file(weights_file(teacher)[0])
     state_dir = out / "checkpoint"
     step, batch_index, wall_before = 0, 0, 0.0
     if resume and (state_dir / "state.json").is_file():
@@ -279,6 +289,12 @@ def run_loop(
         if changed - RESUMABLE:
             raise ConfigError(f"{out} was started with another config ({sorted(changed - RESUMABLE)}); use a new --out")
         meta = run.load(state_dir)
+        was = meta["extra"].get("teacher_sha256")
+        if was is not None and was != teacher_sha:
+            raise ConfigError(
+                f"{out} was distilled from another teacher (weights sha256 {was[:12]}, now {teacher_sha[:12]}); "
+                "use a new --out"
+            )
         step, batch_index, wall_before = meta["step"], meta["batch_index"], meta["extra"].get("wall_s", 0.0)
         log.info("resuming %s at iteration %d", out, step)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +335,8 @@ def run_loop(
             )
         timed_out = max_seconds is not None and time.perf_counter() - t0 > max_seconds
         if step % cfg.ckpt_every == 0 or step in (cfg.iters, end) or timed_out:
-            run.save(state_dir, step, batches.n, {"wall_s": wall_before + time.perf_counter() - t0})
+            wall = wall_before + time.perf_counter() - t0
+            run.save(state_dir, step, batches.n, {"wall_s": wall, "teacher_sha256": teacher_sha})
             plot_loss(out / "metrics.jsonl", out / "loss.png", key, label)
     bar.close()
     metrics.close()

@@ -91,6 +91,17 @@ def test_an_interrupted_distillation_resumes_exactly(teacher, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_resumed_with_another_teacher_is_refused(teacher, tiny_bert_dir, tmp_path):
+    from distill.config import ConfigError
+
+    other = make_packed_model(tmp_path / "other", tiny_bert_dir, seed=5)
+    cfg = load_distill_config("tiny", None, ["iters=4", "ckpt_every=2"])
+    distill(cfg, teacher, tmp_path / "r", RunOptions(progress=False, stop_at=2))
+    with pytest.raises(ConfigError, match="another teacher"):
+        distill(cfg, other, tmp_path / "r", RunOptions(progress=False))
+    assert distill(cfg, teacher, tmp_path / "r", RunOptions(progress=False))["finished"]
+
+
 def test_config_errors_name_the_key(teacher, tmp_path):
     from distill.config import ConfigError
 
