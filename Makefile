@@ -81,9 +81,10 @@ students: $(STAMP)
 	for k in 8 4; do test -f runs/students/pd-k$$k/student/model.safetensors || exit 1; \
 		rm -rf models/students/pd-k$$k && cp -r runs/students/pd-k$$k/student models/students/pd-k$$k; done
 
-# The committed results/distill.md: every method at K = 1, 2, 4, 8 on the same 5-minute budget, one
-# CPU thread per run and two runs side by side, then the table at 500 images (scripts/equal_budget.sh
-# says how each method is held to the budget; KS, MINUTES, JOBS, EVAL_IMAGES scale it).
+# The committed results/distill.md: every method at K = 1, 2, 4, 8 on the same wall time (MINUTES, 5 by
+# default), one CPU thread per run and two runs side by side, each run's schedule sized to that time
+# from its measured updates per minute (scripts/equal_budget.sh), then the table at 500 images
+# (KS, MINUTES, JOBS, EVAL_IMAGES scale it).
 results-distill: $(STAMP)
 	FEWSTEP=$(VENV)/bin/fewstep scripts/equal_budget.sh
 

@@ -5,10 +5,12 @@
 #   scripts/equal_budget.sh            # K = 1 2 4 8, 5 minutes a run, 500 images a row
 #   KS="4 8" MINUTES=10 JOBS=1 EVAL_IMAGES=2000 scripts/equal_budget.sh
 #
-# mm-alt, mm-param and cd stop at the time box (--max-minutes, packing the student they reached).
-# pd cannot: its halving stages and their learning-rate schedules are laid out in updates, so it
-# gets PD_UPDATES_PER_MINUTE x MINUTES updates (measured on this machine: see results/distill.md
-# for the wall time each run took). cd runs at K >= 4 only (multistep consistency, as the issue asks).
+# Every method gets the same wall time with a schedule that ends in it: a short probe of each run
+# (PROBE_MINUTES, the same JOBS side by side) measures its updates per minute on this machine, and
+# the run then gets iters = that rate x MINUTES, so its learning-rate warm-up and cosine decay (and
+# pd's halving stages) fit the budget. A time box of 1.15 x MINUTES packs whatever a slower-than-
+# probed run reached. The probed rates are written to $OUT/rates.tsv; RATES=file reuses them.
+# cd runs at K >= 4 only (multistep consistency, as the issue asks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FEWSTEP=${FEWSTEP:-.venv/bin/fewstep}
@@ -16,29 +18,41 @@ KS=${KS:-"1 2 4 8"}
 MINUTES=${MINUTES:-5}
 JOBS=${JOBS:-2}
 BATCH=${BATCH:-32}
-PD_UPDATES_PER_MINUTE=${PD_UPDATES_PER_MINUTE:-28}
+PROBE_MINUTES=${PROBE_MINUTES:-1.5}
+RATES=${RATES:-}
 EVAL_IMAGES=${EVAL_IMAGES:-500}
 OUT=${OUT:-runs/equal}
 EXTRA=${EXTRA:-}
 
 mkdir -p "$OUT"
-jobs_file=$(mktemp)
+pairs=()
 for k in $KS; do
   for m in mm-alt mm-param pd cd; do
     if [ "$m" = cd ] && [ "$k" -lt 4 ]; then continue; fi
-    budget="--set iters=100000 --max-minutes $MINUTES --pack-unfinished"
-    if [ "$m" = pd ]; then budget="--set iters=$((PD_UPDATES_PER_MINUTE * MINUTES))"; fi
-    echo "$m $k $budget" >> "$jobs_file"
+    pairs+=("$m $k")
   done
 done
 run_one() {
-  m=$1; k=$2; shift 2
+  m=$1; k=$2; name=$3; shift 3
   OMP_NUM_THREADS=1 $FEWSTEP distill --teacher models/teacher --preset shapes32-cpu --method "$m" --steps "$k" \
     --set threads=1 --set batch_size="$BATCH" --set sample_every=100000 --set warmup=10 $EXTRA "$@" \
-    --no-progress --out "$OUT/$m-k$k" > "$OUT/$m-k$k.log" 2>&1 && echo "done $m K=$k" || { echo "FAILED $m K=$k (see $OUT/$m-k$k.log)"; return 1; }
+    --no-progress --out "$OUT/$name" > "$OUT/$name.log" 2>&1 && echo "done $name" || { echo "FAILED $name (see $OUT/$name.log)"; return 1; }
 }
 export -f run_one
 export FEWSTEP BATCH OUT EXTRA
-xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _ < "$jobs_file"
-rm -f "$jobs_file"
+if [ -z "$RATES" ]; then
+  RATES="$OUT/rates.tsv"
+  printf '%s\n' "${pairs[@]}" | awk -v p="$PROBE_MINUTES" '{print $1, $2, "probe-" $1 "-k" $2, "--set", "iters=100000", "--max-minutes", p}' \
+    | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
+  for pair in "${pairs[@]}"; do
+    set -- $pair
+    python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(60 * s['iters'] / s['wall_s'], 2))" \
+      "$OUT/probe-$1-k$2/summary.json" "$1" "$2"
+  done > "$RATES"
+  rm -rf "$OUT"/probe-*
+fi
+cat "$RATES"
+awk -v mins="$MINUTES" '{n = int($3 * mins); if (n < 1) n = 1;
+  printf "%s %s %s-k%s --set iters=%d --max-minutes %.2f --pack-unfinished\n", $1, $2, $1, $2, n, 1.15 * mins}' "$RATES" \
+  | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
 $FEWSTEP eval distill-table --students "$OUT" --n-images "$EVAL_IMAGES" --no-progress
