@@ -46,6 +46,12 @@ one() {
     --n-images "$EVAL_IMAGES" --threads 1 --name "$name" --out-dir "$OUT/eval" --no-progress >> "$OUT/$name.log" 2>&1
   echo "done $name"
 }
+# ONLY="base rms ..." runs a subset (a session too short for all of them; the rest run later).
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for r in "${RUNS[@]}"; do case " $ONLY " in *" ${r%%|*} "*) kept+=("$r") ;; esac; done
+  RUNS=("${kept[@]}")
+fi
 export -f one
 export FEWSTEP OUT BASE EVAL_IMAGES
 printf '%s\n' "${RUNS[@]}" | xargs -P 2 -d '\n' -I{} bash -c 'one "$@"' _ {}
