@@ -147,7 +147,8 @@ def cmd_finish(names: list[str]) -> None:
             log.error("%s: no checkpoint (%s)", name, e)
             continue
         state = read_state(ckpt)
-        packed = pack_model(run, RUNS / "packed" / name, {"trained_on": device})
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+        packed = pack_model(run, RUNS / "packed" / name, {"trained_on": device, "training": summary})
         metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines() if r]
         with tarfile.open(OUT / f"{name}.tar", "w") as tf:
             tf.add(packed, arcname=name)
