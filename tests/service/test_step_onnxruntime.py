@@ -3,10 +3,10 @@
 Byte identity between the modes holds exactly as far as the backend's rows do not depend on their
 neighbours. ORT CPU is not strictly batch-invariant (measured: the raw denoiser output of a row
 moves by about 1e-6 between batch 1 and batch 8, at every graph optimisation level, on both
-default bundles). For the default teacher the final uint8 images still coincide; for a student some
-images can move by 1/255 (seen with an earlier default student), and they do so in request-level
-mode too (the same image alone or in a batch of 2). So: exact for the teacher; for the student
-(`pd-k4`, DDIM steps) step-level stays within the 1/255 that request-level batching itself shows.
+default bundles). Most final uint8 images still coincide, but some values can move by 1/255 (seen
+with an earlier default student and with the GPU-trained teacher, for one image of five), and they
+do so in request-level mode too (the same image alone or in a batch of 2). So: step-level stays
+within the 1/255 that request-level batching itself shows, on under 1% of the pixel values.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from service.pipeline import ImageJob
 
 
 @pytest.mark.parametrize("model", ["teacher", "pd-k4"])
-def test_default_bundles_step_level_mix_is_byte_identical_to_request_level(default_bundles, model):
+def test_default_bundles_step_level_mix_matches_request_level_to_rounding(default_bundles, model):
     from service.loader import load_pipeline
 
     if not (default_bundles / model / "manifest.json").is_file():
@@ -45,14 +45,9 @@ def test_default_bundles_step_level_mix_is_byte_identical_to_request_level(defau
         for im in batch.iterate().finished:
             got[im.owner] = im.image
         k += 1
-    tolerance = 0 if model == "teacher" else 1
     together = p.generate([j for j in jobs if j.steps == ks[0]])  # request level, one batch
     alone_first = np.stack([a for a, j in zip(alone, jobs, strict=True) if j.steps == ks[0]])
-    assert np.abs(alone_first.astype(int) - together).max() <= tolerance
-    for n in range(len(jobs)):
-        if tolerance:
-            assert np.abs(alone[n].astype(int) - got[n]).max() <= tolerance
-            continue
-        assert np.array_equal(alone[n], got[n]), (
-            f"image {n} differs by up to {np.abs(alone[n].astype(int) - got[n]).max()}"
-        )
+    assert np.abs(alone_first.astype(int) - together).max() <= 1
+    diff = np.stack([np.abs(alone[n].astype(int) - got[n]) for n in range(len(jobs))])
+    assert diff.max() <= 1, f"step-level moved a pixel value by {diff.max()}/255"
+    assert (diff > 0).mean() < 0.01, f"{(diff > 0).mean():.2%} of pixel values moved"
