@@ -71,6 +71,7 @@ def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, mo
     assert len(calls) == 4
 
 
+@pytest.mark.slow  # about 70 s alone: it samples both models at every w (the default suite stays under 15 minutes)
 def test_the_guidance_sweep_compares_the_student_and_the_teacher_at_each_w(models, tmp_path):
     from distill.distill_report import guidance_compare
 
