@@ -53,6 +53,7 @@ def test_students_start_equal_to_the_teacher(teacher):
             torch.testing.assert_close(run.student(z, t, states, mask, torch.full((3,), w)), ref)
 
 
+@pytest.mark.slow  # 20-40 s each (export included): `make test-slow`, so the default suite stays under 15 minutes
 @pytest.mark.parametrize("method", ["mm-alt", "mm-param"])
 def test_a_short_distillation_writes_a_student_that_samples_and_exports(method, teacher, tmp_path):
     from distill.export import export_bundle
@@ -152,6 +153,7 @@ def test_mm_alt_with_ema_sbin_teacher_weighting_and_grid_times_resumes_exactly(t
     assert any(g is not None for g in rows[-1]["sbin_gap"])
 
 
+@pytest.mark.slow  # about 40 s: `make test-slow`
 def test_mm_param_uses_the_ema_and_the_snr_cap_weighting(teacher, tmp_path):
     cfg = load_distill_config(
         "tiny", None, ["method=mm-param", "steps=2", "ema_decay=0.5", "weighting=snr-cap", "snr_cap=5"]
