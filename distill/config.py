@@ -9,6 +9,7 @@ the offline side loads through it: `load_config` (training, `TrainConfig`) and
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,19 @@ RESUMABLE_CHANGES = frozenset(
     {"steps", "log_every", "sample_every", "ckpt_every", "sample_steps", "sample_guidance", "device", "threads"}
 )
 
+# The composing teacher's recipe (the shapes32-compose preset), which shapes32-bind continues.
+_SHAPES32_COMPOSE: dict[str, Any] = {
+    "model": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
+    "data": {"resolution": 32, "num_workers": 1, "p_two_objects": 0.7},
+    # The longest caption of either phrasing set is 33 MiniLM tokens; they rarely repeat.
+    "text": {"max_tokens": 40, "padding": "longest"},
+    "optim": {"lr": 5e-4, "warmup_steps": 100},
+    "init_from": "models/teacher-v1",
+    "steps": 4000,
+    "batch_size": 64,
+    "sample_every": 500,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # 1.66M params; 0.67-0.69 s a step at batch 64 on 2 CPU cores (text encoding included): ~75 min.
     "shapes32-cpu": {
@@ -119,31 +133,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # come late in training, so the budget goes into steps). About 1.6 s a step at batch 64 on 2
     # CPU cores (0.6 s of it the text encoder: captions rarely repeat), so 4,000 steps are about
     # 1.8 hours (3.6 CPU-hours); time-sliced across sessions with `make teacher STOP_AT=N`.
-    "shapes32-compose": {
-        "model": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
-        "data": {"resolution": 32, "num_workers": 1, "p_two_objects": 0.7},
-        # The longest caption of either phrasing set is 33 MiniLM tokens; they rarely repeat.
-        "text": {"max_tokens": 40, "padding": "longest"},
-        "optim": {"lr": 5e-4, "warmup_steps": 100},
-        "init_from": "models/teacher-v1",
-        "steps": 4000,
-        "batch_size": 64,
-        "sample_every": 500,
-    },
+    "shapes32-compose": _SHAPES32_COMPOSE,
     # The default teacher (models/teacher): the composing teacher trained on at batch 512, lr 1e-3.
     # It was trained on a lent H200 in two time boxes (scripts/device/teacher.sh: 1,681 then 676
     # steps, each on its own cosine schedule; results/teacher-gpu/); this preset is the same data,
     # network and optimiser as one run of their total length. About 5 hours on 2 CPU cores (text
     # encoding of 512 captions a step is most of a GPU step's time too).
     "shapes32-bind": {
-        "model": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2], "num_res_blocks": 1},
-        "data": {"resolution": 32, "num_workers": 1, "p_two_objects": 0.7},
-        "text": {"max_tokens": 40, "padding": "longest"},
+        **copy.deepcopy(_SHAPES32_COMPOSE),
         "optim": {"lr": 1e-3, "warmup_steps": 100},
         "init_from": "models/teacher-compose",
         "steps": 2357,
         "batch_size": 512,
-        "sample_every": 500,
     },
     # A larger model for one GPU at 64x64.
     "shapes64-gpu": {
