@@ -168,6 +168,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from bench.http_cli import add_arguments
 
     add_arguments(bsub.add_parser("http", help="a real `fewstep serve` under load, beside the raw sampler's limit"))
+    from bench.peer import add_arguments as add_peer_arguments
+
+    add_peer_arguments(bsub.add_parser("peer", help="fewstep serve against LitServe, same bundle, alternated rounds"))
 
     g = bsub.add_parser("gpu", help="CUDA parity and timings (see deploy/gpu_check.sh); args after -- go to it")
     g.add_argument("gpu_args", nargs=argparse.REMAINDER)

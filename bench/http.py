@@ -74,6 +74,7 @@ class HttpBenchConfig:
     raw_min_s: float = 1.0
     prompts: int = 64
     threads: int | None = None
+    backend: str | None = None  # 'auto', a kind ('onnxruntime') or a path ('openvino-bf16'); None = defaults
     seed: int = 0
     profile_budget_s: float | None = None  # the server's warm-up profile budget; None = its default
     gain_rounds: int = 2  # alternations of max batch 1 and profiled bounds at 32 clients
@@ -122,6 +123,22 @@ def run_phase(server: ServerProcess, mix: RequestMix, kind: str, level: float, s
     return row
 
 
+def backend_fields(backend: str | None, threads: int | None) -> dict[str, object]:
+    """`BackendSettings` fields (and so FEWSTEP_BACKEND__* variables) for the server and the raw
+    sampler alike: 'auto' or a kind pins the kind (precision from the bundle), 'kind-precision'
+    pins both, None keeps the defaults."""
+    from service.backends.base import split_path
+
+    fields: dict[str, object] = {}
+    if backend and "-" in backend:
+        fields["kind"], fields["precision"] = split_path(backend)
+    elif backend:
+        fields["kind"] = backend
+    if threads:
+        fields["threads"] = threads
+    return fields
+
+
 # --- the raw sampler -----------------------------------------------------------------------------
 
 
@@ -134,7 +151,7 @@ def raw_sampler(
     from service.pipeline import ImageJob
 
     if pipelines is None:
-        settings = BackendSettings(threads=cfg.threads) if cfg.threads else BackendSettings()
+        settings = BackendSettings(**backend_fields(cfg.backend, cfg.threads))
         pipelines, shared_text = {}, {}  # as the server loads them: identical text encoders shared
         for b in cfg.bundles:
             p = load_pipeline(b, settings, shared_text=shared_text)
@@ -210,14 +227,14 @@ def run_http_bench(cfg: HttpBenchConfig, out_dir: Path) -> dict[str, Any]:
         "started": time.strftime("%FT%TZ", time.gmtime()),
     }
     env = {"FEWSTEP_BATCH_PROFILE_BUDGET_S": str(cfg.profile_budget_s)} if cfg.profile_budget_s else {}
-    if cfg.threads:
-        env["FEWSTEP_BACKEND__THREADS"] = str(cfg.threads)
+    env |= {f"FEWSTEP_BACKEND__{k.upper()}": str(v) for k, v in backend_fields(cfg.backend, cfg.threads).items()}
 
     def mix(seed_offset: int) -> RequestMix:
         return RequestMix(classes, prompts, seed=cfg.seed + seed_offset)
 
     log.info("raw sampler, first round")
     raw1, pipes = raw_sampler(cfg, classes, prompts)
+    doc["raw_backends"] = {name: p.backend for name, p in pipes.items()}
 
     # All three servers stay up (an idle one costs no CPU) so that the phases compared with each
     # other run back to back, in the same machine state; they start one after another so that the

@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", type=int, default=d.prompts, help="distinct shapes-world captions in the mix")
     p.add_argument("--threads", type=int, help="backend intra-op threads, server and raw sampler (default: all cores)")
     p.add_argument(
+        "--backend",
+        help="server and raw sampler: 'auto', a kind or a 'kind-precision' path (default: the server's default)",
+    )
+    p.add_argument(
         "--profile-budget-s",
         type=float,
         default=d.profile_budget_s,
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raw_batches=tuple(args.raw_batches),
         prompts=args.prompts,
         threads=args.threads,
+        backend=args.backend,
         profile_budget_s=args.profile_budget_s,
         seed=args.seed,
         py_spy_s=args.py_spy_s,

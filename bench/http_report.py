@@ -68,7 +68,13 @@ def ratios(doc: dict[str, Any], classes: Sequence[RequestClass]) -> dict[str, An
         "p99_at_50pct_over_single": p99_50 / single if p99_50 and single else None,
         "fifo_floor_p99_at_50pct_s": floor,
         "fifo_floor_over_single": floor / single if floor and single else None,
-        "targets": {"http_over_raw": ">= 0.9", "gain_captured": ">= 0.9", "p99_at_50pct_over_single": "<= 3"},
+        "p99_at_50pct_over_fifo_floor": p99_50 / floor if p99_50 and floor else None,
+        "targets": {
+            "http_over_raw": ">= 0.9",
+            "gain_captured": ">= 0.9",
+            "p99_at_50pct_over_single": "<= 3",
+            "p99_at_50pct_over_fifo_floor": "<= 1.2",
+        },
     }
 
 
@@ -92,9 +98,11 @@ def _ms(x: float | None) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     r = doc["ratios"]
     m = doc["machine"]
+    backend = doc.get("config", {}).get("backend") or "the server default"
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, shared (load average {m['loadavg_at_start']} at start, "
-        f"{m.get('loadavg_at_end')} at end). Run {doc['started']} to {doc.get('finished')}.",
+        f"{m.get('loadavg_at_end')} at end). Run {doc['started']} to {doc.get('finished')}. Backend: "
+        f"{backend} (raw sampler: {doc.get('raw_backends', '?')}).",
         "",
         "Warm-up cost profiles (ms per batch by size) and the bounds derived from them:",
         "",
@@ -158,6 +166,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f" | {_f(r['p99_at_50pct_over_single'])} | <= 3 |",
         f"| same for an ideal FIFO server without batching (service times: single requests' backend times) "
         f"({_ms(r.get('fifo_floor_p99_at_50pct_s'))} ms) | {_f(r.get('fifo_floor_over_single'))} | (floor) |",
+        f"| p99 at 50% load / that FIFO floor | {_f(r.get('p99_at_50pct_over_fifo_floor'))} | <= 1.2 (issue 18) |",
     ]
     if "server_profile" in doc:
         sp = doc["server_profile"]

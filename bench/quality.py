@@ -84,8 +84,17 @@ def quality_row(
     reference: str | None = None,
 ) -> dict[str, Any]:
     """Generate the evaluation set through the service pipeline, score it, write `<name>.json`."""
-    from distill.evaluate import EVAL_SEED, eval_set, git_sha, machine, reference_images, score
-    from distill.evaluator import load_evaluator, predict
+    from distill.evaluate import (
+        EVAL_SEED,
+        EVAL_SET_VERSION,
+        eval_set,
+        git_sha,
+        machine,
+        measure,
+        reference_images,
+        sha256_file,
+    )
+    from distill.evaluator import load_evaluator
     from service.pipeline import ImageJob
 
     bundle = Path(bundle)
@@ -101,9 +110,16 @@ def quality_row(
     ref = reference_images(items, m.resolution)
     nfe_per_step = 1 if m.guidance.network_input or guidance == 1.0 else 2
     name = row_name(bundle, backend, precision, steps, guidance, compile)
-    scores = score(evaluator, images, ref, items)
-    _, gen_feats = predict(evaluator, images)
-    _, ref_feats = predict(evaluator, ref)
+    meta = {
+        "name": name, "model": str(bundle), "sampler": m.sampler, "steps": steps, "guidance": guidance,
+        "n_images": len(items), "eval_seed": EVAL_SEED, "eval_set_version": EVAL_SET_VERSION,
+        "resolution": m.resolution, "evaluator_sha256": sha256_file(Path(evaluator_path) / "weights.safetensors"),
+        "backend": backend, "compute_precision": precision,
+    }  # fmt: skip
+    # figures with their 95% bootstrap intervals, and the per-image record that `fewstep eval
+    # compare` pairs with another path's (same prompts and seeds: paired intervals of the difference)
+    scores, per_image = measure(evaluator, images, ref, items, meta=meta)
+    gen_feats, ref_feats = per_image.features, per_image.ref_features
     p = scores["adherence"]["overall"]
     n_ind = sum(not e.held_out for e in items)
     row: dict[str, Any] = {
@@ -127,6 +143,7 @@ def quality_row(
         "batch_size": batch_size,
         "fd_bootstrap_sd": fd_bootstrap_sd(gen_feats, ref_feats),
         "adherence_se": float(np.sqrt(p * (1 - p) / max(n_ind, 1))) if p is not None else None,
+        "per_image": f"{name}.npz",
     }
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +169,7 @@ def quality_row(
             }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    per_image.save(out_dir / f"{name}.npz")
     (out_dir / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
     return row
 

@@ -4,6 +4,7 @@ histograms, and where its time goes (py-spy). Shared by `bench.http` and `bench.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -71,6 +72,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerProcess:
     """`fewstep serve` in a subprocess, ready when /readyz answers 200."""
 
+    ready_path = "/readyz"
+    label = "fewstep serve"
+    # a server that forks processes of its own (LitServe) runs in its own session, and exit signals
+    # its whole process group: its children outlive a signal to the parent alone
+    process_group = False
+
     def __init__(self, bundles: Sequence[str], log_path: Path, env: dict[str, str] | None = None, **settings) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,9 +90,14 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> ServerProcess:
+    def start(self) -> None:
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, start_new_session=self.process_group
+        )
+
+    def __enter__(self) -> ServerProcess:
+        self.start()
         self.wait_ready()
         return self
 
@@ -94,12 +106,12 @@ class ServerProcess:
         while time.monotonic() < end:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"fewstep serve exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode}; see {self.log_path}")
             with _suppress():
-                if asyncio.run(get(self.url, "/readyz"))[0] == 200:
+                if asyncio.run(get(self.url, self.ready_path))[0] == 200:
                     return
             time.sleep(0.2)
-        raise RuntimeError(f"fewstep serve not ready after {timeout_s} s; see {self.log_path}")
+        raise RuntimeError(f"{self.label} not ready after {timeout_s} s; see {self.log_path}")
 
     def cpu_s(self) -> float:
         assert self.proc is not None
@@ -122,14 +134,25 @@ class ServerProcess:
             )
         return rows
 
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        if self.process_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # the drain path: admission closes, then a clean exit
+        if self.proc is not None and (self.proc.poll() is None or self.process_group):
+            self._signal(signal.SIGTERM)  # the drain path: admission closes, then a clean exit
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal(signal.SIGKILL)
                 self.proc.wait()
+            if self.process_group:  # the group's other members, whatever the parent did
+                time.sleep(0.5)
+                self._signal(signal.SIGKILL)
         self._log.close()
 
 

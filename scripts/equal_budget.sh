@@ -4,6 +4,8 @@
 #
 #   scripts/equal_budget.sh            # K = 1 2 4 8, 5 minutes a run, 500 images a row
 #   KS="4 8" MINUTES=10 JOBS=1 EVAL_IMAGES=2000 scripts/equal_budget.sh
+#   METHODS="mm-alt pd" KS=8 OUT=runs/equal-w1 EXTRA="--set guidance_min=1 --set guidance_max=1 \
+#     --set guidance_default=1" scripts/equal_budget.sh      # a subset, at another w (one table per OUT)
 #
 # Every method gets the same wall time with a schedule that ends in it: a short probe of each run
 # (PROBE_MINUTES, the same JOBS side by side) measures its updates per minute on this machine, and
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FEWSTEP=${FEWSTEP:-.venv/bin/fewstep}
 KS=${KS:-"1 2 4 8"}
+METHODS=${METHODS:-"mm-alt mm-param pd cd"}
 MINUTES=${MINUTES:-5}
 JOBS=${JOBS:-2}
 BATCH=${BATCH:-32}
@@ -27,7 +30,7 @@ EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 pairs=()
 for k in $KS; do
-  for m in mm-alt mm-param pd cd; do
+  for m in $METHODS; do
     if [ "$m" = cd ] && [ "$k" -lt 4 ]; then continue; fi
     pairs+=("$m $k")
   done

@@ -51,16 +51,22 @@ def test_ratios_and_the_report_from_a_synthetic_run():
         "fixed": {"open": [_phase(40.0, 40.0, 0.04, 0.06, "open", 0.5)]},
         "batch1": {"closed": [_phase(32, 88.0, 0.2, 0.3), _phase(32, 92.0, 0.2, 0.3)]},
     }
+    doc["profiled"]["closed"][0]["computes_s"] = [0.015] * 50  # the lone requests' backend times
     r = ratios(doc, classes)
     assert r["raw_best_mix_images_per_s"] == pytest.approx(100.0)  # mean of the rounds: b=1 100, b=4 100
     assert r["http_over_raw"] == pytest.approx(0.96)
     assert r["hardware_batching_gain"] == pytest.approx(1.0)
     assert r["server_batching_gain"] == pytest.approx(96 / 90)
     assert r["p99_at_50pct_over_single"] == pytest.approx(0.05 / 0.02)
+    # the FIFO floor: at least one service time plus the 5 ms outside the backend, queueing on top
+    floor = r["fifo_floor_p99_at_50pct_s"]
+    assert floor > 0.015 + 0.005
+    assert r["p99_at_50pct_over_fifo_floor"] == pytest.approx(0.05 / floor)
     doc["ratios"] = r
     text = markdown(json.loads(json.dumps(doc)))  # the report reads the JSON as written
     assert "| HTTP saturated / raw best (96.0 / 100.0 images/s) | 0.96 | >= 0.9 |" in text
     assert "| fixed 8 / 10 ms | 50% |" in text
+    assert f"| p99 at 50% load / that FIFO floor | {0.05 / floor:.2f} | <= 1.2 (issue 18) |" in text
 
 
 def test_the_raw_limit_is_the_better_of_batch_1_and_the_sweeps_best_in_the_alternated_phases():

@@ -52,6 +52,15 @@ def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
     assert v["reference"] == fp32["name"]
     assert v["fd_delta"] == pytest.approx(bf16["fd"] - fp32["fd"])
     assert 0 <= v["same_verdict_share"] <= 1 and 0 <= v["max_abs_255"] <= 255
+    # each row carries its intervals and a per-image sidecar, so the two paths pair in `eval compare`
+    assert fp32["fd_ci"][0] <= fp32["fd"] <= fp32["fd_ci"][1]
+    from distill.compare import compare, load_side
+
+    a = load_side(tmp_path / "rows" / f"{fp32['name']}.json", progress=False)
+    b = load_side(tmp_path / "rows" / f"{bf16['name']}.json", progress=False)
+    out = compare(a, b, out_dir=tmp_path / "compare", name="fp32-vs-bf16", resamples=50)
+    assert out["fd"]["diff"] == pytest.approx(bf16["fd"] - fp32["fd"], rel=1e-4, abs=1e-4)
+    assert out["fd"]["ci"][0] <= out["fd"]["diff"] <= out["fd"]["ci"][1]
 
 
 def test_ort_int8_goes_through_the_service_pipeline(tiny_bundle):

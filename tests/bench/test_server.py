@@ -52,3 +52,43 @@ def test_profiled_stacks_are_shared_out_by_category():
     )
     assert s["top_own"] == [("onnxruntime/session.py:run", 0.6), ("fewstep/sampler.py:step", 0.3)]
     assert summarize_stacks("") == {"samples": 0, "by_category": {}, "top_own": []}
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_a_server_that_forks_goes_down_whole_when_it_runs_in_its_own_group(tmp_path, group):
+    """LitServe forks its API server and worker; a signal to the parent alone left them running
+    (and spinning) after the benchmark. With `process_group` the exit signals the whole group."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from bench.server import ServerProcess
+
+    pid_file = tmp_path / "child.pid"
+    server = ServerProcess([], tmp_path / "server.log")
+    server.process_group = group
+    server.cmd = [
+        sys.executable,
+        "-c",
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
+        f"c = subprocess.Popen(['sleep', '120']); open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(120)",
+    ]
+    server.start()
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    server.__exit__(None, None, None)
+    time.sleep(0.2)
+
+    def alive(pid: int) -> bool:
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+        return bool(state) and not state.startswith("Z")
+
+    try:
+        assert alive(child) is not group  # the group goes down; a lone signal leaves the child
+    finally:
+        if alive(child):
+            os.kill(child, 9)

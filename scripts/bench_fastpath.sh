@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Issue 18's measurements, in one run on an otherwise idle machine (about 45 minutes on the 2-core
+# development VM), into results/bench/i18/ (BENCHMARKS.md, "The fast path without torch"):
+#
+#   1. sampler throughput side by side (interleaved rounds): ONNX Runtime fp32 with the previous export
+#      recipe's graph (today's image), the lean graph, OpenVINO fp32 and bf16, torch.compile bf16;
+#      pd-k4 at K = 4 and the teacher at K = 16, batches 16 and 64;
+#   2. where an evaluation's time goes, previous graph against the lean one (ORT profiler);
+#   3. quality of OpenVINO bf16 against ONNX Runtime fp32 on the evaluation's prompts and seeds, with
+#      paired 95% intervals (`fewstep eval compare`): the default students at 2,000 images, the
+#      teacher at 500;
+#   4. the start-up choices over repeated fresh starts: the batch profile on the chosen path, and
+#      `kind=auto`'s backend choice;
+#   5. fewstep (kind=auto) against LitServe on pd-k4, alternated rounds (`fewstep bench peer`);
+#   6. HTTP under load on the chosen path against the raw sampler (`fewstep bench http`).
+#
+#   scripts/bench_fastpath.sh            # everything
+#   ONLY="sampler quality" scripts/bench_fastpath.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FEWSTEP=${FEWSTEP:-.venv/bin/fewstep}
+OUT=${OUT:-results/bench/i18}
+QUALITY_IMAGES=${QUALITY_IMAGES:-2000}
+TEACHER_QUALITY_IMAGES=${TEACHER_QUALITY_IMAGES:-500}
+mkdir -p "$OUT" runs/bench
+want() { [ -z "${ONLY:-}" ] || case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+stamp() { echo "== $(date -u +%FT%TZ) $*"; }
+PATHS="onnxruntime-fp32-legacy onnxruntime-fp32 openvino-fp32 openvino-bf16 torch-compile-bf16"
+
+if want sampler; then
+  stamp sampler
+  $FEWSTEP bench sampler --model bundles/pd-k4 --backends $PATHS --batches 16 64 --steps 4 \
+    --out "$OUT/sampler-pd-k4.json"
+  $FEWSTEP bench sampler --model bundles/teacher --backends $PATHS --batches 16 64 --steps 16 \
+    --out "$OUT/sampler-teacher.json"
+fi
+
+if want profile; then
+  stamp profile
+  $FEWSTEP bench profile --model bundles/teacher --engines onnxruntime-legacy onnxruntime --batch 32 \
+    > "$OUT/profile-teacher.md"
+fi
+
+if want quality; then
+  stamp quality
+  for spec in "pd-k4 4 $QUALITY_IMAGES" "pd-k8 8 $QUALITY_IMAGES" "teacher 16 $TEACHER_QUALITY_IMAGES"; do
+    read -r m k n <<< "$spec"
+    for path in onnxruntime-fp32 openvino-bf16; do
+      $FEWSTEP bench quality --model "bundles/$m" --backend "${path%-*}" --precision "${path##*-}" --steps "$k" \
+        --guidance 3 --n-images "$n" --out "$OUT/quality" --images runs/bench/quality-i18
+    done
+    $FEWSTEP eval compare "$OUT/quality/$m-onnxruntime-fp32-$k-w3.json" "$OUT/quality/$m-openvino-bf16-$k-w3.json" \
+      --out-dir "$OUT/quality" --name "$m-fp32-vs-openvino-bf16" --no-progress
+  done
+fi
+
+if want starts; then
+  stamp starts
+  $FEWSTEP bench batch-profile --model bundles/pd-k4 --backend openvino --precision bf16 --starts 10 \
+    --out "$OUT/batch_profile-pd-k4-openvino-bf16.json"
+  $FEWSTEP bench batch-profile --model bundles/pd-k4 --backend auto --starts 10 \
+    --out "$OUT/batch_profile-pd-k4-auto.json"
+fi
+
+if want peer; then
+  stamp peer
+  FEWSTEP_BACKEND__KIND=auto $FEWSTEP bench peer --bundle bundles/pd-k4 --rounds 3 --out "$OUT"
+fi
+
+if want http; then
+  stamp http
+  $FEWSTEP bench http --backend auto --out "$OUT/http"
+fi
+stamp done
