@@ -135,7 +135,7 @@ def _compare(args: argparse.Namespace) -> int:
     fd, adh = result["fd"], result["adherence"]["overall"]
     log.info(
         "%s - %s: FD %+.1f [%.1f, %.1f], adherence %+.3f [%.3f, %.3f] (paired, %d images); wrote %s",
-        sides[1].label, sides[0].label, fd["diff"], *fd["ci"], adh["diff"] or float("nan"),
+        sides[1].label, sides[0].label, fd["diff"], *fd["ci"], float("nan") if adh["diff"] is None else adh["diff"],
         *(adh["ci"] or [float("nan")] * 2), result["n_images"], Path(args.out_dir),
     )  # fmt: skip
     return 0
