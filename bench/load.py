@@ -363,9 +363,13 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float, mix: RequestMix | None
     return out
 
 
-def fifo_p99(service_s: Sequence[float], rate: float, n: int = 200_000, seed: int = 0) -> float:
+def fifo_p99(service_s: Sequence[float], rate: float, n: int = 200_000, seed: int = 0) -> float | None:
     """p99 sojourn time of an ideal single FIFO server (M/G/1, no batching) with Poisson arrivals at
-    `rate` and service times drawn from `service_s` (Lindley's recursion): the queueing floor."""
+    `rate` and service times drawn from `service_s` (Lindley's recursion): the queueing floor.
+    None when that server would be overloaded (utilisation rate x mean service >= 1): its queue
+    grows without bound, so there is no floor (only a batching server keeps up at that rate)."""
+    if rate * sum(service_s) / len(service_s) >= 1:
+        return None
     rng = random.Random(seed)
     wait, sojourn = 0.0, []
     prev_service = 0.0

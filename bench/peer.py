@@ -59,6 +59,7 @@ class PeerBenchConfig:
     peer_max_batch: int = 16
     peer_batch_timeout_s: float = 0.005
     threads: int | None = None
+    py_spy_s: float = 0.0  # > 0: record fewstep's process under the highest concurrency this long (extra phase)
     seed: int = 0
 
 
@@ -101,8 +102,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{1000 * cfg['peer_batch_timeout_s']:g} ms. Machine: {doc['machine'].get('cpu', '?')}, "
         f"{doc['machine'].get('cores', '?')} cores. Medians over rounds (each round's figure in brackets).",
         "",
-        "| server | clients | images/s | p50 (ms) | p99 (ms) | non-200 |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| server | clients | images/s | p50 (ms) | p99 (ms) | server CPU ms / image | non-200 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for server in ("fewstep", "litserve"):
         for c in cfg["clients"]:
@@ -113,15 +114,22 @@ def markdown(doc: dict[str, Any]) -> str:
             p50 = [1000 * r["p50_s"] for r in rs if r["p50_s"] is not None]
             p99 = [1000 * r["p99_s"] for r in rs if r["p99_s"] is not None]
             bad = sum(r["non_200"] for r in rs)
+            cpus = [r["server_cpu_ms_per_image"] for r in rs if r.get("server_cpu_ms_per_image") is not None]
+            cpu = f"{statistics.median(cpus):.1f}" if cpus else "-"
             lines.append(
                 f"| {server} | {c} | {statistics.median(ips):.1f} ({', '.join(f'{v:.1f}' for v in ips)}) "
                 f"| {statistics.median(p50):.1f} ({', '.join(f'{v:.1f}' for v in p50)}) "
-                f"| {statistics.median(p99):.1f} | {bad} |"
+                f"| {statistics.median(p99):.1f} | {cpu} | {bad} |"
             )
     lines.append("")
     for key, value in doc["ratios"].items():
         target = ">= 1.05" if key.startswith("images") else "<= 1"
         lines.append(f"- fewstep / LitServe, {key.replace('_', ' ')}: {value:.3f} (target {target})" if value else "")
+    prof = doc.get("fewstep_profile")
+    if prof and "by_category" in prof:
+        lines += ["", f"Where fewstep's process spends its samples at {max(cfg['clients'])} clients (py-spy):", ""]
+        lines += ["| part | share |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.0%} |" for k, v in prof["by_category"].items()]
     return "\n".join(lines)
 
 
@@ -141,10 +149,12 @@ class PeerProcess(ServerProcess):
             self.cmd += ["--threads", str(cfg.threads)]
 
 
-def phase(url: str, mix, clients: int, seconds: float) -> dict[str, Any]:
+def phase(server: ServerProcess, mix, clients: int, seconds: float) -> dict[str, Any]:
     from bench.load import closed_loop, summarize
 
-    outcomes, wall = asyncio.run(closed_loop(url, mix, clients, seconds))
+    cpu0 = server.cpu_s()
+    outcomes, wall = asyncio.run(closed_loop(server.url, mix, clients, seconds))
+    cpu = server.cpu_s() - cpu0
     s = summarize(outcomes, wall, mix)
     ok = s["statuses"].get("200", s["statuses"].get(200, 0))
     return {
@@ -153,7 +163,25 @@ def phase(url: str, mix, clients: int, seconds: float) -> dict[str, Any]:
         "p99_s": s["latency_s"]["p99"],
         "requests": s["requests"],
         "non_200": s["requests"] - ok,
+        # the server's CPU (all its processes) per image: the serving layer's overhead shows here,
+        # since both run the same pipeline
+        "server_cpu_ms_per_image": 1000 * cpu / max(1, ok),
+        "server_cores": cpu / wall,
     }
+
+
+def spy(server: ServerProcess, classes, prompts, clients: int, cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
+    from bench.load import RequestMix
+    from bench.server import py_spy_record, summarize_stacks
+
+    assert server.proc is not None
+    out = out_dir / "peer-fewstep-stacks.txt"
+    rec = py_spy_record(server.proc.pid, cfg.py_spy_s, out)
+    row = phase(server, RequestMix(classes, prompts, seed=cfg.seed + 7), clients, cfg.py_spy_s)
+    if rec is None:
+        return {"phase": row}
+    rec.wait(60)
+    return {"phase": row, **summarize_stacks(out.read_text())}
 
 
 def run_peer_bench(cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
@@ -190,7 +218,7 @@ def run_peer_bench(cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
             for c in cfg.clients:
                 for label in order:
                     mix = RequestMix(classes, prompts, seed=cfg.seed + 1000 * r + c)  # same requests for both
-                    row = {"server": label, "round": r, "clients": c} | phase(servers[label].url, mix, c, cfg.seconds)
+                    row = {"server": label, "round": r, "clients": c} | phase(servers[label], mix, c, cfg.seconds)
                     log.info(
                         "round %d, %s, %d clients: %.1f images/s, p50 %.1f ms",
                         r,
@@ -200,6 +228,8 @@ def run_peer_bench(cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
                         1000 * (row["p50_s"] or 0),
                     )
                     rows.append(row)
+        if cfg.py_spy_s > 0:  # where fewstep's own process spends its time at the highest concurrency
+            doc["fewstep_profile"] = spy(ours, classes, prompts, max(cfg.clients), cfg, out_dir)
     doc["rows"] = rows
     doc["ratios"] = ratios(rows, cfg.clients)
     doc["finished"] = time.strftime("%FT%TZ", time.gmtime())
@@ -218,6 +248,7 @@ def add_arguments(p) -> None:
     p.add_argument("--peer-max-batch", type=int, default=d.peer_max_batch)
     p.add_argument("--peer-batch-timeout-s", type=float, default=d.peer_batch_timeout_s)
     p.add_argument("--threads", type=int, help="backend intra-op threads of both servers (default: all cores)")
+    p.add_argument("--py-spy-s", type=float, default=0.0, help="py-spy fewstep's server at the top concurrency")
     p.add_argument("--out", default="results/bench", help="directory for peer.json and peer.md")
     p.set_defaults(handler=main)
 
@@ -233,6 +264,7 @@ def main(args) -> int:
         peer_max_batch=args.peer_max_batch,
         peer_batch_timeout_s=args.peer_batch_timeout_s,
         threads=args.threads,
+        py_spy_s=args.py_spy_s,
     )
     doc = run_peer_bench(cfg, Path(args.out))
     print(markdown(doc))

@@ -41,6 +41,20 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def session_cpu_s(sid: int) -> float:
+    """User + system CPU seconds of the live processes of session `sid` (a server started with
+    `start_new_session`, whose children are forks); exited children are not counted."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # fields after the name: state ppid pgrp session ...
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     with _suppress():
@@ -115,7 +129,7 @@ class ServerProcess:
 
     def cpu_s(self) -> float:
         assert self.proc is not None
-        return proc_cpu_s(self.proc.pid)
+        return session_cpu_s(self.proc.pid) if self.process_group else proc_cpu_s(self.proc.pid)
 
     def batch_profiles(self) -> list[dict[str, Any]]:
         """The warm-up cost profiles the server logged (empty with fixed bounds)."""
@@ -208,7 +222,11 @@ def histogram_delta(before: dict, after: dict) -> dict[str, Any]:
 
 # A stack that runs a graph is the text encoder's or the denoiser's, whatever called it; any other
 # stack goes to the category of its innermost frame that matches one.
-GRAPH_CATEGORIES = (("text encoder (ORT)", ("service/text.py",)), ("denoiser (ORT run)", ("onnxruntime",)))
+GRAPH_CATEGORIES = (
+    ("text encoder (ORT)", ("service/text.py",)),
+    ("denoiser (ORT run)", ("onnxruntime",)),
+    ("denoiser (OpenVINO run)", ("openvino",)),
+)
 FRAME_CATEGORIES = (
     ("sampler maths (numpy)", ("fewstep/", "service/pipeline.py", "numpy")),
     ("image encoding (PNG)", ("encode.py", "PIL")),

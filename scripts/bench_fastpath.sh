@@ -12,7 +12,7 @@
 #   4. the start-up choices over repeated fresh starts: the batch profile on the chosen path, and
 #      `kind=auto`'s backend choice;
 #   5. fewstep (kind=auto) against LitServe on pd-k4, alternated rounds (`fewstep bench peer`);
-#   6. HTTP under load on the chosen path against the raw sampler (`fewstep bench http`).
+#   6. HTTP under load on the chosen path (pinned) against the raw sampler (`fewstep bench http`).
 #
 #   scripts/bench_fastpath.sh            # everything
 #   ONLY="sampler quality" scripts/bench_fastpath.sh
@@ -64,11 +64,12 @@ fi
 
 if want peer; then
   stamp peer
-  FEWSTEP_BACKEND__KIND=auto $FEWSTEP bench peer --bundle bundles/pd-k4 --rounds 3 --out "$OUT"
+  FEWSTEP_BACKEND__KIND=auto $FEWSTEP bench peer --bundle bundles/pd-k4 --rounds 3 --py-spy-s 10 --out "$OUT"
 fi
 
 if want http; then
   stamp http
-  $FEWSTEP bench http --backend auto --out "$OUT/http"
+  # the chosen path pinned, so that the server and the raw sampler beside it run the same one
+  $FEWSTEP bench http --backend openvino-bf16 --out "$OUT/http"
 fi
 stamp done

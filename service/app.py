@@ -103,6 +103,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         request_timeout_s=settings.request_timeout_s,
         profile_max_batch=settings.max_batch_images is None,
         profile_max_wait=settings.max_wait_s is None,
+        wait_rule=settings.batch_wait_rule,
         profile_budget_s=settings.batch_profile_budget_s,
         scheduling=settings.scheduling,
     )

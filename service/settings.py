@@ -58,6 +58,11 @@ class ServiceSettings(BaseSettings):
     max_wait_s: float | None = Field(
         None, ge=0, le=10, description="longest a request waits for a fuller batch; None = from the cost profile"
     )
+    batch_wait_rule: Literal["greedy", "bounded"] = Field(
+        "greedy",
+        description="with max_wait_s unset: greedy dispatches whenever the runner is free (no waiting for company); "
+        "bounded waits up to the batch-1 time x (1 - 1/gain) from the cost profile",
+    )
     batch_profile_budget_s: float = Field(
         5.0, gt=0, le=120, description="warm-up time per model for the batch cost profile (when a bound is None)"
     )

@@ -33,7 +33,12 @@ from service.backends.base import BackendError, BackendSettings, Denoiser, split
 log = logging.getLogger(__name__)
 
 ROUNDS = 3
-MIN_ROUND_S = 0.0  # no floor by default: one evaluation at the batch size is a round
+# A round repeats a candidate's evaluation until this much time has passed and scores the mean: one
+# evaluation was too short a sample on a shared CPU. And each candidate runs WARMUP_CALLS untimed
+# first: OpenVINO's bf16 path measured 100 ms on its second call and 38 ms in steady state (the
+# selection chose ONNX Runtime fp32 or OpenVINO fp32 over bf16 in 2 of 4 starts, BENCHMARKS.md).
+MIN_ROUND_S = 0.15
+WARMUP_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -91,16 +96,23 @@ def time_interleaved(
     runs: dict[Candidate, Callable[[], object]],
     rounds: int = ROUNDS,
     clock: Callable[[], float] = time.perf_counter,
+    min_round_s: float = MIN_ROUND_S,
 ) -> dict[Candidate, float]:
-    """Fastest of `rounds` timed calls per candidate, the candidates taking turns (rotated order)."""
+    """Seconds per call of each candidate: the fastest of `rounds` rounds, the candidates taking
+    turns (rotated order); a round calls its candidate until `min_round_s` passed and scores the mean."""
     best: dict[Candidate, float] = {}
     names = list(runs)
     for r in range(rounds):
         k = r % len(names)
         for c in names[k:] + names[:k]:
-            t0 = clock()
-            runs[c]()
-            dt = clock() - t0
+            t0, n = clock(), 0
+            while True:
+                runs[c]()
+                n += 1
+                elapsed = clock() - t0
+                if elapsed >= min_round_s:
+                    break
+            dt = elapsed / n
             best[c] = min(best.get(c, dt), dt)
     return best
 
@@ -112,6 +124,8 @@ def select_denoiser(
     inputs: Callable[[int], list[np.ndarray]],
     rounds: int = ROUNDS,
     clock: Callable[[], float] = time.perf_counter,
+    warmup: int = WARMUP_CALLS,
+    min_round_s: float = MIN_ROUND_S,
 ) -> tuple[Denoiser, Selection]:
     """Build every allowed candidate with `build`, time one evaluation at `auto_batch_images`
     images (doubled for a teacher's guidance, as the pipeline runs it), keep the winner."""
@@ -140,9 +154,13 @@ def select_denoiser(
         def run(den: Denoiser = den, x: list[np.ndarray] = x, w: np.ndarray | None = w) -> object:
             return den(x[0], x[1], x[2], x[3], w)
 
-        run()  # warm: first-call allocations and kernel selection are not the path's speed
+        for _ in range(warmup):  # warm: first calls' allocations and kernel compilation are not its speed
+            run()
         runs[c] = run
-    seconds = time_interleaved(runs, rounds=rounds, clock=clock) if len(runs) > 1 else {c: 0.0 for c in runs}
+    if len(runs) > 1:
+        seconds = time_interleaved(runs, rounds=rounds, clock=clock, min_round_s=min_round_s)
+    else:
+        seconds = {c: 0.0 for c in runs}
     chosen = choose(seconds, order, settings.auto_tolerance)
     selection = Selection(chosen, seconds, refused)
     log.info("%s: backend %s", manifest.name, selection.summary())

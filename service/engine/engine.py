@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.engine.policy import BatchPolicy, DynamicBatchPolicy
-from service.engine.profile import BatchLimits, CostProfile, derive_limits, measure_costs
+from service.engine.profile import BatchLimits, CostProfile, WaitRule, derive_limits, measure_costs
 from service.engine.queue import RequestQueue, Ticket
 from service.engine.request_loop import RequestLoop
 from service.engine.runner import Runner
@@ -56,6 +56,7 @@ class EngineConfig:
     request_timeout_s: float = 60.0
     profile_max_batch: bool = False  # derive max_batch_images per model from the warm-up cost profile
     profile_max_wait: bool = False  # derive max_wait_s per model from it
+    wait_rule: WaitRule = "greedy"  # how (service.engine.profile.derive_limits)
     profile_budget_s: float = 5.0  # time the profile may take per model
     profile_batch_limit: int = 64  # largest batch size profiled
     scheduling: Literal["request", "step"] = "request"  # step: `service.engine.step_loop`
@@ -136,7 +137,7 @@ class Engine:
 
             limit = min(c.profile_batch_limit, c.queue_limit_images)
             profile = await measure_costs(run, name, steps, max_batch=limit, budget_s=c.profile_budget_s)
-            derived = derive_limits(profile)
+            derived = derive_limits(profile, wait_rule=c.wait_rule)
             chosen = BatchLimits(
                 derived.max_batch_images if c.profile_max_batch else c.max_batch_images,
                 derived.max_wait_s if c.profile_max_wait else c.max_wait_s,

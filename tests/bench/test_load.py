@@ -61,3 +61,4 @@ def test_the_fifo_floor_matches_the_m_m_1_formula():
     # M/M/1 sojourn time is exponential with rate mu - lambda: p99 = ln(100) / 0.5 at lambda = 0.5
     assert fifo_p99(services, rate=0.5, n=200_000) == pytest.approx(math.log(100) / 0.5, rel=0.1)
     assert fifo_p99([1.0], rate=1e-6, n=1000) == pytest.approx(1.0)  # no queue: the service time
+    assert fifo_p99([0.05, 0.07], rate=20.0) is None  # utilisation 1.2: no floor, the queue grows forever

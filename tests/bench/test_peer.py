@@ -99,8 +99,12 @@ def test_markdown_reports_every_cell_and_the_targets() -> None:
         "litserve_version": "0.2.19",
         "machine": {"cpu": "test cpu", "cores": 2},
     }
+    for row in doc["rows"]:
+        row["server_cpu_ms_per_image"] = 20.0 if row["server"] == "fewstep" else 25.0
+    doc["fewstep_profile"] = {"samples": 10, "by_category": {"denoiser (OpenVINO run)": 0.7, "metrics": 0.3}}
     text = markdown(doc)
-    assert "| fewstep | 32 | 31.0 (30.0, 33.0, 31.0)" in text
+    assert "| fewstep | 32 | 31.0 (30.0, 33.0, 31.0)" in text and "| 20.0 | 0 |" in text and "| 25.0 | 3 |" in text
+    assert "| denoiser (OpenVINO run) | 70% |" in text
     assert "| litserve | 1 | 35.0" in text and "| 3 |" in text  # the non-200 count is summed
     assert "1.240 (target >= 1.05)" in text and "0.800 (target <= 1)" in text
 

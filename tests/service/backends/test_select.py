@@ -52,10 +52,53 @@ def test_time_interleaved_rotates_and_keeps_the_fastest_round():
     calls: list[str] = []
     clock = itertools.count(0.0, 0.5).__next__  # every clock read advances 0.5 s: each call "takes" 0.5 s
     runs = {c: (lambda c=c: calls.append(c.label)) for c in ORDER}
-    seconds = time_interleaved(runs, rounds=3, clock=clock)
+    seconds = time_interleaved(runs, rounds=3, clock=clock, min_round_s=0.0)
     assert seconds == {c: 0.5 for c in ORDER}
     assert calls[:3] == [c.label for c in ORDER]
     assert calls[3:6] == [c.label for c in (OV32, OV16, ORT)]  # round 2 starts one later
+
+
+def test_a_round_repeats_a_short_call_until_its_time_floor_and_scores_the_mean():
+    clock = _NoisyClock(seed=0)
+    calls = {c: 0 for c in ORDER}
+
+    def run(c: Candidate) -> None:
+        calls[c] += 1
+        clock.charge(0.01)
+
+    seconds = time_interleaved({c: (lambda c=c: run(c)) for c in ORDER}, rounds=2, clock=clock, min_round_s=0.1)
+    assert all(16 <= n <= 22 for n in calls.values())  # about 0.1 s / 0.01 s calls in each of 2 rounds
+    assert all(0.01 <= s <= 0.0125 for s in seconds.values())  # a mean call, not one lucky sample
+
+
+def test_a_path_slow_on_its_first_calls_is_judged_at_its_steady_speed():
+    """OpenVINO compiles kernels on its first calls at a shape: one warm-up call left its bf16 path
+    timed at 2.6x its steady time, and the selection chose fp32 paths."""
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    clock = _NoisyClock(seed=1)
+    steady = {"onnxruntime-fp32": 0.010, "openvino-bf16": 0.004}
+
+    class Cold(FakeDenoiser):
+        def __call__(self, z, t, states, mask, w=None):
+            self.n = getattr(self, "n", 0) + 1
+            cold = self.label.startswith("openvino") and self.n <= 3
+            clock.charge(steady[self.label] * (3.0 if cold else 1.0))
+            return super().__call__(z, t, states, mask, w)
+
+    def build(s: BackendSettings):
+        den = Cold()
+        den.label = f"{s.kind}-{s.precision}"
+        return den
+
+    def inputs(b: int):
+        return [np.zeros((b, 3, 8, 8), np.float32), np.zeros(b, np.float32), np.zeros((b, 8, 4), np.float32),
+                np.ones((b, 8), np.int64)]  # fmt: skip
+
+    settings = _settings(auto_candidates=("onnxruntime-fp32", "openvino-bf16"))
+    _, sel = select_denoiser(m, settings, build, inputs, rounds=1, clock=clock, warmup=1, min_round_s=0.0)
+    assert sel.chosen == ORT  # the old recipe: one warm call, one timed call
+    _, sel = select_denoiser(m, settings, build, inputs, clock=clock)
+    assert sel.chosen == OV16
 
 
 class _NoisyClock:

@@ -33,8 +33,11 @@ def test_a_gpu_like_curve_batches_to_the_knee_and_waits_a_bounded_time():
     # images/s: 100, 190, 364, 640, 667, 660; the best is 16, and 8 is within 5% of it
     assert limits.max_batch_images == 8
     assert p.best_batch == 16 and p.gain == pytest.approx(6.67, rel=0.01)
-    assert 0 < limits.max_wait_s < 0.010  # at most the batch-1 compute time: a lone request at most doubles
-    assert limits.max_wait_s == pytest.approx(0.010 * (1 - 1 / p.gain), abs=1e-4)
+    assert limits.max_wait_s == 0.0  # greedy by default: the batch fills while the runner is busy
+    bounded = derive_limits(p, wait_rule="bounded")
+    assert bounded.max_batch_images == 8
+    assert 0 < bounded.max_wait_s < 0.010  # at most the batch-1 compute time: a lone request at most doubles
+    assert bounded.max_wait_s == pytest.approx(0.010 * (1 - 1 / p.gain), abs=1e-4)
 
 
 def test_the_knee_is_the_smallest_size_within_tolerance_of_the_best():
@@ -45,7 +48,7 @@ def test_the_knee_is_the_smallest_size_within_tolerance_of_the_best():
 
 def test_a_small_gain_below_the_threshold_does_not_wait():
     p = profile({1: 0.010, 2: 0.019, 4: 0.0375})  # 1.07x
-    assert derive_limits(p).max_wait_s == 0.0
+    assert derive_limits(p, wait_rule="bounded").max_wait_s == 0.0
 
 
 def test_measure_costs_stops_doubling_at_saturation_then_repeats_in_rotated_rounds():
@@ -167,7 +170,7 @@ def test_the_engine_profiles_each_model_at_warm_up_and_batches_by_its_limits():
 
     engine, results = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert engine.batch_limits["flat"].max_batch_images <= 2 and engine.batch_limits["flat"].max_wait_s == 0.0
-    assert engine.batch_limits["gpu"].max_batch_images >= 8 and engine.batch_limits["gpu"].max_wait_s > 0
+    assert engine.batch_limits["gpu"].max_batch_images >= 8 and engine.batch_limits["gpu"].max_wait_s == 0.0
     assert max(r.batch_images for r in results if r.model == "flat") <= 2
     assert max(r.batch_images for r in results if r.model == "gpu") >= 8
     assert engine.state == "stopped" and engine.failure is None
@@ -179,6 +182,8 @@ def test_settings_left_unset_are_profiled_and_set_ones_are_kept():
     assert not fixed.profiled and fixed.max_batch_images == 4 and fixed.max_wait_s == 0.0
     half = engine_config(ServiceSettings(max_batch_images=4))
     assert not half.profile_max_batch and half.profile_max_wait
+    assert engine_config(ServiceSettings()).wait_rule == "greedy"
+    assert engine_config(ServiceSettings(batch_wait_rule="bounded")).wait_rule == "bounded"
 
 
 def test_without_warm_up_the_configured_bounds_stay():
