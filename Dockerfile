@@ -112,7 +112,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
     FEWSTEP_DEFAULT_MODEL=pd-k8 \
     FEWSTEP_HOST=0.0.0.0 \
-    FEWSTEP_PORT=8000
+    FEWSTEP_PORT=8000 \
+    FEWSTEP_BACKEND__KIND=auto
 RUN groupadd --system --gid 10001 fewstep \
  && useradd --system --uid 10001 --gid fewstep --home-dir /var/lib/fewstep --create-home fewstep
 COPY --from=builder /opt/venv /opt/venv

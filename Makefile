@@ -108,9 +108,12 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # model"): the 4- or 8-step student with the highest in-distribution adherence at w = 3 on the
 # 2,000-prompt evaluation, provided its one-object adherence is within 0.05 of the teacher's at the
 # teacher's served setting (16 steps); otherwise the teacher. The teacher stays served by name.
+# The backend is `auto` (as in the image): ONNX Runtime fp32 and OpenVINO fp32 / bf16 timed at
+# start-up, the fastest the bundle's quality record allows served (BENCHMARKS.md, issue 18).
 DEFAULT_MODEL ?= pd-k8
 serve: bundles
-	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-$(DEFAULT_MODEL)} $(VENV)/bin/fewstep serve --bundles bundles
+	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-$(DEFAULT_MODEL)} FEWSTEP_BACKEND__KIND=$${FEWSTEP_BACKEND__KIND:-auto} \
+		$(VENV)/bin/fewstep serve --bundles bundles
 
 # docs/example.png (the README's first image, and the reply the live compose test compares byte
 # for byte) from the default model, and its 4x enlargement for the README.

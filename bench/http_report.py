@@ -155,6 +155,8 @@ def markdown(doc: dict[str, Any]) -> str:
         for row in rows:
             lines.append(_row(name, f"{100 * row['load']:.0f}%", row))
     gain = r["hardware_batching_gain"]
+    floor = r.get("fifo_floor_p99_at_50pct_s")
+    floor_text = f"{_ms(floor)} ms" if floor else "none: at this rate a batch-1 server would be overloaded"
     lines += [
         "",
         "| ratio | measured | target |",
@@ -166,8 +168,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"| p99 at 50% load / single-request p50 ({_ms(r['p99_at_50pct_s'])} / {_ms(r['single_request_latency_s'])} ms)"
         f" | {_f(r['p99_at_50pct_over_single'])} | <= 3 |",
         f"| same for an ideal FIFO server without batching (service times: single requests' backend times) "
-        f"({_ms(r.get('fifo_floor_p99_at_50pct_s'))} ms; none: at this rate it would be overloaded) "
-        f"| {_f(r.get('fifo_floor_over_single'))} | (floor) |",
+        f"({floor_text}) | {_f(r.get('fifo_floor_over_single'))} | (floor) |",
         f"| p99 at 50% load / that FIFO floor | {_f(r.get('p99_at_50pct_over_fifo_floor'))} | <= 1.2 (issue 18) |",
     ]
     if "server_profile" in doc:

@@ -8,7 +8,10 @@ each size 1, 2, 4, ... (within a time budget) and derives, per model:
 - `max_batch_images`: the smallest batch size whose throughput is within `tolerance` (5%) of the
   best measured. Beyond it a batch only makes its first request wait for the others' compute.
   The tolerance is what keeps the choice still across starts: sizes within it of each other are
-  noise apart, and the smallest of them wins whichever measured fastest this time.
+  noise apart, and the smallest of them wins whichever measured fastest this time. (On OpenVINO
+  bf16 the per-size timings move 20-40% from one start to the next, and the choice with them;
+  a 20% tolerance concentrated it on 8, which served fewer images/s under load than 16 or 64:
+  BENCHMARKS.md, issue 18.)
 - `max_wait_s`: 0 by default (`wait_rule="greedy"`). The engine dispatches only when its runner
   is free, so under load the next batch fills while the running one computes, and the batch size
   grows with the load by itself; waiting while the runner is idle only delays a request that

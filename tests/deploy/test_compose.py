@@ -70,6 +70,7 @@ def test_gpu_profile_reserves_a_gpu_and_mounts_the_engine_cache():
     cache = gpu["environment"]["FEWSTEP_BACKEND__ENGINE_CACHE"]
     assert [v["target"] for v in gpu["volumes"]] == [cache]
     assert gpu["environment"]["FEWSTEP_BACKEND__KIND"] == "tensorrt"
+    assert config()["services"]["fewstep"]["environment"]["FEWSTEP_BACKEND__KIND"] == "auto"
 
 
 @pytest.mark.parametrize("service", ["fewstep", "fewstep-gpu"])

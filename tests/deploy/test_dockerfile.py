@@ -137,3 +137,12 @@ def test_images_ship_the_makefiles_students_and_default_model():
     for name, body in runtime_stages(ROOT / "Dockerfile").items():
         env = " ".join(rest for word, rest in body if word == "ENV")
         assert f"FEWSTEP_DEFAULT_MODEL={default_model()} " in env + " ", f"{name}: not the Makefile's DEFAULT_MODEL"
+
+
+def test_the_cpu_image_and_make_serve_pick_the_fastest_backend_at_start_up():
+    """The CPU image serves `kind=auto` (OpenVINO bf16 where the CPU has it: 2.2-2.6x ONNX Runtime
+    fp32 here, BENCHMARKS.md), and `make serve` the same, unless the environment pins a kind."""
+    env = " ".join(rest for word, rest in runtime_stages(ROOT / "Dockerfile")["cpu"] if word == "ENV")
+    assert "FEWSTEP_BACKEND__KIND=auto" in env
+    serve = re.search(r"^serve:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
+    assert serve and "FEWSTEP_BACKEND__KIND=$${FEWSTEP_BACKEND__KIND:-auto}" in serve.group(1)

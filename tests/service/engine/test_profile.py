@@ -43,6 +43,7 @@ def test_a_gpu_like_curve_batches_to_the_knee_and_waits_a_bounded_time():
 def test_the_knee_is_the_smallest_size_within_tolerance_of_the_best():
     p = profile({1: 0.010, 2: 0.012, 4: 0.0205, 8: 0.040})  # 100, 167, 195, 200 images/s
     assert derive_limits(p).max_batch_images == 4
+    assert derive_limits(p, tolerance=0.2).max_batch_images == 2  # 167 is within 20% of 200
     assert derive_limits(p, tolerance=0.0).max_batch_images == 8
 
 
