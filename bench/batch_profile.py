@@ -30,6 +30,7 @@ from typing import Any
 def one_start(model: str, backend: str, precision: str, budget_s: float, max_batch: int) -> dict[str, Any]:
     """Load, profile and derive limits once, in this process (the child's body)."""
     from service.backends.base import BackendSettings
+    from service.engine.engine import EngineConfig
     from service.engine.profile import derive_limits, measure_costs
     from service.loader import load_pipeline
     from service.pipeline import ImageJob
@@ -46,7 +47,10 @@ def one_start(model: str, backend: str, precision: str, budget_s: float, max_bat
         return time.perf_counter() - t
 
     t1 = time.perf_counter()
-    profile = asyncio.run(measure_costs(run, p.name, steps, max_batch=max_batch, budget_s=budget_s))
+    settle = EngineConfig().profile_settle_calls  # as the engine profiles
+    profile = asyncio.run(
+        measure_costs(run, p.name, steps, max_batch=max_batch, budget_s=budget_s, settle_calls=settle)
+    )
     limits = derive_limits(profile)
     hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
     return {

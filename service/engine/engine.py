@@ -59,6 +59,7 @@ class EngineConfig:
     wait_rule: WaitRule = "greedy"  # how (service.engine.profile.derive_limits)
     profile_budget_s: float = 5.0  # time the profile may take per model
     profile_batch_limit: int = 64  # largest batch size profiled
+    profile_settle_calls: int = 2  # untimed calls per new size before timing it (measure_costs)
     scheduling: Literal["request", "step"] = "request"  # step: `service.engine.step_loop`
 
     @property
@@ -136,7 +137,9 @@ class Engine:
                 return (await self.runner.run(p, jobs))[1]
 
             limit = min(c.profile_batch_limit, c.queue_limit_images)
-            profile = await measure_costs(run, name, steps, max_batch=limit, budget_s=c.profile_budget_s)
+            profile = await measure_costs(
+                run, name, steps, max_batch=limit, budget_s=c.profile_budget_s, settle_calls=c.profile_settle_calls
+            )
             derived = derive_limits(profile, wait_rule=c.wait_rule)
             chosen = BatchLimits(
                 derived.max_batch_images if c.profile_max_batch else c.max_batch_images,

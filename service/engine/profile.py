@@ -100,6 +100,7 @@ async def measure_costs(
     repeats: int = 3,
     stop_gain: float = STOP_GAIN,
     min_sample_s: float = MIN_SAMPLE_S,
+    settle_calls: int = 0,
 ) -> CostProfile:
     """Time `run(b)` (returns seconds) for b = 1, 2, 4, ... up to `max_batch`, within about `budget_s`.
 
@@ -116,10 +117,15 @@ async def measure_costs(
       (drift hits every size alike), while a whole round fits. Within a round, each size runs as
       many times as reach `min_sample_s`, so a 10 ms batch is not judged on one run.
     - Each size keeps its fastest sample (other work on the machine only ever adds time).
+    - `settle_calls` more untimed calls per new size in the first pass: OpenVINO's first three or
+      four calls at a new shape run 1.4-3x slower than its steady state, so a size timed on its
+      second call looked slower than it is, by how much depending on the start.
     """
     seconds: dict[int, list[float]] = {}
     spent, b = 0.0, 1
     while b <= max_batch:
+        for _ in range(settle_calls):
+            spent += await run(b)
         first = await run(b)
         t = await run(b)
         spent += first + t
@@ -131,7 +137,7 @@ async def measure_costs(
             seconds[b] = [min(t, again)]
             if _no_gain(seconds, b, stop_gain):
                 break  # saturated: larger sizes would only cost memory and start-up time
-        if spent + 4 * t > budget_s:  # the next size, 2b images at this cost per image, runs twice
+        if spent + (2 + settle_calls) * 2 * t > budget_s:  # the next size: 2b images a call at this cost
             break
         b *= 2
     sizes = list(seconds)

@@ -137,6 +137,22 @@ def test_measure_costs_keeps_the_fastest_repeat():
     assert p.seconds == {1: 0.01}  # the untimed 9 s run and the slower repeats do not count
 
 
+def test_settle_calls_keep_a_new_shapes_slow_first_calls_out_of_the_profile():
+    """A backend whose first three calls at each new size run 3x slow (OpenVINO per shape): timed
+    on its first two calls, a size looks a third as fast as it is; settling calls fix that."""
+    calls: dict[int, int] = {}
+
+    async def run(b: int) -> float:
+        calls[b] = calls.get(b, 0) + 1
+        return (0.01 + 0.002 * b) * (3.0 if calls[b] <= 3 else 1.0)
+
+    cold = asyncio.run(measure_costs(run, "m", 4, max_batch=4, budget_s=100.0, repeats=1))
+    assert cold.seconds[1] == pytest.approx(0.036)
+    calls.clear()
+    settled = asyncio.run(measure_costs(run, "m", 4, max_batch=4, budget_s=100.0, repeats=1, settle_calls=2))
+    assert settled.seconds == pytest.approx({1: 0.012, 2: 0.014, 4: 0.018})
+
+
 def test_measure_costs_stops_at_the_largest_batch():
     async def run(b: int) -> float:
         return 0.0001
