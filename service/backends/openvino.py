@@ -60,8 +60,11 @@ class OpenVinoDenoiser:
         precision = settings.precision
         if precision not in HINTS:
             raise BackendError(f"backend 'openvino' runs fp32, bf16 or fp16, not {precision}")
-        core = ov.Core()
-        caps = {str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+        try:  # a runtime without its CPU plugin (a trimmed install) fails here: `auto` skips the path
+            core = ov.Core()
+            caps = {str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+        except Exception as e:  # openvino raises RuntimeError subclasses of its own
+            raise BackendError(f"openvino cannot use the CPU here: {e}") from None
         wanted = {"bf16": "BF16", "fp16": "FP16"}.get(precision)
         if wanted and wanted not in caps:
             raise BackendError(

@@ -57,3 +57,18 @@ def test_unsupported_choices_are_clear_errors(tiny_bundle):
         make_denoiser(tiny_bundle, m, BackendSettings(kind="openvino", device="cuda", precision="fp32"))
     with pytest.raises(BackendError, match=r"openvino.*not int8"):
         make_denoiser(tiny_bundle, m, BackendSettings(kind="openvino", precision="int8"))
+
+
+def test_a_runtime_without_its_cpu_plugin_is_a_backend_error_auto_can_skip(tiny_bundle, monkeypatch):
+    """The CPU image trims OpenVINO's plugins; if the CPU plugin went missing, `ov.Core()` or its
+    property query raises OpenVINO's own RuntimeError. It must surface as a BackendError, which
+    `kind=auto` logs and skips, not as a failed start-up."""
+    import openvino as ov
+
+    class Broken:
+        def __init__(self) -> None:
+            raise RuntimeError("Device with 'CPU' name is not registered in the OpenVINO Runtime")
+
+    monkeypatch.setattr(ov, "Core", Broken)
+    with pytest.raises(BackendError, match=r"openvino cannot use the CPU here: Device with 'CPU'"):
+        make_denoiser(tiny_bundle, load_manifest(tiny_bundle), BackendSettings(kind="openvino", precision="fp32"))
