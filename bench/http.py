@@ -47,8 +47,7 @@ from bench.server import (
     get,
     histogram_delta,
     machine,
-    py_spy_record,
-    summarize_stacks,
+    profiled_phase,
     warm_prompts,
 )
 
@@ -276,13 +275,14 @@ def run_http_bench(cfg: HttpBenchConfig, out_dir: Path) -> dict[str, Any]:
                 rows.append(run_phase(server, mix(100 + i), "open", rate, cfg.open_s, seed=cfg.seed + i) | {"load": f})
 
         if cfg.py_spy_s > 0:
-            assert prof.proc is not None
-            spy = py_spy_record(prof.proc.pid, cfg.py_spy_s, out_dir / "http-server-stacks.txt")
-            spied = run_phase(prof, mix(7), "closed", 32, cfg.py_spy_s)
-            if spy is not None:
-                spy.wait(60)
-                stacks = (out_dir / "http-server-stacks.txt").read_text()
-                doc["server_profile"] = {"phase": spied, **summarize_stacks(stacks)}
+            spied = profiled_phase(
+                prof,
+                cfg.py_spy_s,
+                out_dir / "http-server-stacks.txt",
+                lambda: run_phase(prof, mix(7), "closed", 32, cfg.py_spy_s),
+            )
+            if "samples" in spied:  # py-spy was there
+                doc["server_profile"] = spied
     doc["profiled"] = {"closed": closed, "saturated": saturated, "open": poisson, "capacity_images_per_s": capacity}
     doc["fixed"] = {"bounds": FIXED_BOUNDS, "open": fixed_open}
     doc["batch1"] = {"closed": single}

@@ -156,7 +156,7 @@ def phase(server: ServerProcess, mix, clients: int, seconds: float) -> dict[str,
     outcomes, wall = asyncio.run(closed_loop(server.url, mix, clients, seconds))
     cpu = server.cpu_s() - cpu0
     s = summarize(outcomes, wall, mix)
-    ok = s["statuses"].get("200", s["statuses"].get(200, 0))
+    ok = s["statuses"].get("200", 0)
     return {
         "images_per_s": s["images_per_s"],
         "p50_s": s["latency_s"]["p50"],
@@ -170,25 +170,11 @@ def phase(server: ServerProcess, mix, clients: int, seconds: float) -> dict[str,
     }
 
 
-def spy(server: ServerProcess, classes, prompts, clients: int, cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
-    from bench.load import RequestMix
-    from bench.server import py_spy_record, summarize_stacks
-
-    assert server.proc is not None
-    out = out_dir / "peer-fewstep-stacks.txt"
-    rec = py_spy_record(server.proc.pid, cfg.py_spy_s, out)
-    row = phase(server, RequestMix(classes, prompts, seed=cfg.seed + 7), clients, cfg.py_spy_s)
-    if rec is None:
-        return {"phase": row}
-    rec.wait(60)
-    return {"phase": row, **summarize_stacks(out.read_text())}
-
-
 def run_peer_bench(cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
     import litserve
 
     from bench.load import RequestClass, RequestMix, shapes_prompts
-    from bench.server import get, machine, warm_prompts
+    from bench.server import get, machine, profiled_phase, warm_prompts
     from fewstep.bundle import load_manifest
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +215,13 @@ def run_peer_bench(cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
                     )
                     rows.append(row)
         if cfg.py_spy_s > 0:  # where fewstep's own process spends its time at the highest concurrency
-            doc["fewstep_profile"] = spy(ours, classes, prompts, max(cfg.clients), cfg, out_dir)
+            mix = RequestMix(classes, prompts, seed=cfg.seed + 7)
+            doc["fewstep_profile"] = profiled_phase(
+                ours,
+                cfg.py_spy_s,
+                out_dir / "peer-fewstep-stacks.txt",
+                lambda: phase(ours, mix, max(cfg.clients), cfg.py_spy_s),
+            )
     doc["rows"] = rows
     doc["ratios"] = ratios(rows, cfg.clients)
     doc["finished"] = time.strftime("%FT%TZ", time.gmtime())

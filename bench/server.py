@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,18 @@ def py_spy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen | Non
     cmd = [exe_path, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw"]
     cmd += ["--nonblocking", "-o", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profiled_phase(server: ServerProcess, seconds: float, out: Path, phase: Callable[[], dict]) -> dict[str, Any]:
+    """Run `phase` (a load phase of about `seconds`) while py-spy records `server` into `out`:
+    {"phase": its row} plus the stack summary (`summarize_stacks`) when py-spy is installed."""
+    assert server.proc is not None
+    spy = py_spy_record(server.proc.pid, seconds, out)
+    row = phase()
+    if spy is None:
+        return {"phase": row}
+    spy.wait(60)
+    return {"phase": row, **summarize_stacks(out.read_text())}
 
 
 def summarize_stacks(collapsed: str, top: int = 15) -> dict[str, Any]:

@@ -92,3 +92,33 @@ def test_a_server_that_forks_goes_down_whole_when_it_runs_in_its_own_group(tmp_p
     finally:
         if alive(child):
             os.kill(child, 9)
+
+
+def test_profiled_phase_pairs_the_phase_with_the_stacks_recorded_during_it(tmp_path, monkeypatch):
+    import bench.server as srv
+
+    out = tmp_path / "stacks.txt"
+    order: list[str] = []
+
+    class Recorder:  # py-spy: its file is complete once it has exited
+        def wait(self, timeout: float) -> None:
+            order.append("wait")
+            out.write_text("main;service/text.py;run 3\nmain;numpy/x.py;f 1\n")
+
+    def record(pid: int, seconds: float, path):
+        order.append("record")
+        return Recorder()
+
+    def phase() -> dict:
+        order.append("phase")
+        return {"images_per_s": 5.0}
+
+    server = srv.ServerProcess([], tmp_path / "server.log")
+    server.proc = type("Proc", (), {"pid": 1})()
+    monkeypatch.setattr(srv, "py_spy_record", record)
+    got = srv.profiled_phase(server, 1.0, out, phase)
+    assert order == ["record", "phase", "wait"]  # recording spans the phase
+    assert got["phase"] == {"images_per_s": 5.0} and got["samples"] == 4
+    assert got["by_category"]["text encoder (ORT)"] == pytest.approx(0.75)
+    monkeypatch.setattr(srv, "py_spy_record", lambda *a: None)  # py-spy missing: the phase alone
+    assert srv.profiled_phase(server, 1.0, out, phase) == {"phase": {"images_per_s": 5.0}}
