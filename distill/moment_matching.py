@@ -15,7 +15,9 @@ s = 0 every denoiser agrees, near s = 1 they differ most: at initialisation, K =
   scale (and the learning rate that suits it) stays the same through training, while examples keep
   their relative sizes, i.e. w(s) = 1 within a minibatch.
 - "rms": each example's d divided by its own RMS (unit direction whatever s; it amplifies the low-s
-  examples, whose d is mostly the auxiliary's fitting error; measured worse in `results/mm_ablation.md`).
+  examples, whose d is mostly the auxiliary's fitting error): worse FD on the v1 teacher
+  (`results/mm_ablation_v1.md`), and on the binding teacher the same FD with more grain (+0.38
+  levels, `results/mm_ablation.md`).
 - "none": d as it is.
 - "sbin": d divided by the square root of a running (EMA, bias-corrected) mean square of d in its
   s-bin (`SBinNormaliser`): every noise level gets a unit-size direction on average, while examples
