@@ -113,9 +113,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     FEWSTEP_DEFAULT_MODEL=pd-k8 \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000 \
-    FEWSTEP_BACKEND__KIND=auto
+    FEWSTEP_BACKEND__KIND=auto \
+    FEWSTEP_TUNING_CACHE=/var/cache/fewstep/tuning.json
+# The tuning cache keeps the start-up timings (the backend choice, the batch profile) per machine,
+# so a restarted container serves the same choice without measuring again (service/tuning.py);
+# compose and Kubernetes mount a volume here so that it outlives the container.
 RUN groupadd --system --gid 10001 fewstep \
- && useradd --system --uid 10001 --gid fewstep --home-dir /var/lib/fewstep --create-home fewstep
+ && useradd --system --uid 10001 --gid fewstep --home-dir /var/lib/fewstep --create-home fewstep \
+ && mkdir -p /var/cache/fewstep && chown fewstep:fewstep /var/cache/fewstep
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=bundles /bundles /opt/fewstep/bundles
 COPY deploy/entrypoint.sh /usr/local/bin/fewstep-entrypoint

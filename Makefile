@@ -109,11 +109,13 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # 2,000-prompt evaluation, provided its one-object adherence is within 0.05 of the teacher's at the
 # teacher's served setting (16 steps); otherwise the teacher. The teacher stays served by name.
 # The backend is `auto` (as in the image): ONNX Runtime fp32 and OpenVINO fp32 / bf16 timed at
-# start-up, the fastest the bundle's quality record allows served (BENCHMARKS.md, issue 18).
+# start-up, the fastest the bundle's quality record allows served (BENCHMARKS.md, issue 18). Those
+# timings and the batch profile are kept in .cache/tuning.json (FEWSTEP_TUNING_CACHE): the first
+# start on a machine measures, later ones serve the same choice without measuring.
 DEFAULT_MODEL ?= pd-k8
 serve: bundles
 	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-$(DEFAULT_MODEL)} FEWSTEP_BACKEND__KIND=$${FEWSTEP_BACKEND__KIND:-auto} \
-		$(VENV)/bin/fewstep serve --bundles bundles
+		FEWSTEP_TUNING_CACHE=$${FEWSTEP_TUNING_CACHE:-.cache/tuning.json} $(VENV)/bin/fewstep serve --bundles bundles
 
 # docs/example.png (the README's first image, and the reply the live compose test compares byte
 # for byte) from the default model, and its 4x enlargement for the README.

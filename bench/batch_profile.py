@@ -27,16 +27,22 @@ from pathlib import Path
 from typing import Any
 
 
-def one_start(model: str, backend: str, precision: str, budget_s: float, max_batch: int) -> dict[str, Any]:
-    """Load, profile and derive limits once, in this process (the child's body)."""
+def one_start(
+    model: str, backend: str, precision: str, budget_s: float, max_batch: int, tuning_cache: str | None = None
+) -> dict[str, Any]:
+    """Load, profile and derive limits once, in this process (the child's body); with `tuning_cache`,
+    through it, as a service with `FEWSTEP_TUNING_CACHE` does."""
     from service.backends.base import BackendSettings
     from service.engine.engine import EngineConfig
-    from service.engine.profile import derive_limits, measure_costs
+    from service.engine.profile import derive_limits, tuned_costs
     from service.loader import load_pipeline
     from service.pipeline import ImageJob
+    from service.settings import ServiceSettings
+    from service.tuning import TuningCache
 
+    tuning = TuningCache(tuning_cache) if tuning_cache else None
     t0 = time.perf_counter()
-    p = load_pipeline(model, BackendSettings(kind=backend, precision=precision))
+    p = load_pipeline(model, BackendSettings(kind=backend, precision=precision), tuning=tuning)
     loaded = time.perf_counter() - t0
     steps = min(p.manifest.steps)
 
@@ -48,8 +54,9 @@ def one_start(model: str, backend: str, precision: str, budget_s: float, max_bat
 
     t1 = time.perf_counter()
     settle = EngineConfig().profile_settle_calls  # as the engine profiles
-    profile = asyncio.run(
-        measure_costs(run, p.name, steps, max_batch=max_batch, budget_s=budget_s, settle_calls=settle)
+    tuned_budget_s = ServiceSettings.model_fields["tuning_profile_budget_s"].default
+    profile, reused = asyncio.run(
+        tuned_costs(run, p.name, steps, tuning, p.identity, max_batch, budget_s, tuned_budget_s, settle)
     )
     limits = derive_limits(profile)
     hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")]
@@ -58,6 +65,7 @@ def one_start(model: str, backend: str, precision: str, budget_s: float, max_bat
         "max_batch_images": limits.max_batch_images,
         "max_wait_s": limits.max_wait_s,
         "seconds": {str(b): s for b, s in profile.seconds.items()},
+        "reused": reused,
         "profile_s": time.perf_counter() - t1,
         "load_s": loaded,
         "max_rss_mb": int(hwm[0]) / 1024 if hwm else None,
@@ -86,10 +94,17 @@ def spread(starts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _budget(doc: dict[str, Any]) -> str:
+    if not doc.get("tuning_cache"):
+        return f"budget {doc['budget_s']} s, no tuning cache"
+    reused = sum(bool(r.get("reused")) for r in doc["runs"])
+    return f"tuning cache: {len(doc['runs']) - reused} start(s) measured, {reused} reused"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     s = doc["spread"]
     lines = [
-        f"**{doc['model']}** ({doc['backend']}, budget {doc['budget_s']} s): {s['starts']} starts, "
+        f"**{doc['model']}** ({doc['backend']}, {_budget(doc)}): {s['starts']} starts, "
         f"max_batch_images chosen {s['max_batch_images']} ({'stable' if s['stable'] else 'NOT stable'}), "
         f"profile {s['profile_s_median']:.1f} s (median), peak RSS {s['max_rss_mb_range']} MiB",
         "",
@@ -108,17 +123,19 @@ def run_starts(
     precision: str = "auto",
     budget_s: float = 5.0,
     max_batch: int = 64,
+    tuning_cache: str | None = None,
 ) -> dict[str, Any]:
     results = []
     for i in range(starts):
         cmd = [sys.executable, "-m", "bench.batch_profile", "--one", "--model", model, "--backend", backend]
         cmd += ["--precision", precision, "--budget-s", str(budget_s), "--max-batch", str(max_batch)]
+        cmd += ["--tuning-cache", tuning_cache] if tuning_cache else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(f"start {i + 1}/{starts}: max_batch_images {results[-1]['max_batch_images']}", file=sys.stderr)
     return {
         "model": model, "backend": backend, "precision": precision, "budget_s": budget_s,
-        "runs": results, "spread": spread(results),
+        "tuning_cache": tuning_cache, "runs": results, "spread": spread(results),
     }  # fmt: skip
 
 
@@ -129,15 +146,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto")
     p.add_argument("--budget-s", type=float, default=5.0, help="the profile's budget (the service's default)")
     p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument(
+        "--tuning-cache",
+        default=None,
+        help="a tuning cache file the starts share (FEWSTEP_TUNING_CACHE): the first measures, the rest reuse; "
+        "start from a missing file to include the first measurement",
+    )
     p.add_argument("--out", default="results/bench/batch_profile.json", help="JSON path (markdown beside it)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child's mode
 
 
 def main(args: argparse.Namespace) -> int:
     if args.one:
-        print(json.dumps(one_start(args.model, args.backend, args.precision, args.budget_s, args.max_batch)))
+        doc = one_start(args.model, args.backend, args.precision, args.budget_s, args.max_batch, args.tuning_cache)
+        print(json.dumps(doc))
         return 0
-    doc = run_starts(args.model, args.starts, args.backend, args.precision, args.budget_s, args.max_batch)
+    doc = run_starts(
+        args.model, args.starts, args.backend, args.precision, args.budget_s, args.max_batch, args.tuning_cache
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -206,7 +206,7 @@ def _distill_table(args: argparse.Namespace) -> int:
     sampler, steps = args.teacher_best
     distill_table(
         students, args.teacher, args.guidance, args.n_images, args.out_dir, (sampler, int(steps)),
-        progress=not args.no_progress, reuse=not args.fresh,
+        progress=not args.no_progress, reuse=not args.fresh, ceiling_dir=args.ceiling_dir, reference=args.reference,
     )  # fmt: skip
     return 0
 
@@ -442,6 +442,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dt.add_argument("--teacher-best", nargs=2, default=["ancestral", "64"], metavar=("SAMPLER", "STEPS"))
     dt.add_argument("--n-images", type=int, default=2000)
     dt.add_argument("--out-dir", default="results")
+    dt.add_argument(
+        "--ceiling-dir", default=None, help="where the teacher's best row is kept and reused (default: OUT_DIR/ceiling)"
+    )
+    dt.add_argument("--reference", default="mm-alt", help="the method every other is compared with, pairwise at each K")
     dt.add_argument("--no-progress", action="store_true")
     dt.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")
     dt.set_defaults(handler=_distill_table)

@@ -6,7 +6,11 @@ with DDIM and DPM-Solver++ at every K a student has (the training-free solvers a
 Each student row also carries its training cost (updates, wall time, image network passes, device)
 from the packed config. Writes `results/distill.md`, the JSON rows under `results/distill/`,
 `results/distill_fd_steps.png` (FD against steps per method) and `results/distill_grid.png` (the
-same eight prompts and seeds for every row, side by side).
+same eight prompts and seeds for every row, side by side). The teacher's best row is its ceiling,
+kept in `results/ceiling/` with `fewstep eval ceiling`'s. The table's targets are read from paired
+differences (`distill.compare`: same prompts and seeds, one bootstrap over images for both sides):
+every student against that ceiling, and at each K moment matching (mm-alt) against every other
+method, written under `results/distill/paired/` and summarised in `distill.md`.
 
 `fewstep eval distill-guidance` sweeps w for one student against the teacher at the same w
 (`results/distill_guidance.md`).
@@ -23,7 +27,9 @@ import numpy as np
 import torch
 
 from distill.checkpoint import load_denoiser, student_info
-from distill.evaluate import eval_set, evaluate, generate, reusable
+from distill.compare import Side, compare
+from distill.evaluate import eval_set, evaluate, evaluate_once, generate, reusable
+from distill.per_image import PerImage
 from distill.report import _fmt, figure_cells
 from distill.text import TextEncoder
 
@@ -144,6 +150,60 @@ def side_by_side(plan: list[dict[str, Any]], out: Path) -> None:
     canvas.save(out)
 
 
+def _paired_cell(d: dict[str, Any], digits: int) -> str:
+    """`+1.2 [-3.0, 5.1]`, with `*` where the paired interval excludes 0."""
+    if d.get("diff") is None:
+        return "-"
+    ci = d["ci"]
+    if ci is None:
+        return f"{d['diff']:+.{digits}f}"
+    sig = " *" if ci[0] > 0 or ci[1] < 0 else ""
+    return f"{d['diff']:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]{sig}"
+
+
+def paired_differences(
+    sides: list[tuple[dict[str, Any], Side]], ceiling: Side, reference: str, out_dir: Path
+) -> list[dict[str, Any]]:
+    """The comparisons the table's targets are read from, each paired on the same prompts and seeds
+    (`distill.compare`): every student against the teacher's ceiling, and at each K the `reference`
+    method against every other method. Writes each under `out_dir` and returns them in order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = []
+    by_k: dict[int, list[tuple[dict[str, Any], Side]]] = {}
+    for p, side in sides:
+        by_k.setdefault(p["steps"], []).append((p, side))
+    for k in sorted(by_k):
+        for p, side in by_k[k]:
+            res = compare(ceiling, side, out_dir, f"ceiling-vs-{p['label']}-k{k}")
+            found.append({**res, "k": k, "b_label": p["label"], "a_label": "teacher ceiling"})
+        for rside in [s for p, s in by_k[k] if p["label"] == reference]:
+            for p, side in by_k[k]:
+                if p["label"] != reference:
+                    res = compare(side, rside, out_dir, f"{p['label']}-k{k}-vs-{reference}-k{k}")
+                    found.append({**res, "k": k, "b_label": reference, "a_label": p["label"]})
+    return found
+
+
+def paired_markdown(found: list[dict[str, Any]], ceiling_label: str) -> str:
+    head = (
+        "\n## Paired differences\n\n"
+        f"B - A on the same prompts and seeds, with 95% paired bootstrap intervals over images (`*`: the "
+        f"interval excludes 0). Lower FD and grain are better, higher adherence is. The teacher ceiling is "
+        f"{ceiling_label}. Each comparison is also under `results/distill/paired/`.\n\n"
+        "| K | B | A | FD | adherence | 1 obj | 2 obj | grain |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    )
+    lines = []
+    for r in found:
+        adh = r["adherence"]
+        lines.append(
+            f"| {r['k']} | {r['b_label']} | {r['a_label']} | {_paired_cell(r['fd'], 1)} "
+            f"| {_paired_cell(adh['overall'], 3)} "
+            f"| {_paired_cell(adh.get('one_object', {}), 3)} | {_paired_cell(adh.get('two_objects', {}), 3)} "
+            f"| {_paired_cell(r['grain'], 2)} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
 def distill_table(
     students: list[Path],
     teacher: str,
@@ -153,37 +213,61 @@ def distill_table(
     teacher_best: tuple[str, int] = ("ancestral", 64),
     progress: bool = True,
     reuse: bool = True,
+    ceiling_dir: str | Path | None = None,
+    reference: str = "mm-alt",
 ) -> list[dict[str, Any]]:
     """Evaluate every planned row (reusing, with `reuse`, rows already written for the same weights
-    and settings) and write the table, the plot and the side-by-side grid."""
+    and settings) and write the table, the paired differences, the plot and the side-by-side grid.
+
+    The teacher's best row is the ceiling shared with `fewstep eval ceiling` and `fewstep eval
+    compare` (`distill.evaluate.evaluate_once` in `ceiling_dir`, `out_dir/ceiling` by default): a
+    64-step row costs the better part of an hour on a CPU, so it has one home and is computed once."""
     out_dir = Path(out_dir)
+    ceiling_dir = Path(ceiling_dir) if ceiling_dir is not None else out_dir / "ceiling"
+    rows_dir = out_dir / "distill"
     plan = plan_rows(students, teacher, guidance, teacher_best)
-    rows = []
+    rows, sides, ceiling = [], [], None
     for p in plan:
-        name = f"{p['label'].split()[0].replace('(', '')}-{p['sampler']}-{p['steps']}"
-        if not p["label"].startswith("teacher"):
-            name = f"{p['label']}-k{p['steps']}"
         args = (p["model"], p["sampler"], p["steps"], p["guidance"], n_images)
-        row = reusable(out_dir / "distill" / f"{name}.json", *args) if reuse else None
-        if row is not None:
-            log.info("%s: reusing the row already measured for these weights and settings", name)
+        if p["label"].startswith("teacher (best"):
+            row = evaluate_once(*args, ceiling_dir, progress=progress, reuse=reuse)
+            ceiling = Side(row["name"], row, PerImage.load(ceiling_dir / row["per_image"]))
+            row = {**row, "label": p["label"], "train": p["train"]}  # the shared row file stays as it is
         else:
-            row = evaluate(*args, name, out_dir / "distill", progress=progress)
-        row.update(label=p["label"], train=p["train"])
-        (out_dir / "distill" / f"{name}.json").write_text(json.dumps(row, indent=2))
+            name = f"{p['label'].split()[0]}-{p['sampler']}-{p['steps']}"
+            if not p["label"].startswith("teacher"):
+                name = f"{p['label']}-k{p['steps']}"
+            row = reusable(rows_dir / f"{name}.json", *args, need_per_image=True) if reuse else None
+            if row is not None:
+                log.info("%s: reusing the row already measured for these weights and settings", name)
+            else:
+                row = evaluate(*args, name, rows_dir, progress=progress)
+            row.update(label=p["label"], train=p["train"])
+            (rows_dir / f"{name}.json").write_text(json.dumps(row, indent=2))
+            if not p["label"].startswith("teacher"):
+                sides.append((p, Side(p["label"], row, PerImage.load(rows_dir / row["per_image"]))))
         rows.append(row)
         log.info("%s K=%d: FD %.1f adherence %.3f", p["label"], p["steps"], row["fd"], row["adherence"]["overall"])
-        r0 = rows[0]
-        text = (
-            f"# Distilled students against the teacher\n\n{r0['n_images']} images per row (fixed prompts and "
-            f"seeds, eval seed {r0['eval_seed']}), guidance w = {guidance:g} for every row, machine: "
-            f"{r0['machine']}, git {r0['git_sha']}. Regenerate: `make results-distill`.\n\n" + markdown(rows)
-        )
-        text += "\n![FD against steps](distill_fd_steps.png)\n\n![same prompts and seeds](distill_grid.png)\n"
-        (out_dir / "distill.md").write_text(text)
-        plot_fd_steps(rows, out_dir / "distill_fd_steps.png")
+        _write_table(rows, guidance, out_dir)
+    assert ceiling is not None  # plan_rows always plans the teacher's best row
+    found = paired_differences(sides, ceiling, reference, rows_dir / "paired")
+    sampler, steps = teacher_best
+    _write_table(rows, guidance, out_dir, paired_markdown(found, f"the teacher with {steps} {sampler} steps"))
     side_by_side(plan, out_dir / "distill_grid.png")
     return rows
+
+
+def _write_table(rows: list[dict[str, Any]], guidance: float, out_dir: Path, paired: str = "") -> None:
+    """`distill.md` and its plot, rewritten after every row so that a long table shows its progress."""
+    r0 = rows[0]
+    text = (
+        f"# Distilled students against the teacher\n\n{r0['n_images']} images per row (fixed prompts and "
+        f"seeds, eval seed {r0['eval_seed']}), guidance w = {guidance:g} for every row, machine: "
+        f"{r0['machine']}, git {r0['git_sha']}. Regenerate: `make results-distill`.\n\n" + markdown(rows) + paired
+    )
+    text += "\n![FD against steps](distill_fd_steps.png)\n\n![same prompts and seeds](distill_grid.png)\n"
+    (out_dir / "distill.md").write_text(text)
+    plot_fd_steps(rows, out_dir / "distill_fd_steps.png")
 
 
 def guidance_compare(

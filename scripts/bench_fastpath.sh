@@ -10,7 +10,8 @@
 #      paired 95% intervals (`fewstep eval compare`): the default students at 2,000 images, the
 #      teacher at 500;
 #   4. the start-up choices over repeated fresh starts: the batch profile on the chosen path, and
-#      `kind=auto`'s backend choice;
+#      `kind=auto`'s backend choice; then (`tuning`) the same with a 20 s budget, and through a
+#      tuning cache that the starts share (the first measures, the rest reuse);
 #   5. fewstep (kind=auto) against LitServe on pd-k4, alternated rounds (`fewstep bench peer`);
 #   6. HTTP under load on the chosen path (pinned) against the raw sampler (`fewstep bench http`).
 #
@@ -60,6 +61,17 @@ if want starts; then
     --out "$OUT/batch_profile-pd-k4-openvino-bf16.json"
   $FEWSTEP bench batch-profile --model bundles/pd-k4 --backend auto --starts 10 \
     --out "$OUT/batch_profile-pd-k4-auto.json"
+fi
+
+if want tuning; then
+  # The tuning cache (FEWSTEP_TUNING_CACHE): the once-per-machine profile's own spread (its 20 s
+  # budget, each start measuring: no cache), then 10 starts sharing one fresh cache file.
+  stamp tuning
+  $FEWSTEP bench batch-profile --model bundles/pd-k4 --backend auto --starts 10 --budget-s 20 \
+    --out "$OUT/batch_profile-pd-k4-auto-20s.json"
+  rm -f runs/bench/tuning.json
+  $FEWSTEP bench batch-profile --model bundles/pd-k4 --backend auto --starts 10 --tuning-cache runs/bench/tuning.json \
+    --out "$OUT/batch_profile-pd-k4-auto-cached.json"
 fi
 
 if want peer; then

@@ -30,6 +30,7 @@ from service.engine import Engine, EngineConfig
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings, SettingsError
+from service.tuning import TuningCache
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,24 @@ def load_pipelines(settings: ServiceSettings) -> list[Pipeline]:
 
     pipelines = []
     shared_text: dict = {}  # bundles with identical text encoders share one session and prompt cache
+    tuning = tuning_cache(settings)
     for path in discover_bundles(settings.bundles):
         log.info("loading bundle %s (%s, %s)", path, settings.backend.kind, settings.backend.device)
         try:
-            pipeline = load_pipeline(path, settings.backend, shared_text=shared_text)
+            pipeline = load_pipeline(path, settings.backend, shared_text=shared_text, tuning=tuning)
         except Exception as e:
             log.error("cannot load bundle %s: %s", path, e)
             raise
         stamp_export_time(pipeline, path / MANIFEST)
         pipelines.append(pipeline)
     return pipelines
+
+
+def tuning_cache(settings: ServiceSettings) -> TuningCache | None:
+    """The configured tuning cache (`FEWSTEP_TUNING_CACHE`), or None."""
+    if settings.tuning_cache is None:
+        return None
+    return TuningCache(settings.tuning_cache, refresh=settings.tuning_refresh)
 
 
 def stamp_export_time(pipeline: Pipeline, manifest_file: Path) -> None:
@@ -105,6 +114,7 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         profile_max_wait=settings.max_wait_s is None,
         wait_rule=settings.batch_wait_rule,
         profile_budget_s=settings.batch_profile_budget_s,
+        tuned_profile_budget_s=settings.tuning_profile_budget_s,
         scheduling=settings.scheduling,
     )
 
@@ -127,7 +137,7 @@ def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipe
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = list(pipelines) if pipelines is not None else await asyncio.to_thread(load_pipelines, settings)
-        engine = Engine(loaded, engine_config(settings), metrics)
+        engine = Engine(loaded, engine_config(settings), metrics, tuning=tuning_cache(settings))
         default = settings.default_model or next(iter(engine.pipelines))
         if default not in engine.pipelines:
             raise SettingsError(

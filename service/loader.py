@@ -20,6 +20,7 @@ from fewstep.bundle import Manifest, load_manifest
 from service.backends.base import BackendError, BackendSettings, Denoiser
 from service.pipeline import ImageJob, Pipeline
 from service.text import BundleTokenizer, PromptEncoder
+from service.tuning import TuningCache, bundle_identity
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def make_denoiser(bundle: Path, manifest: Manifest, settings: BackendSettings) -
     raise BackendError(f"backend.kind: unknown backend {settings.kind!r}")
 
 
-def select_denoiser_for(bundle: Path, manifest: Manifest, settings: BackendSettings):
+def select_denoiser_for(bundle: Path, manifest: Manifest, settings: BackendSettings, tuning: TuningCache | None = None):
     """kind='auto': (denoiser, `Selection`) of the fastest allowed candidate on this machine."""
     from service.backends.select import select_denoiser
 
@@ -70,6 +71,7 @@ def select_denoiser_for(bundle: Path, manifest: Manifest, settings: BackendSetti
         settings,
         build=lambda pinned: make_denoiser(bundle, manifest, pinned),
         inputs=lambda b: denoiser_inputs(manifest, b),
+        tuning=tuning,
     )
 
 
@@ -113,21 +115,30 @@ def load_pipeline(
     settings: BackendSettings | None = None,
     warmup: Sequence[int] = (1,),
     shared_text: dict[tuple, PromptEncoder] | None = None,
+    tuning: TuningCache | None = None,
 ) -> Pipeline:
     """Load a bundle for serving. Raises `fewstep.bundle.BundleError` naming a bad or missing file,
     `BackendError` if the backend cannot run here. `warmup` lists image batch sizes to run once;
-    `shared_text` (one dict across the bundles of a process) shares identical text encoders."""
+    `shared_text` (one dict across the bundles of a process) shares identical text encoders;
+    `tuning` keeps `kind=auto`'s timings per machine (`service.tuning`)."""
     settings = settings or BackendSettings()
     bundle = Path(bundle_dir)
     t0 = time.perf_counter()
     manifest = load_manifest(bundle)
     prompts = load_prompt_encoder(bundle, manifest, settings, shared_text)
     if settings.kind == "auto":
-        denoiser, selection = select_denoiser_for(bundle, manifest, settings)
+        denoiser, selection = select_denoiser_for(bundle, manifest, settings, tuning)
         label = backend_label(settings, selection.chosen.label)
+        path = selection.chosen.label
     else:
         denoiser, label = make_denoiser(bundle, manifest, settings), backend_label(settings)
-    pipeline = Pipeline(manifest, prompts, denoiser, label)
+        path = f"{settings.kind}-{resolve_precision(manifest, settings)}"
+    identity = {
+        "bundle": bundle_identity(manifest.files),
+        "path": path,
+        "backend": settings.model_dump(mode="json", include={"device", "threads", "max_batch", "compile"}),
+    }
+    pipeline = Pipeline(manifest, prompts, denoiser, label, identity)
     for b in warmup:
         jobs = [ImageJob("warm-up", i, manifest.default_steps, manifest.guidance.default) for i in range(b)]
         pipeline.generate(jobs[:1])  # the text encoder and the first kernels

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +44,21 @@ class ImageJob:
 class Pipeline:
     """Generates images for one bundle through one backend."""
 
-    def __init__(self, manifest: Manifest, prompts: PromptEncoder, denoiser: Denoiser, backend: str = "?") -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        prompts: PromptEncoder,
+        denoiser: Denoiser,
+        backend: str = "?",
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         self.manifest = manifest
         self.prompts = prompts
         self.denoiser = denoiser
         self.backend = backend
+        # What a tuning cache (service.tuning) keys this pipeline's measurements by: the bundle's
+        # hashes, the backend path that runs it and its settings. None: never cached.
+        self.identity = identity
         self._sample = SAMPLERS[manifest.sampler]
         self._plans = {k: manifest.plan(k) for k in manifest.steps}
 

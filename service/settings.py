@@ -66,6 +66,16 @@ class ServiceSettings(BaseSettings):
     batch_profile_budget_s: float = Field(
         5.0, gt=0, le=120, description="warm-up time per model for the batch cost profile (when a bound is None)"
     )
+    tuning_cache: Path | None = Field(
+        None,
+        description="a JSON file where start-up measurements (kind=auto's timings, the batch cost profile) are "
+        "kept per machine and bundle, so later starts reuse them and serve the same choice (service.tuning); "
+        "None = measure at every start",
+    )
+    tuning_refresh: bool = Field(False, description="measure again at this start and overwrite the tuning cache")
+    tuning_profile_budget_s: float = Field(
+        20.0, gt=0, le=600, description="with tuning_cache: the batch profile's budget per model, paid once per machine"
+    )
     scheduling: Literal["request", "step"] = Field(
         "request",
         description="request: a batch runs all its steps (dynamic batching); step: images join and leave "

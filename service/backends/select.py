@@ -15,7 +15,9 @@ engine's batch profile measures batch sizes. The rules:
 - A candidate that cannot run here (package missing, no bf16 in this CPU) is skipped, logged.
 
 The choice logic (`choose`) is pure; `select_denoiser` builds, times and keeps the winner only,
-dropping the others' sessions before the service takes traffic.
+dropping the others' sessions before the service takes traffic. With a tuning cache
+(`service.tuning`, `FEWSTEP_TUNING_CACHE`) the timings are taken once per machine and bundle, and
+later starts build only the candidate they choose.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from fewstep.bundle import Manifest
 from service.backends.base import BackendError, BackendSettings, Denoiser, split_path
+from service.tuning import TuningCache, bundle_identity
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,13 @@ class Selection:
     chosen: Candidate
     seconds: dict[Candidate, float] = field(default_factory=dict)
     refused: dict[Candidate, str] = field(default_factory=dict)
+    reused: bool = False  # the timings came from the tuning cache (service.tuning), not this start
 
     def summary(self) -> str:
         timed = ", ".join(f"{c.label} {s * 1000:.1f} ms" for c, s in self.seconds.items())
         refused = "; ".join(f"{c.label}: {why}" for c, why in self.refused.items())
-        return f"chose {self.chosen.label} (timed: {timed or 'none'}{'; skipped: ' + refused if refused else ''})"
+        source = "timed on this machine earlier, from the tuning cache" if self.reused else "timed"
+        return f"chose {self.chosen.label} ({source}: {timed or 'none'}{'; skipped: ' + refused if refused else ''})"
 
 
 def quality_allows(manifest: Manifest, c: Candidate) -> tuple[bool, str]:
@@ -126,17 +131,45 @@ def select_denoiser(
     clock: Callable[[], float] = time.perf_counter,
     warmup: int = WARMUP_CALLS,
     min_round_s: float = MIN_ROUND_S,
+    tuning: TuningCache | None = None,
 ) -> tuple[Denoiser, Selection]:
     """Build every allowed candidate with `build`, time one evaluation at `auto_batch_images`
-    images (doubled for a teacher's guidance, as the pipeline runs it), keep the winner."""
+    images (doubled for a teacher's guidance, as the pipeline runs it), keep the winner.
+
+    With a `tuning` cache holding this machine's timings of these candidates on this bundle, only
+    the candidate those timings choose is built (no timing); a miss times them all and keeps the
+    timings there."""
     order = [Candidate.parse(n) for n in settings.auto_candidates]
     refused: dict[Candidate, str] = {}
-    built: dict[Candidate, Denoiser] = {}
+    allowed = []
     for c in order:
         ok, why = quality_allows(manifest, c)
-        if not ok:
+        if ok:
+            allowed.append(c)
+        else:
             refused[c] = why
-            continue
+    images = settings.auto_batch_images * (1 if manifest.guidance.network_input else 2)
+    fields = {
+        "bundle": bundle_identity(manifest.files),
+        "candidates": [c.label for c in allowed],
+        "images": images,
+        "backend": settings.model_dump(mode="json", include={"device", "threads", "max_batch"}),
+        "timing": {"rounds": rounds, "warmup": warmup, "min_round_s": min_round_s},
+    }
+    cached = tuning.get("backend", fields) if tuning is not None else None
+    if cached is not None:
+        seconds = {Candidate.parse(k): float(v) for k, v in cached["seconds"].items()}
+        chosen = choose(seconds, order, settings.auto_tolerance)
+        try:
+            den = build(settings.model_copy(update={"kind": chosen.kind, "precision": chosen.precision}))
+        except BackendError as e:
+            log.warning("%s: the cached choice %s cannot run now (%s): timing afresh", manifest.name, chosen.label, e)
+        else:
+            selection = Selection(chosen, seconds, refused, reused=True)
+            log.info("%s: backend %s", manifest.name, selection.summary())
+            return den, selection
+    built: dict[Candidate, Denoiser] = {}
+    for c in allowed:
         try:
             built[c] = build(settings.model_copy(update={"kind": c.kind, "precision": c.precision}))
         except BackendError as e:
@@ -145,7 +178,6 @@ def select_denoiser(
         raise BackendError(
             "backend 'auto': no candidate can run here: " + "; ".join(f"{c.label}: {w}" for c, w in refused.items())
         )
-    images = settings.auto_batch_images * (1 if manifest.guidance.network_input else 2)
     runs = {}
     for c, den in built.items():
         x = inputs(min(images, den.max_batch))
@@ -159,6 +191,8 @@ def select_denoiser(
         runs[c] = run
     if len(runs) > 1:
         seconds = time_interleaved(runs, rounds=rounds, clock=clock, min_round_s=min_round_s)
+        if tuning is not None:
+            tuning.put("backend", fields, {"seconds": {c.label: s for c, s in seconds.items()}})
     else:
         seconds = {c: 0.0 for c in runs}
     chosen = choose(seconds, order, settings.auto_tolerance)

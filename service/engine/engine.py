@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from service.engine.policy import BatchPolicy, DynamicBatchPolicy
-from service.engine.profile import BatchLimits, CostProfile, WaitRule, derive_limits, measure_costs
+from service.engine.profile import BatchLimits, CostProfile, WaitRule, derive_limits, tuned_costs
 from service.engine.queue import RequestQueue, Ticket
 from service.engine.request_loop import RequestLoop
 from service.engine.runner import Runner
@@ -40,6 +40,7 @@ from service.engine.types import GenerateRequest, GenerateResult, ResolvedReques
 from service.errors import DeadlineExceeded, EngineError, InvalidArgument, NotReady, QueueFull, UnknownModel
 from service.metrics import Metrics
 from service.pipeline import ImageJob, Pipeline
+from service.tuning import TuningCache
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class EngineConfig:
     profile_budget_s: float = 5.0  # time the profile may take per model
     profile_batch_limit: int = 64  # largest batch size profiled
     profile_settle_calls: int = 2  # untimed calls per new size before timing it (measure_costs)
+    tuned_profile_budget_s: float = 20.0  # with a tuning cache: the profile's budget, once per machine
     scheduling: Literal["request", "step"] = "request"  # step: `service.engine.step_loop`
 
     @property
@@ -76,6 +78,7 @@ class Engine:
         config: EngineConfig | None = None,
         metrics: Metrics | None = None,
         policy: BatchPolicy | None = None,
+        tuning: TuningCache | None = None,
     ) -> None:
         if not pipelines:
             raise ValueError("the engine needs at least one pipeline")
@@ -85,6 +88,7 @@ class Engine:
                 raise ValueError(f"two bundles are named {p.name!r}; model names must be unique")
             self.pipelines[p.name] = p
         self.config = config or EngineConfig()
+        self.tuning = tuning
         self.metrics = metrics or Metrics()
         self.metrics.add_models(list(self.pipelines.values()))
         self.policy = policy or DynamicBatchPolicy(self.config.max_batch_images, self.config.max_wait_s)
@@ -137,9 +141,10 @@ class Engine:
                 return (await self.runner.run(p, jobs))[1]
 
             limit = min(c.profile_batch_limit, c.queue_limit_images)
-            profile = await measure_costs(
-                run, name, steps, max_batch=limit, budget_s=c.profile_budget_s, settle_calls=c.profile_settle_calls
-            )
+            profile, reused = await tuned_costs(
+                run, name, steps, self.tuning, p.identity, max_batch=limit, budget_s=c.profile_budget_s,
+                tuned_budget_s=c.tuned_profile_budget_s, settle_calls=c.profile_settle_calls,
+            )  # fmt: skip
             derived = derive_limits(profile, wait_rule=c.wait_rule)
             chosen = BatchLimits(
                 derived.max_batch_images if c.profile_max_batch else c.max_batch_images,
@@ -148,8 +153,9 @@ class Engine:
             self.cost_profiles[name], self.batch_limits[name] = profile, chosen
             ms = ", ".join(f"{b}: {s * 1000:.1f}" for b, s in profile.seconds.items())
             log.info(
-                "batch profile %s at %d steps (ms per batch: %s): gain %.2f; max_batch_images %d, max_wait_s %.4f",
-                name, steps, ms, profile.gain, chosen.max_batch_images, chosen.max_wait_s,
+                "batch profile %s at %d steps (ms per batch%s: %s): gain %.2f; max_batch_images %d, max_wait_s %.4f",
+                name, steps, ", from the tuning cache" if reused else "", ms, profile.gain,
+                chosen.max_batch_images, chosen.max_wait_s,
             )  # fmt: skip
         self.scheduler.use_limits(self.batch_limits)
 

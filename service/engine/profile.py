@@ -24,7 +24,9 @@ each size 1, 2, 4, ... (within a time budget) and derives, per model:
   run many near-empty batches).
 
 The derivation (`derive_limits`) is pure; `measure_costs` does the timing through any `run(b)`
-callable (the engine passes one that runs `Pipeline.generate` on its runner thread).
+callable (the engine passes one that runs `Pipeline.generate` on its runner thread), and
+`tuned_costs` keeps its result per machine in a tuning cache (`service.tuning`), so that later
+starts reuse it instead of drawing a new choice from the noise.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from service.tuning import TuningCache
 
 TOLERANCE = 0.05
 MIN_GAIN = 1.1
 STOP_GAIN = 0.0  # doubling stops at the first size that gains no more than this over the best smaller one
 MIN_SAMPLE_S = 0.05  # within a round, a size runs until this much time was measured
+PROFILE_VERSION = 1  # of `measure_costs`: a tuning cache re-measures profiles taken by another version
 
 
 @dataclass(frozen=True)
@@ -152,3 +157,40 @@ async def measure_costs(
                 spent += t
                 seconds[size].append(t)
     return CostProfile(model, steps, {size: min(times) for size, times in seconds.items()})
+
+
+async def tuned_costs(
+    run: Callable[[int], Awaitable[float]],
+    model: str,
+    steps: int,
+    tuning: TuningCache | None,
+    identity: dict[str, Any] | None,
+    max_batch: int = 64,
+    budget_s: float = 5.0,
+    tuned_budget_s: float = 20.0,
+    settle_calls: int = 0,
+) -> tuple[CostProfile, bool]:
+    """`measure_costs` through a tuning cache (`service.tuning`): (profile, whether it was reused).
+
+    `identity` names what `run` runs (bundle, backend path and settings: `Pipeline.identity`); with
+    it and a cache, the profile measured on this machine by an earlier start is reused, so every
+    start serves the same bounds, and a miss measures with `tuned_budget_s` (paid once per machine:
+    enough to reach the larger sizes and repeat each) and keeps the result. Without either, this is
+    `measure_costs` with `budget_s`."""
+    if tuning is None or identity is None:
+        profile = await measure_costs(run, model, steps, max_batch, budget_s, settle_calls=settle_calls)
+        return profile, False
+    fields = {
+        **identity,
+        "steps": steps,
+        "max_batch": max_batch,
+        "budget_s": tuned_budget_s,
+        "settle_calls": settle_calls,
+        "algorithm": PROFILE_VERSION,
+    }
+    cached = tuning.get("batch_profile", fields)
+    if cached is not None:
+        return CostProfile(model, steps, {int(b): float(s) for b, s in cached["seconds"].items()}), True
+    profile = await measure_costs(run, model, steps, max_batch, tuned_budget_s, settle_calls=settle_calls)
+    tuning.put("batch_profile", fields, {"seconds": {str(b): s for b, s in profile.seconds.items()}})
+    return profile, False

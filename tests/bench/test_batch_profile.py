@@ -22,3 +22,18 @@ def test_spread_counts_choices_and_ranges():
     assert spread([_start(16, 0.5, 1.0)] * 3)["stable"]
     doc = {"model": "m", "backend": "onnxruntime", "budget_s": 5.0, "spread": s}
     assert "NOT stable" in markdown(doc) and "| 16 |" in markdown(doc)
+
+
+def test_the_report_says_how_many_starts_measured_and_how_many_reused_the_tuning_cache():
+    runs = [{**_start(16, 0.5, 360.0), "reused": r} for r in (False, True, True)]
+    doc = {
+        "model": "m",
+        "backend": "auto",
+        "budget_s": 5.0,
+        "tuning_cache": "t.json",
+        "runs": runs,
+        "spread": spread(runs),
+    }
+    text = markdown(doc)
+    assert "tuning cache: 1 start(s) measured, 2 reused" in text and "(stable)" in text
+    assert "no tuning cache" in markdown({**doc, "tuning_cache": None})

@@ -146,3 +146,27 @@ def test_the_cpu_image_and_make_serve_pick_the_fastest_backend_at_start_up():
     assert "FEWSTEP_BACKEND__KIND=auto" in env
     serve = re.search(r"^serve:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
     assert serve and "FEWSTEP_BACKEND__KIND=$${FEWSTEP_BACKEND__KIND:-auto}" in serve.group(1)
+
+
+def test_the_image_compose_kubernetes_and_make_serve_keep_the_start_up_timings():
+    """The CPU image sets a tuning cache in a directory its user owns; compose and Kubernetes mount
+    a volume there, so a restarted container reuses its machine's timings (service/tuning.py);
+    `make serve` keeps them under .cache/ (ignored by git)."""
+    import yaml
+
+    body = runtime_stages(ROOT / "Dockerfile")["cpu"]
+    env = " ".join(rest for word, rest in body if word == "ENV")
+    found = re.search(r"FEWSTEP_TUNING_CACHE=(\S+)", env)
+    assert found, "the CPU image sets no FEWSTEP_TUNING_CACHE"
+    cache_dir = str(Path(found.group(1)).parent)
+    run = " ".join(rest for word, rest in body if word == "RUN")
+    assert f"mkdir -p {cache_dir}" in run and f"chown fewstep:fewstep {cache_dir}" in run
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert any(v.endswith(f":{cache_dir}") for v in compose["services"]["fewstep"]["volumes"])
+    deployments = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/deployment.yaml").read_text()) if d]
+    cpu = next(d for d in deployments if d["metadata"]["name"] == "fewstep")
+    mounts = {m["mountPath"] for m in cpu["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert cache_dir in mounts
+    serve = re.search(r"^serve:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
+    assert serve and "FEWSTEP_TUNING_CACHE=$${FEWSTEP_TUNING_CACHE:-.cache/tuning.json}" in serve.group(1)
+    assert ".cache/" in (ROOT / ".gitignore").read_text().split()

@@ -2,6 +2,7 @@
 weights and settings have not changed."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -34,26 +35,50 @@ def models(tmp_path, tiny_bert_dir):
 @pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, monkeypatch):
     import distill.distill_report as report
+    import distill.evaluate as evaluate
 
     teacher, student = models
+    # A second method at the same K: the table compares it with mm-alt, pairwise.
+    pd = tmp_path / "students" / "pd"
+    shutil.copytree(student, pd)
+    info = json.loads((pd / "config.json").read_text())
+    info["student"]["method"] = "pd"
+    (pd / "config.json").write_text(json.dumps(info))
+    weights = load_file(pd / "model.safetensors")
+    save_file({k: v + 0.05 * torch.randn_like(v) for k, v in weights.items()}, pd / "model.safetensors")
     calls = []
-    real = report.evaluate
+    real = evaluate.evaluate
 
     def counting(model, sampler, steps, *args, **kwargs):
         calls.append((str(model), sampler, steps))
         return real(model, sampler, steps, *args, **kwargs)
 
     monkeypatch.setattr(report, "evaluate", counting)
+    monkeypatch.setattr(evaluate, "evaluate", counting)  # the ceiling, through `evaluate_once`
     out = tmp_path / "results"
 
     def table(**kw):
-        return report.distill_table([student], str(teacher), 2.0, 6, out, ("ancestral", 4), progress=False, **kw)
+        return report.distill_table([student, pd], str(teacher), 2.0, 6, out, ("ancestral", 4), progress=False, **kw)
 
     rows = table()
-    # The student at its K, the teacher at its best setting, and DDIM and DPM-Solver++ at the student's K.
-    assert sorted((c[1], c[2]) for c in calls) == [("ancestral", 2), ("ancestral", 4), ("ddim", 2), ("dpmpp-2m", 2)]
+    # Each student at its K, the teacher at its best setting, and DDIM and DPM-Solver++ at the students' K.
+    assert sorted((c[1], c[2]) for c in calls) == [
+        ("ancestral", 2), ("ancestral", 2), ("ancestral", 4), ("ddim", 2), ("dpmpp-2m", 2),
+    ]  # fmt: skip
+    # The teacher's best row is the shared ceiling, kept where `fewstep eval ceiling` keeps it.
+    assert (out / "ceiling" / "teacher-ancestral-4-w2-n6.json").is_file()
+    assert not (out / "distill" / "teacher-ancestral-4.json").exists()
+    # Paired: each student against the ceiling, and mm-alt against pd at K = 2.
+    assert sorted(p.stem for p in (out / "distill" / "paired").glob("*.json")) == [
+        "ceiling-vs-mm-alt-k2", "ceiling-vs-pd-k2", "pd-k2-vs-mm-alt-k2",
+    ]  # fmt: skip
+    pair = json.loads((out / "distill" / "paired" / "pd-k2-vs-mm-alt-k2.json").read_text())
+    by_label = {r["label"]: r for r in rows}
+    assert pair["fd"]["diff"] == pytest.approx(by_label["mm-alt"]["fd"] - by_label["pd"]["fd"], rel=1e-3)
     text = (out / "distill.md").read_text()
-    assert text.count("\n| ") == 2 + 4  # header, rule, rows and "3 updates, 0.1 min on cpu" in text
+    assert "## Paired differences" in text and "| 2 | mm-alt | pd |" in text
+    assert text.count("\n| ") == (2 + 5) + (2 + 3)  # header, rule, rows; then the paired table
+    assert "3 updates, 0.1 min on cpu" in text
     assert all(len(r["model_sha256"]) == 64 for r in rows)
     assert (out / "distill_fd_steps.png").is_file() and (out / "distill_grid.png").is_file()
 
@@ -68,7 +93,7 @@ def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, mo
 
     calls.clear()
     table(reuse=False)
-    assert len(calls) == 4
+    assert len(calls) == 5
 
 
 @pytest.mark.slow  # about 70 s alone: it samples both models at every w (the default suite stays under 15 minutes)

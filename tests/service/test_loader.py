@@ -1,5 +1,7 @@
 """Loading a bundle for serving (service.loader): which backend and precision, shared text encoders."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,21 @@ def test_bundles_with_identical_text_encoders_share_one_session_and_prompt_cache
     other = m.model_copy(update={"files": {**m.files, m.graphs["text_encoder"].file: "0" * 64}})
     assert load_prompt_encoder(default_bundles / "pd-k4", other, BackendSettings(), shared) is not teacher.prompts
     assert len(shared) == 2
+
+
+def test_a_loaded_pipeline_names_what_a_tuning_cache_keys_its_measurements_by(tiny_bundle, tmp_path):
+    """The bundle's hashes, the resolved backend path (not `auto` or a bare kind) and the backend
+    settings that change its speed: what `service.engine.profile.tuned_costs` keys a profile by."""
+    from fewstep.bundle import load_manifest
+    from service.loader import load_pipeline
+    from service.tuning import TuningCache, bundle_identity
+
+    p = load_pipeline(tiny_bundle, BackendSettings(kind="onnxruntime", threads=1), warmup=())
+    assert p.identity["bundle"] == bundle_identity(load_manifest(tiny_bundle).files)
+    assert p.identity["path"] == "onnxruntime-fp32" and p.identity["backend"]["threads"] == 1
+    auto = BackendSettings(kind="auto", auto_candidates=("onnxruntime-fp32", "openvino-fp32"), auto_batch_images=2)
+    tuning = TuningCache(tmp_path / "tuning.json")
+    first = load_pipeline(tiny_bundle, auto, warmup=(), tuning=tuning)
+    again = load_pipeline(tiny_bundle, auto, warmup=(), tuning=tuning)
+    assert first.identity["path"] == first.backend.removeprefix("auto:") == again.identity["path"]
+    assert len(json.loads((tmp_path / "tuning.json").read_text())["entries"]) == 1  # the timings, kept once

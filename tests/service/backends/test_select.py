@@ -189,3 +189,52 @@ def test_auto_on_a_real_bundle_serves_an_allowed_path_and_labels_it(tiny_bundle)
     assert p.backend in ("auto:onnxruntime-fp32", "auto:openvino-fp32")
     images = p.generate([ImageJob("a red circle", 1, 2, 3.0)])
     assert images.shape == (1, p.manifest.resolution, p.manifest.resolution, p.manifest.channels)
+
+
+def test_a_tuning_cache_keeps_the_timings_and_later_starts_build_only_the_choice(tmp_path):
+    from service.tuning import TuningCache
+
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    built: list[str] = []
+    speed = {"onnxruntime-fp32": 0.004, "openvino-fp32": 0.003, "openvino-bf16": 0.001}
+    clock = _NoisyClock(seed=1)
+    fail: set[str] = set()
+
+    class Timed(FakeDenoiser):
+        def __call__(self, z, t, states, mask, w=None):
+            clock.charge(speed[self.label] * z.shape[0])
+            return super().__call__(z, t, states, mask, w)
+
+    def build(s: BackendSettings):
+        label = f"{s.kind}-{s.precision}"
+        built.append(label)
+        if label in fail:
+            raise BackendError(f"{label} is gone")
+        den = Timed()
+        den.label = label
+        return den
+
+    def inputs(b: int):
+        return [np.zeros((b, 3, 8, 8), np.float32), np.zeros(b, np.float32), np.zeros((b, 8, 4), np.float32),
+                np.ones((b, 8), np.int64)]  # fmt: skip
+
+    def start(**kw):
+        built.clear()
+        tuning = TuningCache(tmp_path / "tuning.json", machine={"cpu": "test"}, **kw)
+        return select_denoiser(m, _settings(), build, inputs, rounds=2, clock=clock, tuning=tuning)
+
+    den, sel = start()
+    assert len(built) == 3 and not sel.reused and sel.chosen == OV16
+    speed["onnxruntime-fp32"] = 0.0001  # this start's timings would choose differently ...
+    den, sel = start()
+    assert built == ["openvino-bf16"] and sel.reused and sel.chosen == OV16  # ... but it times nothing
+    assert den.batch_sizes == [] and "from the tuning cache" in sel.summary()
+    # the cached choice cannot be built any more: time afresh (and keep the new timings)
+    fail.add("openvino-bf16")
+    den, sel = start()
+    assert built == ["openvino-bf16", "onnxruntime-fp32", "openvino-fp32", "openvino-bf16"]
+    assert not sel.reused and sel.chosen == ORT
+    # refresh: time again although the cache has an entry
+    fail.clear()
+    _, sel = start(refresh=True)
+    assert len(built) == 3 and not sel.reused

@@ -213,3 +213,83 @@ def test_without_warm_up_the_configured_bounds_stay():
 
     engine = asyncio.run(scenario())
     assert engine.batch_limits == {} and engine.max_batch_images("fake") == 8
+
+
+def test_a_tuning_cache_makes_the_second_start_reuse_the_first_starts_profile(tmp_path, monkeypatch):
+    import service.engine.profile as profile_module
+    from service.engine.profile import tuned_costs
+    from service.tuning import TuningCache
+
+    machine = {"cpu": "test", "cpus": 2}
+    identity = {"bundle": "abc", "path": "openvino-bf16", "backend": {"threads": None}}
+    budgets: list[float] = []
+
+    async def spy(*args, **kwargs):
+        budgets.append(args[4])
+        return await measure_costs(*args, **kwargs)
+
+    monkeypatch.setattr(profile_module, "measure_costs", spy)
+
+    def start(per_image_s: float, ident=identity, refresh=False):
+        """One start: a fresh cache object over the same file, and a machine whose speed drifts."""
+        calls: list[int] = []
+
+        async def run(b: int) -> float:
+            calls.append(b)
+            return 0.002 + per_image_s * b
+
+        tuning = TuningCache(tmp_path / "tuning.json", refresh=refresh, machine=machine)
+        p, reused = asyncio.run(tuned_costs(run, "m", 4, tuning, ident, 16, budget_s=1.0, tuned_budget_s=3.0))
+        return p, reused, calls
+
+    first, reused, calls = start(0.001)
+    assert not reused and calls and budgets == [3.0]  # a miss measures, with the once-per-machine budget
+    second, reused, calls = start(0.003)  # this start's machine is three times slower per image
+    assert reused and calls == [] and second.seconds == first.seconds
+    assert derive_limits(second) == derive_limits(first)
+    other, reused, calls = start(0.003, ident={**identity, "path": "onnxruntime-fp32"})
+    assert not reused and calls and other.seconds != first.seconds
+    again, reused, calls = start(0.003, refresh=True)
+    assert not reused and calls and again.seconds != first.seconds
+    assert start(0.001)[0].seconds == again.seconds  # the refresh overwrote the entry
+
+
+def test_without_a_cache_or_an_identity_every_start_measures_with_the_per_start_budget(tmp_path):
+    from service.engine.profile import tuned_costs
+    from service.tuning import TuningCache
+
+    async def run(b: int) -> float:
+        return 0.001 * b
+
+    tuning = TuningCache(tmp_path / "tuning.json", machine={"cpu": "test"})
+    for cache, ident in ((None, {"bundle": "abc"}), (tuning, None)):
+        p, reused = asyncio.run(tuned_costs(run, "m", 4, cache, ident, 64, budget_s=0.2, tuned_budget_s=50.0))
+        assert not reused and p.seconds
+    assert not (tmp_path / "tuning.json").exists()
+
+
+def test_the_engine_reuses_a_kept_profile_at_its_next_start(tmp_path):
+    from service.tuning import TuningCache
+
+    def one_start(per_image_s: float):
+        den = FakeDenoiser(delay_s=0.002, per_image_s=per_image_s)
+        pipe = fake_pipeline("m", den, steps=(1,))
+        pipe.identity = {"bundle": "abc", "path": "fake-fp32", "backend": {}}
+        config = EngineConfig(profile_max_batch=True, profile_max_wait=True, tuned_profile_budget_s=0.5)
+
+        async def scenario():
+            engine = Engine([pipe], config, tuning=TuningCache(tmp_path / "t.json", machine={"cpu": "test"}))
+            await engine.start()
+            calls_before = len(den.batch_sizes)
+            await engine.warm_up()
+            await engine.stop()
+            return engine, len(den.batch_sizes) - calls_before
+
+        return asyncio.run(asyncio.wait_for(scenario(), 30))
+
+    first, profiled_calls = one_start(0.0001)
+    assert profiled_calls > 1
+    second, profiled_calls = one_start(0.002)  # a slower start: it would measure another curve
+    assert second.cost_profiles["m"].seconds == first.cost_profiles["m"].seconds
+    assert second.batch_limits == first.batch_limits
+    assert profiled_calls <= 1  # the runner's own warm-up call only: no profile was run
