@@ -81,12 +81,17 @@ students: $(STAMP)
 	for k in 8 4; do test -f runs/students/pd-k$$k/student/model.safetensors || exit 1; \
 		rm -rf models/students/pd-k$$k && cp -r runs/students/pd-k$$k/student models/students/pd-k$$k; done
 
-# The committed results/distill.md: every method at K = 1, 2, 4, 8 on the same wall time (MINUTES, 5 by
-# default), one CPU thread per run and two runs side by side, each run's schedule sized to that time
-# from its measured updates per minute (scripts/equal_budget.sh), then the table at 500 images
-# (KS, MINUTES, JOBS, EVAL_IMAGES scale it).
+# The committed results/distill.md: mm-alt, pd and cd at K = 4 and 8 (TABLE_KS) at a fixed w = 3 with
+# the ablation's base recipe (student EMA 0.99), each given TABLE_MINUTES (45) of one CPU thread, two
+# runs side by side, each run's schedule sized to that time from its probed updates per minute
+# (scripts/equal_budget.sh); then the table at EVAL_IMAGES with paired comparisons against the
+# teacher's 64-step ceiling (results/ceiling/, reused by hash). About 3.5 hours on 2 cores.
+TABLE_KS ?= 4 8
+TABLE_MINUTES ?= 45
+TABLE_W3 := --set guidance_min=3 --set guidance_max=3 --set guidance_default=3 --set ema_decay=0.99
 results-distill: $(STAMP)
-	FEWSTEP=$(VENV)/bin/fewstep scripts/equal_budget.sh
+	FEWSTEP=$(VENV)/bin/fewstep OUT=runs/equal-w3 METHODS="mm-alt pd cd" KS="$(TABLE_KS)" MINUTES=$(TABLE_MINUTES) \
+		EVAL_IMAGES=$(EVAL_IMAGES) EXTRA="$(TABLE_W3)" scripts/equal_budget.sh
 
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed

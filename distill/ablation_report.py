@@ -93,7 +93,7 @@ def ablation_markdown(out: Path, compare_dir: Path | None = None) -> str:
 
 
 SLICE = re.compile(r"^(?P<run>.+)-it(?P<updates>\d+)$")
-TEACHER_BEST = Path("results/distill/teacher-ancestral-64.json")
+TEACHER_BEST = Path("results/distill_v1/teacher-ancestral-64.json")  # mm_length.md is the v1 teacher's study
 
 
 def _row_cells(r: dict[str, Any]) -> str:

@@ -49,9 +49,11 @@ def plan_rows(
             raise ValueError(f"{path} is not a distilled student (no 'student' block in its config.json)")
         k = int(info["steps"])
         ks.add(k)
+        raw = path.name == "student-raw"  # a run's raw weights beside its EMA (`student/`)
         plan.append(
             {
-                "label": info["method"],
+                "label": info["method"] + (" (raw)" if raw else ""),
+                "name": f"{info['method']}-k{k}" + ("-raw" if raw else ""),
                 "model": str(path),
                 "sampler": info.get("sampler", "ancestral"),
                 "steps": k,
@@ -165,8 +167,9 @@ def paired_differences(
     sides: list[tuple[dict[str, Any], Side]], ceiling: Side, reference: str, out_dir: Path
 ) -> list[dict[str, Any]]:
     """The comparisons the table's targets are read from, each paired on the same prompts and seeds
-    (`distill.compare`): every student against the teacher's ceiling, and at each K the `reference`
-    method against every other method. Writes each under `out_dir` and returns them in order."""
+    (`distill.compare`): every student against the teacher's ceiling, at each K the `reference`
+    method against every other method (their EMA weights), and each EMA against its run's raw
+    weights (`student-raw/`). Writes each under `out_dir` and returns them in order."""
     out_dir.mkdir(parents=True, exist_ok=True)
     found = []
     by_k: dict[int, list[tuple[dict[str, Any], Side]]] = {}
@@ -174,13 +177,20 @@ def paired_differences(
         by_k.setdefault(p["steps"], []).append((p, side))
     for k in sorted(by_k):
         for p, side in by_k[k]:
-            res = compare(ceiling, side, out_dir, f"ceiling-vs-{p['label']}-k{k}")
+            res = compare(ceiling, side, out_dir, f"ceiling-vs-{p['name']}")
             found.append({**res, "k": k, "b_label": p["label"], "a_label": "teacher ceiling"})
-        for rside in [s for p, s in by_k[k] if p["label"] == reference]:
-            for p, side in by_k[k]:
-                if p["label"] != reference:
-                    res = compare(side, rside, out_dir, f"{p['label']}-k{k}-vs-{reference}-k{k}")
-                    found.append({**res, "k": k, "b_label": reference, "a_label": p["label"]})
+        ema = {p["label"]: (p, s) for p, s in by_k[k] if not p["name"].endswith("-raw")}
+        if reference in ema:
+            rp, rside = ema[reference]
+            for label, (p, side) in ema.items():
+                if label != reference:
+                    res = compare(side, rside, out_dir, f"{p['name']}-vs-{rp['name']}")
+                    found.append({**res, "k": k, "b_label": reference, "a_label": label})
+        for p, side in by_k[k]:  # each EMA against its own raw weights
+            if p["name"].endswith("-raw") and p["label"].removesuffix(" (raw)") in ema:
+                ep, eside = ema[p["label"].removesuffix(" (raw)")]
+                res = compare(side, eside, out_dir, f"{p['name']}-vs-{ep['name']}")
+                found.append({**res, "k": k, "b_label": ep["label"], "a_label": p["label"]})
     return found
 
 
@@ -234,9 +244,7 @@ def distill_table(
             ceiling = Side(row["name"], row, PerImage.load(ceiling_dir / row["per_image"]))
             row = {**row, "label": p["label"], "train": p["train"]}  # the shared row file stays as it is
         else:
-            name = f"{p['label'].split()[0]}-{p['sampler']}-{p['steps']}"
-            if not p["label"].startswith("teacher"):
-                name = f"{p['label']}-k{p['steps']}"
+            name = p.get("name") or f"{p['label'].split()[0]}-{p['sampler']}-{p['steps']}"
             row = reusable(rows_dir / f"{name}.json", *args, need_per_image=True) if reuse else None
             if row is not None:
                 log.info("%s: reusing the row already measured for these weights and settings", name)

@@ -113,3 +113,16 @@ def test_the_guidance_sweep_compares_the_student_and_the_teacher_at_each_w(model
     assert sorted(p.name for p in (out / "distill_guidance").glob("*.json")) == [
         "mm-alt-k2-w1.json", "mm-alt-k2-w3.json", "teacher-ancestral-4-w1.json", "teacher-ancestral-4-w3.json",
     ]  # fmt: skip
+
+
+def test_a_runs_raw_weights_are_their_own_row_beside_its_ema(tmp_path):
+    """`student/` is a run's EMA and `student-raw/` its raw weights: two rows, never one name."""
+    from distill.distill_report import plan_rows
+
+    run = tmp_path / "runs" / "mm-alt-k8"
+    for d in ("student", "student-raw"):
+        (run / d).mkdir(parents=True)
+        (run / d / "config.json").write_text(json.dumps({"student": {"method": "mm-alt", "steps": 8}}))
+    plan = plan_rows([run / "student", run / "student-raw"], "teacher", 3.0, ("ancestral", 64))
+    students = [(p["label"], p["name"]) for p in plan if not p["label"].startswith("teacher")]
+    assert students == [("mm-alt", "mm-alt-k8"), ("mm-alt (raw)", "mm-alt-k8-raw")]
