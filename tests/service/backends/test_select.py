@@ -130,11 +130,9 @@ def _settings(**kw) -> BackendSettings:
     return BackendSettings(kind="auto", **kw)
 
 
-def test_select_denoiser_builds_allowed_candidates_and_keeps_the_fastest():
-    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
-    speed = {"onnxruntime-fp32": 0.004, "openvino-fp32": 0.003, "openvino-bf16": 0.001}  # s per image
-    clock = _NoisyClock(seed=0)
-    built: list[str] = []
+def _paths(speed: dict[str, float], clock: _NoisyClock, built: list[str], fail: set[str]):
+    """A `build` for `select_denoiser`: fake denoisers that charge `clock` `speed[path]` seconds an
+    image, record each path built in `built`, and refuse the paths in `fail`."""
 
     class Timed(FakeDenoiser):
         def __call__(self, z, t, states, mask, w=None):
@@ -144,20 +142,31 @@ def test_select_denoiser_builds_allowed_candidates_and_keeps_the_fastest():
     def build(s: BackendSettings):
         label = f"{s.kind}-{s.precision}"
         built.append(label)
-        if label == "openvino-fp32":
-            raise BackendError("openvino missing here")
+        if label in fail:
+            raise BackendError(f"{label}: openvino missing here")
         den = Timed()
         den.label = label
         return den
 
-    def inputs(b: int):
-        rng = np.random.default_rng(0)
-        return [
-            rng.standard_normal((b, 3, 8, 8), dtype=np.float32),
-            rng.random(b, dtype=np.float32),
-            rng.standard_normal((b, 8, 4), dtype=np.float32),
-            np.ones((b, 8), np.int64),
-        ]
+    return build
+
+
+def _inputs(b: int):
+    rng = np.random.default_rng(0)
+    return [
+        rng.standard_normal((b, 3, 8, 8), dtype=np.float32),
+        rng.random(b, dtype=np.float32),
+        rng.standard_normal((b, 8, 4), dtype=np.float32),
+        np.ones((b, 8), np.int64),
+    ]
+
+
+def test_select_denoiser_builds_allowed_candidates_and_keeps_the_fastest():
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    speed = {"onnxruntime-fp32": 0.004, "openvino-fp32": 0.003, "openvino-bf16": 0.001}  # s per image
+    clock = _NoisyClock(seed=0)
+    built: list[str] = []
+    build, inputs = _paths(speed, clock, built, {"openvino-fp32"}), _inputs
 
     den, sel = select_denoiser(m, _settings(auto_batch_images=4), build, inputs, rounds=2, clock=clock)
     assert built == ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16"]
@@ -200,23 +209,7 @@ def test_a_tuning_cache_keeps_the_timings_and_later_starts_build_only_the_choice
     clock = _NoisyClock(seed=1)
     fail: set[str] = set()
 
-    class Timed(FakeDenoiser):
-        def __call__(self, z, t, states, mask, w=None):
-            clock.charge(speed[self.label] * z.shape[0])
-            return super().__call__(z, t, states, mask, w)
-
-    def build(s: BackendSettings):
-        label = f"{s.kind}-{s.precision}"
-        built.append(label)
-        if label in fail:
-            raise BackendError(f"{label} is gone")
-        den = Timed()
-        den.label = label
-        return den
-
-    def inputs(b: int):
-        return [np.zeros((b, 3, 8, 8), np.float32), np.zeros(b, np.float32), np.zeros((b, 8, 4), np.float32),
-                np.ones((b, 8), np.int64)]  # fmt: skip
+    build, inputs = _paths(speed, clock, built, fail), _inputs
 
     def start(**kw):
         built.clear()
