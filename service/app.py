@@ -51,13 +51,13 @@ def discover_bundles(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def load_pipelines(settings: ServiceSettings) -> list[Pipeline]:
-    """Load every configured bundle with the configured backend (blocking; run off the event loop)."""
+def load_pipelines(settings: ServiceSettings, tuning: TuningCache | None = None) -> list[Pipeline]:
+    """Load every configured bundle with the configured backend (blocking; run off the event loop);
+    `tuning` keeps `kind=auto`'s timings per machine."""
     from service.loader import load_pipeline
 
     pipelines = []
     shared_text: dict = {}  # bundles with identical text encoders share one session and prompt cache
-    tuning = tuning_cache(settings)
     for path in discover_bundles(settings.bundles):
         log.info("loading bundle %s (%s, %s)", path, settings.backend.kind, settings.backend.device)
         try:
@@ -136,8 +136,12 @@ def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipe
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loaded = list(pipelines) if pipelines is not None else await asyncio.to_thread(load_pipelines, settings)
-        engine = Engine(loaded, engine_config(settings), metrics, tuning=tuning_cache(settings))
+        tuning = tuning_cache(settings)  # one per start: the backend choice and the batch profile share it
+        if pipelines is not None:
+            loaded = list(pipelines)
+        else:
+            loaded = await asyncio.to_thread(load_pipelines, settings, tuning)
+        engine = Engine(loaded, engine_config(settings), metrics, tuning=tuning)
         default = settings.default_model or next(iter(engine.pipelines))
         if default not in engine.pipelines:
             raise SettingsError(

@@ -99,3 +99,23 @@ def test_a_bundle_without_an_export_time_gets_its_manifest_files_time(tmp_path):
     pipeline.manifest = pipeline.manifest.model_copy(update={"exported_at": recorded})
     stamp_export_time(pipeline, manifest)  # a recorded time wins
     assert pipeline.manifest.exported_at == recorded
+
+
+def test_a_configured_tuning_cache_keeps_the_batch_profile_and_the_next_start_reuses_it(tmp_path):
+    """FEWSTEP_TUNING_CACHE: the first start writes each model's profile, the second serves its bounds."""
+    path = tmp_path / "tuning.json"
+    settings = ServiceSettings(tuning_cache=path, tuning_profile_budget_s=0.5)
+
+    def one_start():
+        pipe = fake_pipeline("fake", steps=(1,))
+        pipe.identity = {"bundle": "abc", "path": "fake-fp32", "backend": {}}
+        with TestClient(create_app(settings, pipelines=[pipe])) as client:
+            wait_ready(client)
+            return client.app.state.engine
+
+    first = one_start()
+    doc = json.loads(path.read_text())
+    assert [e["what"] for e in doc["entries"].values()] == ["batch_profile"]
+    second = one_start()
+    assert second.cost_profiles["fake"].seconds == first.cost_profiles["fake"].seconds
+    assert second.batch_limits == first.batch_limits
