@@ -67,19 +67,13 @@ results-teacher: $(STAMP)
 	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images $(TEACHER_IMAGES)
 	$(VENV)/bin/fewstep eval table --model models/teacher --n-images $(TEACHER_IMAGES)
 
-# The default students: the method that won the equal-budget table at K = 4 and 8 (results/distill.md:
-# progressive distillation, DDIM halving from 64 teacher steps), 600 updates at batch 32 each, the two
-# side by side on one CPU thread each (22-32 minutes on 2 cores), then packed into models/students.
-STUDENT_ITERS ?= 600
+# The default students: each K's winner of the distillation table, copied from the table's runs
+# (runs/equal-w3, trained by `make results-distill`) with their weights checked against the ones the
+# table measured. The decision is results/distill_winners.json, written by the table; its rule is in
+# distill/winners.py and the README ("The default model"). STUDENTS and DEFAULT_MODEL below, and the
+# Dockerfile's, name the same students (tests/test_default_students.py checks).
 students: $(STAMP)
-	mkdir -p runs/students models/students
-	for k in 8 4; do \
-		OMP_NUM_THREADS=1 $(VENV)/bin/fewstep distill --teacher models/teacher --method pd --steps $$k \
-			--preset shapes32-cpu --set iters=$(STUDENT_ITERS) --set threads=1 --set warmup=10 --no-progress \
-			--out runs/students/pd-k$$k > runs/students/pd-k$$k.log 2>&1 & \
-	done; wait
-	for k in 8 4; do test -f runs/students/pd-k$$k/student/model.safetensors || exit 1; \
-		rm -rf models/students/pd-k$$k && cp -r runs/students/pd-k$$k/student models/students/pd-k$$k; done
+	$(VENV)/bin/fewstep eval ship-students --winners results/distill_winners.json --out models/students
 
 # The committed results/distill.md: mm-alt, pd and cd at K = 4 and 8 (TABLE_KS) at a fixed w = 3 with
 # the ablation's base recipe (student EMA 0.99), each given TABLE_MINUTES (45) of one CPU thread, two
@@ -131,8 +125,9 @@ example: bundles
 
 # The rows the bundles and the README quote, at the evaluation's 2,000 images (EVAL_IMAGES): the
 # teacher at its served setting (16 ancestral steps, w = 3) beside the previous teacher
-# (models/teacher-compose, the row is reused when its weights have not changed) on the same prompts and seeds, and each default student at its K. About
-# 25 minutes on 2 cores; `fewstep eval compare` reads the per-image sidecars.
+# (models/teacher-compose, the row is reused when its weights have not changed) on the same prompts
+# and seeds, and each default student with its own sampler and K. About 25 minutes on 2 cores;
+# `fewstep eval compare` reads the per-image sidecars.
 EVAL_IMAGES ?= 2000
 results-default-rows: $(STAMP)
 	$(VENV)/bin/fewstep eval --model models/teacher --sampler ancestral --steps 16 --guidance 3 \
@@ -141,28 +136,30 @@ results-default-rows: $(STAMP)
 		--n-images $(EVAL_IMAGES) --name ancestral-16 --out-dir results/teacher-compose --no-progress
 	$(VENV)/bin/fewstep eval compare results/teacher-compose/ancestral-16.json results/teacher/ancestral-16.json \
 		--out-dir results/compare --name teacher-compose-vs-teacher-16-w3 --no-progress
-	for m in $(STUDENTS); do k=$${m##*-k}; \
-		$(VENV)/bin/fewstep eval --model models/students/$$m --sampler ddim --steps $$k --guidance 3 \
+	for m in $(STUDENTS); do \
+		$(VENV)/bin/fewstep eval --model models/students/$$m --guidance 3 \
 			--n-images $(EVAL_IMAGES) --name $$m --out-dir results/students --no-progress || exit 1; \
 		$(VENV)/bin/fewstep eval compare results/teacher/ancestral-16.json results/students/$$m.json \
 			--out-dir results/compare --name teacher-16-vs-$$m-w3 --no-progress || exit 1; \
 	done
 
-# What serving needs after `make teacher` has packed a new teacher, in order: the default students,
-# the rows above, the bundles and the example (about 70 minutes on 2 cores).
+# What serving needs once the distillation table has decided (results/distill_winners.json), in
+# order: the default students, the rows above, the bundles and the example (about 40 minutes on 2 cores).
 results-default: $(STAMP)
 	test -f models/teacher/model.safetensors
 	$(MAKE) students
 	$(MAKE) results-default-rows
-	rm -rf bundles/teacher bundles/pd-k8 bundles/pd-k4
+	rm -rf bundles/teacher $(foreach m,$(STUDENTS),bundles/$(m))
 	$(MAKE) bundles
 	$(MAKE) example
 
-# Everything that depends on the teacher: the above, then the teacher's tables and the distillation
-# table (several hours on 2 CPU cores, most of it the distillation table; rows are reused by hash).
-results-all: results-default
-	$(MAKE) results-teacher
+# Everything that depends on the teacher, after `make teacher`: the distillation table (its runs, rows
+# and the winners), then the above, then the teacher's tables (about 7 hours on 2 CPU cores, most of
+# it the table's runs; rows are reused by hash).
+results-all: $(STAMP)
 	$(MAKE) results-distill
+	$(MAKE) results-default
+	$(MAKE) results-teacher
 
 clean-venv:
 	rm -rf $(VENV)

@@ -94,12 +94,18 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--model is required (or use `fewstep eval train-evaluator`)")
     import torch
 
+    from distill.checkpoint import student_info
     from distill.evaluate import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # A student samples with what it was distilled for unless told otherwise: a pd student under the
+    # ancestral sampler, or an mm student under DDIM, measures a model nobody serves.
+    own = student_info(args.model) or {}
+    sampler = args.sampler or own.get("sampler", "ancestral")
+    steps = args.steps or int(own.get("steps", 32))
     row = evaluate(
-        args.model, args.sampler, args.steps, args.guidance, args.n_images, args.name, args.out_dir,
+        args.model, sampler, steps, args.guidance, args.n_images, args.name, args.out_dir,
         args.evaluator, args.batch_size, progress=not args.no_progress, resamples=args.resamples,
     )  # fmt: skip
     a, ci = row["adherence"], row.get("adherence_ci", {})
@@ -207,7 +213,16 @@ def _distill_table(args: argparse.Namespace) -> int:
     distill_table(
         students, args.teacher, args.guidance, args.n_images, args.out_dir, (sampler, int(steps)),
         progress=not args.no_progress, reuse=not args.fresh, ceiling_dir=args.ceiling_dir, reference=args.reference,
+        served_row=args.served_row,
     )  # fmt: skip
+    return 0
+
+
+def _ship_students(args: argparse.Namespace) -> int:
+    from distill.winners import ship
+
+    for path in ship(args.winners, args.out):
+        log.info("shipped %s", path)
     return 0
 
 
@@ -365,8 +380,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ev = sub.add_parser("eval", help="evaluate a model on the shapes world (or train the evaluator)")
     ev.add_argument("--model", help="training run or checkpoint directory")
-    ev.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpmpp-2m", "unipc"])
-    ev.add_argument("--steps", type=int, default=32)
+    ev.add_argument(
+        "--sampler",
+        choices=["ancestral", "ddim", "dpmpp-2m", "unipc"],
+        help="default: a student's own (the one it was distilled for), else ancestral",
+    )
+    ev.add_argument("--steps", type=int, help="default: a student's own K, else 32")
     ev.add_argument("--guidance", type=float, default=3.0)
     ev.add_argument("--n-images", type=int, default=2000)
     ev.add_argument("--name", help="results file name (default: derived from the settings)")
@@ -446,6 +465,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--ceiling-dir", default=None, help="where the teacher's best row is kept and reused (default: OUT_DIR/ceiling)"
     )
     dt.add_argument("--reference", default="mm-alt", help="the method every other is compared with, pairwise at each K")
+    dt.add_argument(
+        "--served-row",
+        default=None,
+        help="the teacher's row at its served setting, the default model's one-object floor "
+        "(default: OUT_DIR/teacher/ancestral-16.json)",
+    )
     dt.add_argument("--no-progress", action="store_true")
     dt.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")
     dt.set_defaults(handler=_distill_table)
@@ -462,6 +487,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dg.add_argument("--no-progress", action="store_true")
     dg.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")
     dg.set_defaults(handler=_distill_guidance)
+
+    ss = ev_sub.add_parser(
+        "ship-students",
+        help="copy each K's winner of the distillation table into models/students (distill/winners.py)",
+    )
+    ss.add_argument("--winners", default="results/distill_winners.json", help="written by `fewstep eval distill-table`")
+    ss.add_argument("--out", default="models/students")
+    ss.set_defaults(handler=_ship_students)
 
     gs = ev_sub.add_parser("guidance", help="sweep the guidance scale (results/guidance.md)")
     gs.add_argument("--model", required=True)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill import winners
 from distill.checkpoint import load_denoiser, student_info
 from distill.compare import Side, compare
 from distill.evaluate import eval_set, evaluate, evaluate_once, generate, reusable
@@ -194,6 +195,67 @@ def paired_differences(
     return found
 
 
+def decide_winners(
+    sides: list[tuple[dict[str, Any], Side]], found: list[dict[str, Any]], served_row: Path, out_dir: Path
+) -> dict[str, Any] | None:
+    """`distill.winners.decide` over the table's EMA rows, pairing through the comparisons already
+    made (`paired_differences`) and making, and writing, the ones it lacks."""
+    ema = {p["name"]: (p, side) for p, side in sides if not p["name"].endswith("-raw")}
+    if not ema:
+        return None
+    done = {(r["a"]["model"], r["b"]["model"]): r for r in found}
+
+    def pair(a: winners.Candidate, b: winners.Candidate) -> dict[str, Any]:
+        if (a.model, b.model) in done:
+            return done[(a.model, b.model)]
+        if (b.model, a.model) in done:  # the comparison made the other way round: B - A = -(A - B)
+            return _flipped(done[(b.model, a.model)])
+        res = compare(ema[a.name][1], ema[b.name][1], out_dir, f"{a.name}-vs-{b.name}")
+        done[(a.model, b.model)] = res
+        return res
+
+    candidates = [
+        winners.Candidate(
+            name=name,
+            k=p["steps"],
+            fd=side.row["fd"],
+            adherence=side.row["adherence"]["overall"],
+            one_object=side.row["adherence"]["one_object"],
+            model=p["model"],
+            model_sha256=side.row["model_sha256"],
+        )
+        for name, (p, side) in ema.items()
+    ]
+    if not served_row.is_file():
+        log.warning("%s is missing: the winners are decided, the default model is not", served_row)
+        decision = winners.decide(candidates, pair, teacher_one_object=float("inf"))
+        decision["default"], decision["default_why"] = None, f"{served_row} was not measured"
+        return decision
+    teacher = json.loads(served_row.read_text())
+    if teacher.get("guidance") != ema[candidates[0].name][1].row.get("guidance"):
+        log.warning("%s is at another w than the table: the one-object floor mixes two guidance scales", served_row)
+    return winners.decide(candidates, pair, teacher_one_object=teacher["adherence"]["one_object"])
+
+
+def _flipped(res: dict[str, Any]) -> dict[str, Any]:
+    """A paired comparison B - A turned into A - B (differences and intervals negated)."""
+
+    def flip(d: Any) -> Any:
+        if isinstance(d, dict) and "diff" in d:
+            ci = d.get("ci")
+            diff = d["diff"]
+            return {
+                "a": d.get("b"), "b": d.get("a"), "diff": None if diff is None else -diff,
+                "ci": None if ci is None else [-ci[1], -ci[0]],
+            }  # fmt: skip
+        if isinstance(d, dict):
+            return {k: flip(v) for k, v in d.items()}
+        return d
+
+    figures = {k: v for k, v in res.items() if k in ("fd", "kid", "grain", "adherence")}
+    return {**flip(figures), "a": res["b"], "b": res["a"]}
+
+
 def paired_markdown(found: list[dict[str, Any]], ceiling_label: str) -> str:
     head = (
         "\n## Paired differences\n\n"
@@ -225,13 +287,19 @@ def distill_table(
     reuse: bool = True,
     ceiling_dir: str | Path | None = None,
     reference: str = "mm-alt",
+    served_row: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every planned row (reusing, with `reuse`, rows already written for the same weights
     and settings) and write the table, the paired differences, the plot and the side-by-side grid.
 
     The teacher's best row is the ceiling shared with `fewstep eval ceiling` and `fewstep eval
     compare` (`distill.evaluate.evaluate_once` in `ceiling_dir`, `out_dir/ceiling` by default): a
-    64-step row costs the better part of an hour on a CPU, so it has one home and is computed once."""
+    64-step row costs the better part of an hour on a CPU, so it has one home and is computed once.
+
+    Then the decision of which students ship (`distill.winners`: each K's winner and the default
+    model), written to `out_dir/distill_winners.json` and as a section of the table; `served_row` is
+    the teacher's row at its served setting (default `out_dir/teacher/ancestral-16.json`), the
+    default model's one-object floor. Without it the winners are written and the default is not."""
     out_dir = Path(out_dir)
     ceiling_dir = Path(ceiling_dir) if ceiling_dir is not None else out_dir / "ceiling"
     rows_dir = out_dir / "distill"
@@ -260,7 +328,13 @@ def distill_table(
     assert ceiling is not None  # plan_rows always plans the teacher's best row
     found = paired_differences(sides, ceiling, reference, rows_dir / "paired")
     sampler, steps = teacher_best
-    _write_table(rows, guidance, out_dir, paired_markdown(found, f"the teacher with {steps} {sampler} steps"))
+    section = paired_markdown(found, f"the teacher with {steps} {sampler} steps")
+    served = Path(served_row) if served_row is not None else out_dir / "teacher" / "ancestral-16.json"
+    decision = decide_winners(sides, found, served, rows_dir / "paired")
+    if decision is not None:
+        winners.write(decision, out_dir)
+        section += winners.markdown(decision)
+    _write_table(rows, guidance, out_dir, section)
     side_by_side(plan, out_dir / "distill_grid.png")
     return rows
 

@@ -28,6 +28,7 @@ EVAL_IMAGES=${EVAL_IMAGES:-500}
 OUT=${OUT:-runs/equal}
 EXTRA=${EXTRA:-}
 TABLE=${TABLE:-1}  # 0: train only (the table later, e.g. once a ceiling computed beside the runs is in)
+PROBE_ONLY=${PROBE_ONLY:-0}  # 1: write $OUT/rates.tsv and stop (to merge rates of several sets into one RATES file)
 
 mkdir -p "$OUT"
 pairs=()
@@ -62,6 +63,7 @@ if [ -z "$RATES" ]; then
   rm -rf "$OUT"/probe-*
 fi
 cat "$RATES"
+[ "$PROBE_ONLY" = 0 ] || exit 0
 awk -v mins="$MINUTES" '{n = int($3 * mins); if (n < 1) n = 1;
   printf "%s %s %s-k%s --set iters=%d --max-minutes %.2f --pack-unfinished\n", $1, $2, $1, $2, n, 1.15 * mins}' "$RATES" \
   | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _

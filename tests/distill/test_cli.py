@@ -59,3 +59,30 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
     assert (seen[-1].method, seen[-1].steps) == ("cd", 8)
     assert main(["distill", "--teacher", "t", "--out", str(tmp_path / "d"), "--preset", "tiny"]) == 0
     assert (seen[-1].method, seen[-1].steps) == ("mm-alt", 8)  # the config's defaults
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [([], ("ddim", 4)), (["--sampler", "ancestral", "--steps", "8"], ("ancestral", 8))],
+)
+def test_eval_samples_a_student_with_its_own_sampler_and_k_unless_given(tmp_path, monkeypatch, given, expected):
+    """`fewstep eval --model STUDENT` measures the model that is served: its own sampler and K (a pd
+    student under the ancestral sampler's default 32 steps measured nothing anyone serves)."""
+    import json
+
+    import distill.evaluate
+
+    student = tmp_path / "pd-k4"
+    student.mkdir()
+    (student / "config.json").write_text(json.dumps({"student": {"method": "pd", "steps": 4, "sampler": "ddim"}}))
+    seen = []
+
+    def fake(model, sampler, steps, *args, **kwargs):
+        seen.append((sampler, steps))
+        figs = {"overall": 0.5, "one_object": 0.6, "two_objects": 0.4, "held_out": 0.5}
+        return {"name": "x", "fd": 1.0, "kid": 0.0, "precision": 1.0, "recall": 1.0, "adherence": figs,
+                "seconds_per_image": 0.01}  # fmt: skip
+
+    monkeypatch.setattr(distill.evaluate, "evaluate", fake)
+    assert main(["eval", "--model", str(student), "--n-images", "2", *given]) == 0
+    assert seen == [expected]

@@ -77,14 +77,24 @@ def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, mo
     assert pair["fd"]["diff"] == pytest.approx(by_label["mm-alt"]["fd"] - by_label["pd"]["fd"], rel=1e-3)
     text = (out / "distill.md").read_text()
     assert "## Paired differences" in text and "| 2 | mm-alt | pd |" in text
-    assert text.count("\n| ") == (2 + 5) + (2 + 3)  # header, rule, rows; then the paired table
+    assert text.count("\n| ") == (2 + 5) + (2 + 3) + (2 + 2)  # header, rule, rows; paired; winners
     assert "3 updates, 0.1 min on cpu" in text
     assert all(len(r["model_sha256"]) == 64 for r in rows)
     assert (out / "distill_fd_steps.png").is_file() and (out / "distill_grid.png").is_file()
 
+    # Which student ships at K = 2: decided from the same pairs (no new comparison was needed); no
+    # default model without the teacher's served row.
+    decision = json.loads((out / "distill_winners.json").read_text())
+    assert decision["per_k"]["2"]["winner"] in ("mm-alt-k2", "pd-k2") and decision["default"] is None
+    assert "## Winners and the default model" in text
+
     calls.clear()
+    (out / "teacher").mkdir()
+    (out / "teacher" / "ancestral-16.json").write_text(json.dumps({"guidance": 2.0, "adherence": {"one_object": 0.0}}))
     again = table()
     assert calls == [] and [r["fd"] for r in again] == [r["fd"] for r in rows]
+    decision = json.loads((out / "distill_winners.json").read_text())
+    assert decision["default"] == decision["per_k"]["2"]["winner"]  # the one K's winner, above a floor of -0.05
 
     weights = load_file(student / "model.safetensors")
     save_file({k: v + 0.01 * torch.randn_like(v) for k, v in weights.items()}, student / "model.safetensors")
