@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.defaults import STUDENT_K4
+
 
 def one_start(
     model: str, backend: str, precision: str, budget_s: float, max_batch: int, tuning_cache: str | None = None
@@ -140,7 +142,7 @@ def run_starts(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="bundles/pd-k4", help="bundle directory")
+    p.add_argument("--model", default=f"bundles/{STUDENT_K4}", help="bundle directory")
     p.add_argument("--starts", type=int, default=10, help="fresh processes, one after another")
     p.add_argument("--backend", default="onnxruntime", help="backend kind (auto: the start-up choice too)")
     p.add_argument("--precision", default="auto")

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.defaults import STUDENT_K4, STUDENT_K8
 from bench.http_report import mix_throughput, plot, ratios
 from bench.load import (
     RequestClass,
@@ -54,15 +55,15 @@ from bench.server import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MIX = (
-    "model=pd-k4,steps=4,guidance=1.5|3|4.5,weight=1",
-    "model=pd-k8,steps=8,guidance=1.5|3|4.5,weight=1",
+    f"model={STUDENT_K4},steps=4,guidance=1.5|3|4.5,weight=1",
+    f"model={STUDENT_K8},steps=8,guidance=1.5|3|4.5,weight=1",
 )
 FIXED_BOUNDS = {"max_batch_images": 8, "max_wait_s": 0.01}  # the constants the profile replaced
 
 
 @dataclass(frozen=True)
 class HttpBenchConfig:
-    bundles: tuple[str, ...] = ("bundles/pd-k4", "bundles/pd-k8")
+    bundles: tuple[str, ...] = (f"bundles/{STUDENT_K4}", f"bundles/{STUDENT_K8}")
     mix: tuple[str, ...] = DEFAULT_MIX
     concurrency: tuple[int, ...] = (1, 4, 16, 32, 64)
     loads: tuple[float, ...] = (0.25, 0.5, 0.7, 0.9)

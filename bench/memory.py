@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.defaults import STUDENT_K4, STUDENT_K8
 from bench.server import machine
 
 CHILD = """
@@ -45,7 +46,7 @@ def peak_rss_mb(bundles: Path, models: list[str], variant: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundles", type=Path, default=Path("bundles"))
-    p.add_argument("--models", nargs="+", default=["teacher", "pd-k8", "pd-k4"])
+    p.add_argument("--models", nargs="+", default=["teacher", STUDENT_K8, STUDENT_K4])
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per variant (the median is kept)")
     p.add_argument("--out", type=Path, default=Path("results/bench/memory.json"))
     args = p.parse_args(argv)

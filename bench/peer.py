@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.defaults import STUDENT_K4
 from bench.server import ServerProcess
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ def job_from_body(body: dict[str, Any], default_steps: int, default_guidance: fl
 
 @dataclass(frozen=True)
 class PeerBenchConfig:
-    bundle: str = "bundles/pd-k4"
-    guidance: tuple[float, ...] = (1.5, 3.0, 4.5)  # the HTTP benchmark's pd-k4 class
+    bundle: str = f"bundles/{STUDENT_K4}"
+    guidance: tuple[float, ...] = (1.5, 3.0, 4.5)  # the HTTP benchmark's 4-step class
     clients: tuple[int, ...] = (1, 32)
     rounds: int = 3
     seconds: float = 10.0

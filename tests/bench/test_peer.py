@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench.peer import PeerBenchConfig, job_from_body, markdown, peer_settings, ratios
+from tests.defaults import student
+
+K4 = student(4)  # the default 4-step student
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,9 +122,9 @@ def test_the_peer_serves_the_same_png_as_fewstep(tmp_path: Path) -> None:
     from bench.peer import PeerProcess
     from bench.server import ServerProcess
 
-    bundle = ROOT / "bundles" / "pd-k4"
+    bundle = ROOT / "bundles" / K4
     if not (bundle / "manifest.json").exists():
-        pytest.skip("bundles/pd-k4 not built (make bundles)")
+        pytest.skip(f"bundles/{K4} not built (make bundles)")
     expected = tmp_path / "expected.png"
     subprocess.run(
         [
@@ -131,7 +134,7 @@ def test_the_peer_serves_the_same_png_as_fewstep(tmp_path: Path) -> None:
             "generate",
             "a small blue square at the bottom",
             "--model",
-            "pd-k4",
+            K4,
             "--bundles",
             str(ROOT / "bundles"),
             "--seed",

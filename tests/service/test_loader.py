@@ -8,6 +8,9 @@ import pytest
 from service.backends.base import BackendError, BackendSettings
 from service.backends.fake import fake_manifest
 from service.loader import backend_label, denoiser_inputs, make_denoiser, resolve_precision
+from tests.defaults import student
+
+K4 = student(4)  # the default 4-step student
 
 
 def test_auto_precision_is_the_bundles_recommendation_for_that_backend_else_fp32():
@@ -53,20 +56,20 @@ def test_bundles_with_identical_text_encoders_share_one_session_and_prompt_cache
 
     shared: dict = {}
     teacher = load_pipeline(default_bundles / "teacher", warmup=(), shared_text=shared)
-    student = load_pipeline(default_bundles / "pd-k4", warmup=(), shared_text=shared)
+    student = load_pipeline(default_bundles / K4, warmup=(), shared_text=shared)
     assert student.prompts is teacher.prompts and len(shared) == 1
     teacher.prompts(["a red circle at the top"])
     hits = student.prompts.hits
     student.prompts(["a red circle at the top"])  # encoded for the teacher: a hit for the student
     assert student.prompts.hits == hits + 1
-    alone = load_pipeline(default_bundles / "pd-k4", warmup=())
+    alone = load_pipeline(default_bundles / K4, warmup=())
     assert alone.prompts is not teacher.prompts
     own, via_shared = alone.prompts(["a blue square on the left"]), student.prompts(["a blue square on the left"])
     np.testing.assert_array_equal(own[0], via_shared[0])
     # another text encoder (another sha256) gets its own session
-    m = load_manifest(default_bundles / "pd-k4")
+    m = load_manifest(default_bundles / K4)
     other = m.model_copy(update={"files": {**m.files, m.graphs["text_encoder"].file: "0" * 64}})
-    assert load_prompt_encoder(default_bundles / "pd-k4", other, BackendSettings(), shared) is not teacher.prompts
+    assert load_prompt_encoder(default_bundles / K4, other, BackendSettings(), shared) is not teacher.prompts
     assert len(shared) == 2
 
 

@@ -16,9 +16,12 @@ import pytest
 
 from service.engine.step_scheduler import StepBatch
 from service.pipeline import ImageJob
+from tests.defaults import student
+
+K4 = student(4)  # the default 4-step student
 
 
-@pytest.mark.parametrize("model", ["teacher", "pd-k4"])
+@pytest.mark.parametrize("model", ["teacher", K4])
 def test_default_bundles_step_level_mix_matches_request_level_to_rounding(default_bundles, model):
     from service.loader import load_pipeline
 
