@@ -95,7 +95,7 @@ def _eval(args: argparse.Namespace) -> int:
     import torch
 
     from distill.checkpoint import student_info
-    from distill.evaluate import evaluate
+    from distill.evaluate import evaluate, reusable
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,10 +104,20 @@ def _eval(args: argparse.Namespace) -> int:
     own = student_info(args.model) or {}
     sampler = args.sampler or own.get("sampler", "ancestral")
     steps = args.steps or int(own.get("steps", 32))
-    row = evaluate(
-        args.model, sampler, steps, args.guidance, args.n_images, args.name, args.out_dir,
-        args.evaluator, args.batch_size, progress=not args.no_progress, resamples=args.resamples,
-    )  # fmt: skip
+    name = args.name or f"{Path(args.model).name}-{sampler}-{steps}-w{args.guidance:g}"
+    settings = (args.model, sampler, steps, args.guidance, args.n_images)
+    # The row already there is kept if it measured exactly this (weights, evaluator, settings, prompt
+    # set, bootstrap) and has its per-image sidecar: a 16-step teacher row is ten minutes of CPU.
+    row = None if args.fresh else reusable(Path(args.out_dir) / f"{name}.json", *settings, args.evaluator, True)
+    if row is not None and (row.get("bootstrap") or {}).get("resamples", 0) != args.resamples:
+        row = None
+    if row is not None:
+        log.info("%s: reusing the row already measured for these weights and settings (--fresh re-measures)", name)
+    else:
+        row = evaluate(
+            *settings, name, args.out_dir, args.evaluator, args.batch_size,
+            progress=not args.no_progress, resamples=args.resamples,
+        )  # fmt: skip
     a, ci = row["adherence"], row.get("adherence_ci", {})
 
     def with_ci(v: float | None, interval: list[float] | None, digits: int = 3) -> str:
@@ -394,6 +404,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=int, default=250)
     ev.add_argument("--threads", type=int, help="torch CPU threads")
     ev.add_argument("--resamples", type=int, default=500, help="bootstrap resamples for the 95%% intervals (0: none)")
+    ev.add_argument(
+        "--fresh", action="store_true", help="re-measure even if OUT_DIR/NAME.json measured these weights and settings"
+    )
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(handler=_eval)
     ev_sub = ev.add_subparsers(dest="eval_command", metavar="ACTION")

@@ -86,3 +86,32 @@ def test_eval_samples_a_student_with_its_own_sampler_and_k_unless_given(tmp_path
     monkeypatch.setattr(distill.evaluate, "evaluate", fake)
     assert main(["eval", "--model", str(student), "--n-images", "2", *given]) == 0
     assert seen == [expected]
+
+
+def test_eval_keeps_a_row_that_measured_the_same_thing_unless_fresh(tmp_path, monkeypatch):
+    """`fewstep eval` reuses OUT_DIR/NAME.json when `reusable` accepts it (same weights, evaluator,
+    settings, prompt set) and its bootstrap matches; `--fresh`, or other resamples, re-measures."""
+    import distill.evaluate
+
+    row = {"name": "m", "fd": 1.0, "kid": 0.0, "precision": 1.0, "recall": 1.0, "seconds_per_image": 0.01,
+           "adherence": {"overall": 0.5, "one_object": 0.6, "two_objects": 0.4, "held_out": 0.5},
+           "bootstrap": {"resamples": 500}}  # fmt: skip
+    asked, measured = [], []
+
+    def fake_reusable(row_file, *settings):
+        asked.append((row_file.name, settings[:5]))
+        return row
+
+    def fake_evaluate(*args, **kwargs):
+        measured.append(args[:3])
+        return row
+
+    monkeypatch.setattr(distill.evaluate, "reusable", fake_reusable)
+    monkeypatch.setattr(distill.evaluate, "evaluate", fake_evaluate)
+    model = str(tmp_path / "teacher")
+    base = ["eval", "--model", model, "--steps", "16", "--out-dir", str(tmp_path)]
+    assert main(base) == 0
+    assert measured == [] and asked == [("teacher-ancestral-16-w3.json", (model, "ancestral", 16, 3.0, 2000))]
+    assert main([*base, "--fresh"]) == 0
+    assert main([*base, "--resamples", "100"]) == 0
+    assert measured == [(model, "ancestral", 16), (model, "ancestral", 16)]
