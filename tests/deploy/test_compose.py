@@ -88,6 +88,8 @@ def test_every_fewstep_variable_is_a_setting_the_service_accepts(service, monkey
     assert settings.drain_timeout_s < float(
         config(profiles=("gpu",))["services"][service]["stop_grace_period"].rstrip("s")
     )
+    if service == "fewstep":  # the CPU service tunes its batch bounds as `make serve` does
+        assert settings.max_batch_images is None and settings.max_wait_s is None
 
 
 def test_offline_override_builds_from_local_inputs_and_leaves_grafana_out():

@@ -60,6 +60,8 @@ def test_deployments_probe_limit_and_run_as_the_image_user(name, monkeypatch):
         monkeypatch.setenv(key, value)
     settings = load_settings()
     assert pod["spec"]["terminationGracePeriodSeconds"] > settings.drain_timeout_s + 5  # drain + preStop sleep
+    if name == "fewstep":  # batch bounds from the warm-up profile on the pod's own cores
+        assert settings.max_batch_images is None and settings.max_wait_s is None
     if name == "fewstep-gpu":
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert settings.backend.kind == "tensorrt"
