@@ -11,7 +11,7 @@
 # (PROBE_MINUTES, the same JOBS side by side) measures its updates per minute on this machine, and
 # the run then gets iters = that rate x MINUTES, so its learning-rate warm-up and cosine decay (and
 # pd's halving stages) fit the budget. A time box of 1.15 x MINUTES packs whatever a slower-than-
-# probed run reached. The probed rates are written to $OUT/rates.tsv; RATES=file reuses them.
+# probed run reached. The probed rates are written to $OUT/rates-<methods>-k-<Ks>.tsv; RATES=file reuses them.
 # cd runs at K >= 4 only (multistep consistency, as the issue asks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ EVAL_IMAGES=${EVAL_IMAGES:-500}
 OUT=${OUT:-runs/equal}
 EXTRA=${EXTRA:-}
 TABLE=${TABLE:-1}  # 0: train only (the table later, e.g. once a ceiling computed beside the runs is in)
-PROBE_ONLY=${PROBE_ONLY:-0}  # 1: write $OUT/rates.tsv and stop (to merge rates of several sets into one RATES file)
+PROBE_ONLY=${PROBE_ONLY:-0}  # 1: write the rates file and stop (to merge rates of several sets into one RATES file)
 
 mkdir -p "$OUT"
 pairs=()
@@ -47,7 +47,7 @@ run_one() {
 export -f run_one
 export FEWSTEP BATCH OUT EXTRA
 if [ -z "$RATES" ]; then
-  RATES="$OUT/rates.tsv"
+  RATES="$OUT/rates-$(echo $METHODS k $KS | tr ' ' '-').tsv"  # one file per set, e.g. rates-mm-alt-pd-cd-k-4-8.tsv
   # pd's probe runs every halving stage: its later stages distil from the previous stage's student
   # (one evaluation a step, not the guided teacher's two) and run about 1.3x faster, so a rate from
   # the first stage alone gave pd about 80% of the budget (37 of 45 minutes at K = 8).
