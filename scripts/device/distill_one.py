@@ -17,7 +17,7 @@ print(
     distill(
         cfg,
         "models/teacher",
-        f"/tmp/druns/{name}",
+        f"{os.environ.get('DRUNS', '/tmp/druns')}/{name}",
         RunOptions(progress=False, max_seconds=60 * float(minutes), pack_unfinished=True),
     ),
     flush=True,
