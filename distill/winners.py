@@ -98,7 +98,7 @@ def pick_default(
     for w in fit:
         if not _dominated_by(w, fit, pair):
             return w.name, (
-                f"{w.name}: the fewest-step winner no other winner dominates; one-object adherence "
+                "the fewest-step winner no other winner dominates; one-object adherence "
                 f"{w.one_object:.3f} against the teacher's {teacher_one_object:.3f} (floor {floor:.3f})"
             )
     return "teacher", (
@@ -160,7 +160,7 @@ def markdown(decision: Mapping[str, Any]) -> str:
                 f"| {k} | {c['name']} | {c['fd']:.1f} | {c['adherence']:.3f} | {c['one_object']:.3f} "
                 f"| {', '.join(c['dominated_by']) or '-'} | {'yes' if c['name'] == block['winner'] else ''} |"
             )
-    lines.append(f"\nDefault model: **{decision['default']}** ({decision['default_why']}).\n")
+    lines.append(f"\nDefault model: **{decision['default']}**: {decision['default_why']}.\n")
     return "\n".join(lines) + "\n"
 
 
