@@ -52,13 +52,26 @@ if [ -z "$RATES" ]; then
   # (one evaluation a step, not the guided teacher's two) and run about 1.3x faster, so a rate from
   # the first stage alone gave pd about 80% of the budget (37 of 45 minutes at K = 8).
   printf '%s\n' "${pairs[@]}" | awk -v p="$PROBE_MINUTES" -v pdi="$PD_PROBE_ITERS" '{
-      if ($1 == "pd") print $1, $2, "probe-" $1 "-k" $2, "--set", "iters=" pdi, "--max-minutes", 4 * p;
-      else print $1, $2, "probe-" $1 "-k" $2, "--set", "iters=100000", "--max-minutes", p }' \
+      if ($1 == "pd") print $1, $2, "probe-" $1 "-k" $2, "--set", "log_every=4", "--set", "iters=" pdi, "--max-minutes", 4 * p;
+      else print $1, $2, "probe-" $1 "-k" $2, "--set", "log_every=4", "--set", "iters=100000", "--max-minutes", p }' \
     | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
+  # The rate is the iterations' own: summed from the metrics windows (4 updates each), with the
+  # first window, which carries the first calls' warm-up, timed at the second window's rate. The
+  # probe's whole wall time (its warm-up, checkpoint and end-of-run samples in 1.5 minutes)
+  # under-measured the rate by 13-25% at K = 4, which gave those runs 34-39 of their 45 minutes.
   for pair in "${pairs[@]}"; do
     set -- $pair
-    python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], round(60 * s['iters'] / s['wall_s'], 2))" \
-      "$OUT/probe-$1-k$2/summary.json" "$1" "$2"
+    python3 - "$OUT/probe-$1-k$2/metrics.jsonl" "$1" "$2" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+windows, prev = [], 0
+for r in rows:
+    windows.append((r["step"] - prev, r["it_s"]))
+    prev = r["step"]
+if len(windows) > 1:
+    windows[0] = (windows[0][0], windows[1][1])
+print(sys.argv[2], sys.argv[3], round(60 * prev / sum(n / rate for n, rate in windows), 2))
+PY
   done > "$RATES"
   rm -rf "$OUT"/probe-*
 fi
