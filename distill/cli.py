@@ -231,7 +231,7 @@ def _distill_table(args: argparse.Namespace) -> int:
 def _ship_students(args: argparse.Namespace) -> int:
     from distill.winners import ship
 
-    for path in ship(args.winners, args.out):
+    for path in ship(args.winners, args.out, allow_fixed_guidance=args.allow_fixed_guidance):
         log.info("shipped %s", path)
     return 0
 
@@ -507,6 +507,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     ss.add_argument("--winners", default="results/distill_winners.json", help="written by `fewstep eval distill-table`")
     ss.add_argument("--out", default="models/students")
+    ss.add_argument(
+        "--allow-fixed-guidance", action="store_true", help="ship students distilled at one w (they serve only it)"
+    )
     ss.set_defaults(handler=_ship_students)
 
     gs = ev_sub.add_parser("guidance", help="sweep the guidance scale (results/guidance.md)")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.checkpoint import PACKED_WEIGHTS
+from distill.checkpoint import PACKED_WEIGHTS, student_info
 from fewstep.bundle import sha256_file
 
 log = logging.getLogger(__name__)
@@ -170,14 +170,23 @@ def write(decision: Mapping[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def ship(winners: str | Path, out_dir: str | Path) -> list[Path]:
+def ship(winners: str | Path, out_dir: str | Path, allow_fixed_guidance: bool = False) -> list[Path]:
     """Copy each winner's packed student into `out_dir/<name>` (the committed default students),
     checking that the weights are the ones the table measured: a retrained run under the same
-    directory would otherwise ship unmeasured weights under the measured name."""
+    directory would otherwise ship unmeasured weights under the measured name. A student distilled
+    at one w is refused unless `allow_fixed_guidance`: its bundle accepts that w only, so as a
+    default it would make the service refuse the guidance scales it offers."""
     decision = json.loads(Path(winners).read_text())
     shipped = []
     for s in decision["students"]:
         src = Path(s["model"])
+        info = student_info(src) or {}
+        lo, _, hi = info.get("guidance", [None, None, None])
+        if lo is not None and lo == hi and not allow_fixed_guidance:
+            raise ValueError(
+                f"{s['name']}: distilled at a fixed w = {lo:g}, so it would serve that guidance only; ship its "
+                "guidance-conditioned version (or pass --allow-fixed-guidance)"
+            )
         weights = src / PACKED_WEIGHTS
         if not weights.is_file():
             raise FileNotFoundError(

@@ -112,7 +112,7 @@ def test_ship_copies_the_measured_weights_and_refuses_others(tmp_path):
     run = tmp_path / "runs" / "mm-alt-k8" / "student"
     run.mkdir(parents=True)
     (run / "model.safetensors").write_bytes(b"weights")
-    (run / "config.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps({"student": {"method": "mm-alt", "steps": 8, "guidance": [1, 3, 5]}}))
     decision = {"students": [{"name": "mm-alt-k8", "k": 8, "model": str(run),
                               "model_sha256": sha256_file(run / "model.safetensors")}]}  # fmt: skip
     path = tmp_path / "winners.json"
@@ -130,3 +130,19 @@ def test_ship_copies_the_measured_weights_and_refuses_others(tmp_path):
     path.write_text(json.dumps(decision))
     with pytest.raises(FileNotFoundError, match="make results-distill"):
         ship(path, out)
+
+
+def test_ship_refuses_a_student_distilled_at_one_guidance_scale(tmp_path):
+    """Such a student's bundle accepts that w only: as a default it would refuse the service's range."""
+    from fewstep.bundle import sha256_file
+
+    run = tmp_path / "student"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"weights")
+    (run / "config.json").write_text(json.dumps({"student": {"method": "pd", "steps": 4, "guidance": [3, 3, 3]}}))
+    digest = sha256_file(run / "model.safetensors")
+    path = tmp_path / "winners.json"
+    path.write_text(json.dumps({"students": [{"name": "pd-k4", "k": 4, "model": str(run), "model_sha256": digest}]}))
+    with pytest.raises(ValueError, match="fixed w = 3"):
+        ship(path, tmp_path / "out")
+    assert ship(path, tmp_path / "out", allow_fixed_guidance=True) == [tmp_path / "out" / "pd-k4"]
