@@ -228,9 +228,7 @@ def decide_winners(
     ]
     if not served_row.is_file():
         log.warning("%s is missing: the winners are decided, the default model is not", served_row)
-        decision = winners.decide(candidates, pair, teacher_one_object=float("inf"))
-        decision["default"], decision["default_why"] = None, f"{served_row} was not measured"
-        return decision
+        return winners.decide(candidates, pair, teacher_one_object=None)
     teacher = json.loads(served_row.read_text())
     if teacher.get("guidance") != ema[candidates[0].name][1].row.get("guidance"):
         log.warning("%s is at another w than the table: the one-object floor mixes two guidance scales", served_row)

@@ -107,9 +107,13 @@ def pick_default(
 
 
 def decide(
-    candidates: Sequence[Candidate], pair: Pairing, teacher_one_object: float, margin: float = ONE_OBJECT_MARGIN
+    candidates: Sequence[Candidate],
+    pair: Pairing,
+    teacher_one_object: float | None,
+    margin: float = ONE_OBJECT_MARGIN,
 ) -> dict[str, Any]:
-    """The whole decision as a JSON-able record: each K's candidates, winner and dominance, and the default."""
+    """The whole decision as a JSON-able record: each K's candidates, winner and dominance, and the
+    default (None when the teacher's served row, the one-object floor, is not known)."""
     by_k: dict[int, list[Candidate]] = {}
     for c in candidates:
         by_k.setdefault(c.k, []).append(c)
@@ -130,7 +134,10 @@ def decide(
                 for c in by_k[k]
             ],
         }
-    default, why = pick_default(winners, pair, teacher_one_object, margin)
+    if teacher_one_object is None:
+        default, why = None, "the teacher's row at its served setting was not measured"
+    else:
+        default, why = pick_default(winners, pair, teacher_one_object, margin)
     return {
         "rule": __doc__.split("The rule, ", 1)[1].strip() if __doc__ else "",
         "per_k": per_k,
