@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra example results-all \
+.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu example results-all \
 	results-default results-default-rows \
 	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
 
@@ -67,25 +67,45 @@ results-teacher: $(STAMP)
 	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images $(TEACHER_IMAGES)
 	$(VENV)/bin/fewstep eval table --model models/teacher --n-images $(TEACHER_IMAGES)
 
-# The default students: each K's winner of the distillation table, copied from the table's runs
-# (runs/equal-w3, trained by `make results-distill`) with their weights checked against the ones the
-# table measured. The decision is results/distill_winners.json, written by the table; its rule is in
-# distill/winners.py and the README ("The default model"). STUDENTS and DEFAULT_MODEL below, and the
-# Dockerfile's, name the same students (tests/test_default_students.py checks).
+# The default students: each K's winner, shipped as its guidance-conditioned version (w in [1, 5],
+# the service's range), copied from the table's runs with their weights checked against the ones the
+# table measured. The decision is WINNERS, written by `fewstep eval distill-table`; its rule is in
+# distill/winners.py and the README ("The default model"). The committed students come from the GPU
+# table (results/distill_gpu, `make results-distill-gpu`), the only one that trains conditioned
+# students at both K; WINNERS=results/distill_winners.json ships from the CPU table instead.
+# STUDENTS and DEFAULT_MODEL below, and the Dockerfile's, name the same students
+# (tests/test_default_students.py checks).
+WINNERS ?= results/distill_gpu/distill_winners.json
 students: $(STAMP)
-	$(VENV)/bin/fewstep eval ship-students --winners results/distill_winners.json --out models/students
+	$(VENV)/bin/fewstep eval ship-students --winners $(WINNERS) --out models/students
+
+# results/distill_gpu.md: the GPU table's students (scripts/device/distill_table.sh on a lent GPU:
+# mm-alt and pd at K = 4 and 8 at w = 3, and mm-alt conditioned on w in [1, 5], six runs side by side
+# for the same 5 minutes at batch 256 in bf16), unpacked into runs/gpu-table (scripts/device/README.md),
+# scored here on the CPU like the CPU table, against the same ceiling.
+GPU_TABLE := $(foreach r,mm-alt-k8 mm-alt-wc-k8 pd-k8 mm-alt-k4 mm-alt-wc-k4 pd-k4,runs/gpu-table/$(r)/student)
+results-distill-gpu: $(STAMP)
+	$(VENV)/bin/fewstep eval distill-table --students $(GPU_TABLE) --n-images $(EVAL_IMAGES) --out-dir results/distill_gpu \
+		--ceiling-dir results/ceiling --served-row results/teacher/ancestral-16.json --no-progress
 
 # The committed results/distill.md: mm-alt, pd and cd at K = 4 and 8 (TABLE_KS) at a fixed w = 3 with
 # the ablation's base recipe (student EMA 0.99), each given TABLE_MINUTES (45) of one CPU thread, two
 # runs side by side, each run's schedule sized to that time from its probed updates per minute
 # (scripts/equal_budget.sh); then the table at EVAL_IMAGES with paired comparisons against the
-# teacher's 64-step ceiling (results/ceiling/, reused by hash). About 3.5 hours on 2 cores.
+# teacher's 64-step ceiling (results/ceiling/, reused by hash).
 TABLE_KS ?= 4 8
 TABLE_MINUTES ?= 45
+# Then the guidance-conditioned version of the winner (mm-alt at K = 8, w drawn from [1, 5], same
+# budget, runs/equal-wc), scored at w = 3 beside them. About 4.5 hours on 2 cores.
 TABLE_W3 := --set guidance_min=3 --set guidance_max=3 --set guidance_default=3 --set ema_decay=0.99
+TABLE_WC := --set guidance_min=1 --set guidance_max=5 --set guidance_default=3 --set ema_decay=0.99
+TABLE_STUDENTS := runs/equal-w3 runs/equal-wc
 results-distill: $(STAMP)
 	FEWSTEP=$(VENV)/bin/fewstep OUT=runs/equal-w3 METHODS="mm-alt pd cd" KS="$(TABLE_KS)" MINUTES=$(TABLE_MINUTES) \
-		EVAL_IMAGES=$(EVAL_IMAGES) EXTRA="$(TABLE_W3)" scripts/equal_budget.sh
+		TABLE=0 EXTRA="$(TABLE_W3)" scripts/equal_budget.sh
+	FEWSTEP=$(VENV)/bin/fewstep OUT=runs/equal-wc METHODS="mm-alt" KS=8 MINUTES=$(TABLE_MINUTES) JOBS=1 \
+		TABLE=0 EXTRA="$(TABLE_WC)" scripts/equal_budget.sh
+	$(VENV)/bin/fewstep eval distill-table --students $(TABLE_STUDENTS) --n-images $(EVAL_IMAGES) --no-progress
 
 # The table's other rows: mm-param at K = 8 and w = 3 (into runs/equal-w3, so the table above gains
 # its row), and the w = 1 pair, mm-alt and pd at K = 8, against the teacher's 64-step ceiling at w = 1
@@ -100,7 +120,7 @@ results-distill-extra: $(STAMP)
 	$(VENV)/bin/fewstep eval ceiling --guidance 1 --n-images $(EVAL_IMAGES) --no-progress
 	$(VENV)/bin/fewstep eval distill-table --students runs/equal-w1 --guidance 1 --n-images $(EVAL_IMAGES) \
 		--out-dir results/distill_w1 --ceiling-dir results/ceiling --no-progress
-	$(VENV)/bin/fewstep eval distill-table --students runs/equal-w3 --n-images $(EVAL_IMAGES) --no-progress
+	$(VENV)/bin/fewstep eval distill-table --students $(TABLE_STUDENTS) --n-images $(EVAL_IMAGES) --no-progress
 
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed
@@ -118,9 +138,9 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # The service on CPU with the default bundles (built first if missing): http://127.0.0.1:8000/
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.
 # DEFAULT_MODEL is the model a request gets when it names none (the Dockerfile's
-# FEWSTEP_DEFAULT_MODEL must match; a test checks). The rule that picked it (README, "The default
-# model"): the 4- or 8-step student with the highest in-distribution adherence at w = 3 on the
-# 2,000-prompt evaluation, provided its one-object adherence is within 0.05 of the teacher's at the
+# FEWSTEP_DEFAULT_MODEL must match; a test checks). The rule that picked it (distill/winners.py,
+# README "The default model"): the fewest-step shipped student that no other shipped student beats by
+# a resolved paired interval, provided its one-object adherence is within 0.05 of the teacher's at the
 # teacher's served setting (16 steps); otherwise the teacher. The teacher stays served by name.
 # The backend is `auto` (as in the image): ONNX Runtime fp32 and OpenVINO fp32 / bf16 timed at
 # start-up, the fastest the bundle's quality record allows served (BENCHMARKS.md, issue 18). Those
@@ -158,7 +178,7 @@ results-default-rows: $(STAMP)
 			--out-dir results/compare --name teacher-16-vs-$$m-w3 --no-progress || exit 1; \
 	done
 
-# What serving needs once the distillation table has decided (results/distill_winners.json), in
+# What serving needs once the distillation table has decided (WINNERS), in
 # order: the default students, the rows above, the bundles and the example (about 40 minutes on 2 cores).
 results-default: $(STAMP)
 	test -f models/teacher/model.safetensors
@@ -169,8 +189,9 @@ results-default: $(STAMP)
 	$(MAKE) example
 
 # Everything that depends on the teacher, after `make teacher`: the distillation table (its runs, rows
-# and the winners), then the above, then the teacher's tables (about 7 hours on 2 CPU cores, most of
-# it the table's runs; rows are reused by hash).
+# and the winners), then the above, then the teacher's tables (about 8 hours on 2 CPU cores, most of
+# it the table's runs; rows are reused by hash). The GPU table's runs need a GPU (scripts/device/):
+# with WINNERS at its default, run them and `make results-distill-gpu` before `make results-default`.
 results-all: $(STAMP)
 	$(MAKE) results-distill
 	$(MAKE) results-default

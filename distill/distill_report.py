@@ -51,10 +51,17 @@ def plan_rows(
         k = int(info["steps"])
         ks.add(k)
         raw = path.name == "student-raw"  # a run's raw weights beside its EMA (`student/`)
+        lo, _, hi = info.get("guidance", [guidance, guidance, guidance])
+        # A guidance-conditioned student (distilled for w in [lo, hi]) is scored at the table's w
+        # beside the fixed-w ones, under its own row name (`distill.winners` ships it for its method).
+        cond = lo != hi
+        method = info["method"] + ("-wc" if cond else "")
         plan.append(
             {
-                "label": info["method"] + (" (raw)" if raw else ""),
-                "name": f"{info['method']}-k{k}" + ("-raw" if raw else ""),
+                "label": info["method"] + (f" (w {lo:g}-{hi:g})" if cond else "") + (" (raw)" if raw else ""),
+                "name": f"{method}-k{k}" + ("-raw" if raw else ""),
+                "method": info["method"],
+                "conditioned": cond,
                 "model": str(path),
                 "sampler": info.get("sampler", "ancestral"),
                 "steps": k,
@@ -223,6 +230,8 @@ def decide_winners(
             one_object=side.row["adherence"]["one_object"],
             model=p["model"],
             model_sha256=side.row["model_sha256"],
+            method=p.get("method", ""),
+            conditioned=p.get("conditioned", False),
         )
         for name, (p, side) in ema.items()
     ]

@@ -14,10 +14,17 @@ The rule, at each K (every method's EMA weights, one w, the same prompts and see
 2. The winner is the undominated method with the highest overall adherence (what a user sees first:
    the prompt followed); FD breaks ties.
 
-The default model is the winner with the fewest steps that no other winner dominates (a 4-step
-student serves at about twice the 8-step one's rate, so more steps must buy a resolved gain),
-provided its one-object adherence is within `ONE_OBJECT_MARGIN` of the teacher's at the teacher's
-served setting; if no winner qualifies, the default is the teacher.
+The winner is picked among the students distilled at the table's one w (like with like: each was
+trained for the w it is scored at). What ships at each K is the winner's guidance-conditioned
+version (the same method at that K, distilled for a range of w) where the table has one: a fixed-w
+student's bundle accepts that w only, so as a default it would refuse the guidance scales the
+service offers. The conditioned version is scored at the table's w beside the others, and its row
+(with its paired cost against the fixed-w winner) is what the shipped student is judged by.
+
+The default model is the shipped student with the fewest steps that no other shipped student
+dominates (a 4-step student serves at about twice the 8-step one's rate, so more steps must buy a
+resolved gain), provided its one-object adherence is within `ONE_OBJECT_MARGIN` of the teacher's at
+the teacher's served setting; if none qualifies, the default is the teacher.
 """
 
 from __future__ import annotations
@@ -43,13 +50,20 @@ WINNERS_FILE = "distill_winners.json"
 class Candidate:
     """One method's EMA row at one K."""
 
-    name: str  # e.g. mm-alt-k8: the student's name once shipped
+    name: str  # the table's row, e.g. mm-alt-k8, or mm-alt-wc-k8 for a guidance-conditioned student
     k: int
     fd: float
     adherence: float
     one_object: float
     model: str  # the student's directory (a run's `student/`)
     model_sha256: str
+    method: str = ""  # e.g. mm-alt; "" reads the method off `name`
+    conditioned: bool = False  # distilled for a range of w (servable at every w the service offers)
+
+    @property
+    def shipped_name(self) -> str:
+        """The name it ships under, `<method>-k<K>` (a conditioned student takes its method's name)."""
+        return f"{self.method}-k{self.k}" if self.method else self.name
 
 
 def _sign(d: Mapping[str, Any], higher_is_better: bool) -> int:
@@ -98,7 +112,7 @@ def pick_default(
     for w in fit:
         if not _dominated_by(w, fit, pair):
             return w.name, (
-                "the fewest-step winner no other winner dominates; one-object adherence "
+                "the fewest-step shipped student no other shipped student dominates; one-object adherence "
                 f"{w.one_object:.3f} against the teacher's {teacher_one_object:.3f} (floor {floor:.3f})"
             )
     return "teacher", (
@@ -117,19 +131,24 @@ def decide(
     by_k: dict[int, list[Candidate]] = {}
     for c in candidates:
         by_k.setdefault(c.k, []).append(c)
-    per_k, winners = {}, []
+    per_k, shipped = {}, []
     for k in sorted(by_k):
-        win, beaten = pick_winner(by_k[k], pair)
-        winners.append(win)
+        fixed = [c for c in by_k[k] if not c.conditioned]
+        win, beaten = pick_winner(fixed or by_k[k], pair)
+        version = [c for c in by_k[k] if c.conditioned and c.method and c.method == win.method]
+        ship_c = version[0] if version and not win.conditioned else win
+        shipped.append(ship_c)
         per_k[str(k)] = {
             "winner": win.name,
+            "shipped": ship_c.name,
             "candidates": [
                 {
                     "name": c.name,
                     "fd": c.fd,
                     "adherence": c.adherence,
                     "one_object": c.one_object,
-                    "dominated_by": beaten[c.name],
+                    "conditioned": c.conditioned,
+                    "dominated_by": beaten.get(c.name),  # None: not in the contest (conditioned)
                 }
                 for c in by_k[k]
             ],
@@ -137,11 +156,16 @@ def decide(
     if teacher_one_object is None:
         default, why = None, "the teacher's row at its served setting was not measured"
     else:
-        default, why = pick_default(winners, pair, teacher_one_object, margin)
+        default, why = pick_default(shipped, pair, teacher_one_object, margin)
+        if default != "teacher":
+            default = next(c.shipped_name for c in shipped if c.name == default)
     return {
         "rule": __doc__.split("The rule, ", 1)[1].strip() if __doc__ else "",
         "per_k": per_k,
-        "students": [{"name": w.name, "k": w.k, "model": w.model, "model_sha256": w.model_sha256} for w in winners],
+        "students": [
+            {"name": c.shipped_name, "row": c.name, "k": c.k, "model": c.model, "model_sha256": c.model_sha256}
+            for c in shipped
+        ],
         "default": default,
         "default_why": why,
         "teacher_one_object": teacher_one_object,
@@ -155,17 +179,23 @@ def markdown(decision: Mapping[str, Any]) -> str:
         "\n## Winners and the default model\n",
         "The rule (`distill/winners.py`): at each K, B dominates A when B is better on FD or overall "
         "adherence by a paired interval that excludes 0 and worse on neither; the winner is the "
-        "undominated method with the highest adherence. The default model is the fewest-step winner no "
-        f"other winner dominates, if its one-object adherence is within {decision['one_object_margin']} of "
-        "the teacher's at its served setting.\n",
-        "| K | method | FD | adherence | 1 obj | dominated by | winner |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "undominated method with the highest adherence, among the students distilled at this w; what "
+        "ships is the winner's guidance-conditioned version where the table has one. The default model "
+        "is the fewest-step shipped student no other shipped student dominates, if its one-object "
+        f"adherence is within {decision['one_object_margin']} of the teacher's at its served setting.\n",
+        "| K | student | FD | adherence | 1 obj | dominated by | winner | ships |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    names = {s["row"]: s["name"] for s in decision["students"] if "row" in s}
     for k, block in decision["per_k"].items():
         for c in block["candidates"]:
+            ships = block.get("shipped", block["winner"]) == c["name"]
+            by = c.get("dominated_by", [])
+            by = "(conditioned: not in the contest)" if by is None else ", ".join(by) or "-"
             lines.append(
-                f"| {k} | {c['name']} | {c['fd']:.1f} | {c['adherence']:.3f} | {c['one_object']:.3f} "
-                f"| {', '.join(c['dominated_by']) or '-'} | {'yes' if c['name'] == block['winner'] else ''} |"
+                f"| {k} | {c['name']} | {c['fd']:.1f} | {c['adherence']:.3f} | {c['one_object']:.3f} | {by} "
+                f"| {'yes' if c['name'] == block['winner'] else ''} "
+                f"| {'as ' + names.get(c['name'], c['name']) if ships else ''} |"
             )
     lines.append(f"\nDefault model: **{decision['default']}**: {decision['default_why']}.\n")
     return "\n".join(lines) + "\n"

@@ -55,23 +55,10 @@ if [ -z "$RATES" ]; then
       if ($1 == "pd") print $1, $2, "probe-" $1 "-k" $2, "--set", "log_every=4", "--set", "iters=" pdi, "--max-minutes", 4 * p;
       else print $1, $2, "probe-" $1 "-k" $2, "--set", "log_every=4", "--set", "iters=100000", "--max-minutes", p }' \
     | xargs -P "$JOBS" -L 1 bash -c 'run_one "$@"' _
-  # The rate is the iterations' own: summed from the metrics windows (4 updates each), with the
-  # first window, which carries the first calls' warm-up, timed at the second window's rate. The
-  # probe's whole wall time (its warm-up, checkpoint and end-of-run samples in 1.5 minutes)
-  # under-measured the rate by 13-25% at K = 4, which gave those runs 34-39 of their 45 minutes.
+  # The rate is the iterations' own, from the metrics windows (scripts/probe_rate.py says why).
   for pair in "${pairs[@]}"; do
     set -- $pair
-    python3 - "$OUT/probe-$1-k$2/metrics.jsonl" "$1" "$2" <<'PY'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-windows, prev = [], 0
-for r in rows:
-    windows.append((r["step"] - prev, r["it_s"]))
-    prev = r["step"]
-if len(windows) > 1:
-    windows[0] = (windows[0][0], windows[1][1])
-print(sys.argv[2], sys.argv[3], round(60 * prev / sum(n / rate for n, rate in windows), 2))
-PY
+    echo "$1 $2 $(python3 scripts/probe_rate.py "$OUT/probe-$1-k$2/metrics.jsonl")"
   done > "$RATES"
   rm -rf "$OUT"/probe-*
 fi

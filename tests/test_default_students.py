@@ -1,6 +1,7 @@
 """The students the project ships are the distillation table's winners (`distill.winners`): the
-committed decision (`results/distill_winners.json`), the committed weights, the Makefile's STUDENTS
-and DEFAULT_MODEL and the Dockerfile's build arguments all name the same models."""
+committed decision (the Makefile's WINNERS, which `make students` ships from), the committed weights,
+the Makefile's STUDENTS and DEFAULT_MODEL and the Dockerfile's build arguments all name the same
+models."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ import pytest
 from fewstep.bundle import sha256_file
 from tests.defaults import ROOT, default_model
 
-WINNERS = ROOT / "results" / "distill_winners.json"
+
+
+def _winners_path():
+    found = re.search(r"^WINNERS \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert found, "Makefile: no WINNERS (the decision `make students` ships from)"
+    return ROOT / found.group(1)
 
 
 @pytest.fixture()
 def decision() -> dict:
-    if not WINNERS.is_file():
-        pytest.skip("results/distill_winners.json is not committed (written by `fewstep eval distill-table`)")
-    return json.loads(WINNERS.read_text())
+    path = _winners_path()
+    if not path.is_file():
+        pytest.skip(f"{path.relative_to(ROOT)} is not committed (written by `fewstep eval distill-table`)")
+    return json.loads(path.read_text())
 
 
 def test_the_committed_students_are_the_weights_the_table_measured(decision):

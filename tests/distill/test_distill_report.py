@@ -136,3 +136,16 @@ def test_a_runs_raw_weights_are_their_own_row_beside_its_ema(tmp_path):
     plan = plan_rows([run / "student", run / "student-raw"], "teacher", 3.0, ("ancestral", 64))
     students = [(p["label"], p["name"]) for p in plan if not p["label"].startswith("teacher")]
     assert students == [("mm-alt", "mm-alt-k8"), ("mm-alt (raw)", "mm-alt-k8-raw")]
+
+
+def test_a_guidance_conditioned_student_is_its_own_row_beside_the_fixed_w_one(tmp_path):
+    """Two runs of one method and K, one at w = 3 and one conditioned on w in [1, 5]: two rows."""
+    from distill.distill_report import plan_rows
+
+    for name, g in (("mm-alt-k8", [3, 3, 3]), ("mm-alt-wc-k8", [1, 3, 5])):
+        (tmp_path / name / "student").mkdir(parents=True)
+        cfg = {"student": {"method": "mm-alt", "steps": 8, "guidance": g}}
+        (tmp_path / name / "student" / "config.json").write_text(json.dumps(cfg))
+    plan = plan_rows([tmp_path / n / "student" for n in ("mm-alt-k8", "mm-alt-wc-k8")], "t", 3.0, ("ancestral", 64))
+    students = [(p["label"], p["name"], p["method"], p["conditioned"]) for p in plan if "method" in p]
+    assert students == [("mm-alt", "mm-alt-k8", "mm-alt", False), ("mm-alt (w 1-5)", "mm-alt-wc-k8", "mm-alt", True)]

@@ -106,6 +106,31 @@ def test_the_decision_records_every_k_and_reads_as_a_table():
     assert "| 4 | pd-k4 | 190.0 | 0.650 | 0.950 | - |  |" in text and "**mm-alt-k4**" in text
 
 
+def test_the_winner_is_decided_at_the_tables_w_and_its_conditioned_version_ships():
+    """The contest is among students distilled at the table's w; the winner's guidance-conditioned
+    version (same method and K) ships under the method's name, a losing method's does not."""
+
+    def c(name, method, k, fd, adh, cond):
+        return Candidate(name, k, fd, adh, 0.95, f"runs/{name}/student", "0" * 64, method=method, conditioned=cond)
+
+    mm, pd = c("mm-alt-k8", "mm-alt", 8, 158.0, 0.70, False), c("pd-k8", "pd", 8, 145.0, 0.66, False)
+    mm_wc = c("mm-alt-wc-k8", "mm-alt", 8, 170.0, 0.69, True)
+    pd_wc = c("pd-wc-k8", "pd", 8, 140.0, 0.90, True)  # the best figures, but not in the contest
+    pair = _pairing({("pd-k8", "mm-alt-k8"): _pair([-2.0, 30.0], [0.01, 0.06])})
+    d = decide([mm, pd, mm_wc, pd_wc], pair, teacher_one_object=0.96)
+    assert d["per_k"]["8"]["winner"] == "mm-alt-k8" and d["per_k"]["8"]["shipped"] == "mm-alt-wc-k8"
+    assert [(s["name"], s["row"], s["model"]) for s in d["students"]] == [
+        ("mm-alt-k8", "mm-alt-wc-k8", "runs/mm-alt-wc-k8/student")
+    ]
+    assert d["default"] == "mm-alt-k8"  # the shipped name, not the row's
+    row = {x["name"]: x for x in d["per_k"]["8"]["candidates"]}
+    assert row["pd-wc-k8"]["dominated_by"] is None and row["pd-k8"]["dominated_by"] == ["mm-alt-k8"]
+    text = winners.markdown(d)
+    assert "| 8 | mm-alt-wc-k8 | 170.0 | 0.690 | 0.950 | (conditioned: not in the contest) |  | as mm-alt-k8 |" in text
+    # Without a conditioned version the fixed-w winner itself is what the decision names.
+    assert decide([mm, pd], pair, teacher_one_object=0.96)["students"][0]["row"] == "mm-alt-k8"
+
+
 def test_ship_copies_the_measured_weights_and_refuses_others(tmp_path):
     from fewstep.bundle import sha256_file
 
