@@ -17,7 +17,7 @@
 #                             PIP_OPTIONS=--no-index, the wheels of `make wheelhouse-export`)
 #                    context: copy bundles made on the host by `make docker-bundles` (no torch in the
 #                             build at all; what CI and air-gapped builds use)
-#   STUDENTS         the student bundles served beside the teacher (default "pd-k8 pd-k4"; the
+#   STUDENTS         the student bundles served beside the teacher (default "mm-alt-k8 pd-k4"; the
 #                    default model, FEWSTEP_DEFAULT_MODEL, is the Makefile's DEFAULT_MODEL)
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
@@ -61,7 +61,7 @@ FROM builder AS bundles
 ARG PIP_OPTIONS=""
 ARG BUNDLES_SOURCE=export
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG STUDENTS="pd-k8 pd-k4"
+ARG STUDENTS="mm-alt-k8 pd-k4"
 COPY deploy/docker/requirements-export.lock /tmp/requirements-export.lock
 COPY deploy/docker/wheelhouse-export/ /wheelhouse-export/
 COPY models/teacher/ /src/models/teacher/
@@ -110,7 +110,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
-    FEWSTEP_DEFAULT_MODEL=pd-k8 \
+    FEWSTEP_DEFAULT_MODEL=mm-alt-k8 \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000 \
     FEWSTEP_BACKEND__KIND=auto \
@@ -174,7 +174,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     FEWSTEP_BUNDLES=/opt/fewstep/bundles \
-    FEWSTEP_DEFAULT_MODEL=pd-k8 \
+    FEWSTEP_DEFAULT_MODEL=mm-alt-k8 \
     FEWSTEP_HOST=0.0.0.0 \
     FEWSTEP_PORT=8000 \
     FEWSTEP_BACKEND__KIND=tensorrt \

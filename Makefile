@@ -83,10 +83,14 @@ students: $(STAMP)
 # mm-alt and pd at K = 4 and 8 at w = 3, and mm-alt conditioned on w in [1, 5], six runs side by side
 # for the same 5 minutes at batch 256 in bf16), unpacked into runs/gpu-table (scripts/device/README.md),
 # scored here on the CPU like the CPU table, against the same ceiling.
-GPU_TABLE := $(foreach r,mm-alt-k8 mm-alt-wc-k8 pd-k8 mm-alt-k4 mm-alt-wc-k4 pd-k4,runs/gpu-table/$(r)/student)
+# The committed pd-k4 (conditioned on w in [1, 5]; 600 updates at batch 32 on the CPU) is scored
+# beside them as the conditioned pd at K = 4, which the GPU run did not train.
+GPU_TABLE := $(foreach r,mm-alt-k8 mm-alt-wc-k8 pd-k8 mm-alt-k4 mm-alt-wc-k4 pd-k4,runs/gpu-table/$(r)/student) \
+	models/students/pd-k4
 results-distill-gpu: $(STAMP)
 	$(VENV)/bin/fewstep eval distill-table --students $(GPU_TABLE) --n-images $(EVAL_IMAGES) --out-dir results/distill_gpu \
-		--ceiling-dir results/ceiling --served-row results/teacher/ancestral-16.json --no-progress
+		--ceiling-dir results/ceiling --served-row results/teacher/ancestral-16.json --regenerate "make results-distill-gpu" \
+		--no-progress
 
 # The committed results/distill.md: mm-alt, pd and cd at K = 4 and 8 (TABLE_KS) at a fixed w = 3 with
 # the ablation's base recipe (student EMA 0.99), each given TABLE_MINUTES (45) of one CPU thread, two
@@ -119,13 +123,13 @@ results-distill-extra: $(STAMP)
 		TABLE=0 EXTRA="$(TABLE_W1)" scripts/equal_budget.sh
 	$(VENV)/bin/fewstep eval ceiling --guidance 1 --n-images $(EVAL_IMAGES) --no-progress
 	$(VENV)/bin/fewstep eval distill-table --students runs/equal-w1 --guidance 1 --n-images $(EVAL_IMAGES) \
-		--out-dir results/distill_w1 --ceiling-dir results/ceiling --no-progress
+		--out-dir results/distill_w1 --ceiling-dir results/ceiling --regenerate "make results-distill-extra" --no-progress
 	$(VENV)/bin/fewstep eval distill-table --students $(TABLE_STUDENTS) --n-images $(EVAL_IMAGES) --no-progress
 
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed
 # package), tokenizer and a hashed manifest. Rebuilt when the weights or this recipe change.
-STUDENTS := pd-k8 pd-k4
+STUDENTS := mm-alt-k8 pd-k4
 bundles: bundles/teacher/manifest.json $(foreach m,$(STUDENTS),bundles/$(m)/manifest.json)
 
 bundles/teacher/manifest.json: $(STAMP) models/teacher/model.safetensors models/teacher/config.json
@@ -146,7 +150,7 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # start-up, the fastest the bundle's quality record allows served (BENCHMARKS.md, issue 18). Those
 # timings and the batch profile are kept in .cache/tuning.json (FEWSTEP_TUNING_CACHE): the first
 # start on a machine measures, later ones serve the same choice without measuring.
-DEFAULT_MODEL ?= pd-k8
+DEFAULT_MODEL ?= mm-alt-k8
 serve: bundles
 	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-$(DEFAULT_MODEL)} FEWSTEP_BACKEND__KIND=$${FEWSTEP_BACKEND__KIND:-auto} \
 		FEWSTEP_TUNING_CACHE=$${FEWSTEP_TUNING_CACHE:-.cache/tuning.json} $(VENV)/bin/fewstep serve --bundles bundles

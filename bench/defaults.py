@@ -5,5 +5,5 @@ equal). One home, so that a new winner renames them here only."""
 from __future__ import annotations
 
 STUDENT_K4 = "pd-k4"
-STUDENT_K8 = "pd-k8"
+STUDENT_K8 = "mm-alt-k8"
 STUDENTS = (STUDENT_K4, STUDENT_K8)

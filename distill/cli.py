@@ -223,7 +223,7 @@ def _distill_table(args: argparse.Namespace) -> int:
     distill_table(
         students, args.teacher, args.guidance, args.n_images, args.out_dir, (sampler, int(steps)),
         progress=not args.no_progress, reuse=not args.fresh, ceiling_dir=args.ceiling_dir, reference=args.reference,
-        served_row=args.served_row,
+        served_row=args.served_row, regenerate=args.regenerate,
     )  # fmt: skip
     return 0
 
@@ -483,6 +483,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the teacher's row at its served setting, the default model's one-object floor "
         "(default: OUT_DIR/teacher/ancestral-16.json)",
+    )
+    dt.add_argument(
+        "--regenerate", default="make results-distill", help="the command the table names as the one regenerating it"
     )
     dt.add_argument("--no-progress", action="store_true")
     dt.add_argument("--fresh", action="store_true", help="re-evaluate rows already measured for the same weights")

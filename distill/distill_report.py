@@ -295,6 +295,7 @@ def distill_table(
     ceiling_dir: str | Path | None = None,
     reference: str = "mm-alt",
     served_row: str | Path | None = None,
+    regenerate: str = "make results-distill",
 ) -> list[dict[str, Any]]:
     """Evaluate every planned row (reusing, with `reuse`, rows already written for the same weights
     and settings) and write the table, the paired differences, the plot and the side-by-side grid.
@@ -331,7 +332,7 @@ def distill_table(
                 sides.append((p, Side(p["label"], row, PerImage.load(rows_dir / row["per_image"]))))
         rows.append(row)
         log.info("%s K=%d: FD %.1f adherence %.3f", p["label"], p["steps"], row["fd"], row["adherence"]["overall"])
-        _write_table(rows, guidance, out_dir)
+        _write_table(rows, guidance, out_dir, regenerate=regenerate)
     assert ceiling is not None  # plan_rows always plans the teacher's best row
     found = paired_differences(sides, ceiling, reference, rows_dir / "paired")
     sampler, steps = teacher_best
@@ -341,18 +342,24 @@ def distill_table(
     if decision is not None:
         winners.write(decision, out_dir)
         section += winners.markdown(decision)
-    _write_table(rows, guidance, out_dir, section)
+    _write_table(rows, guidance, out_dir, section, regenerate)
     side_by_side(plan, out_dir / "distill_grid.png")
     return rows
 
 
-def _write_table(rows: list[dict[str, Any]], guidance: float, out_dir: Path, paired: str = "") -> None:
+def _write_table(
+    rows: list[dict[str, Any]],
+    guidance: float,
+    out_dir: Path,
+    paired: str = "",
+    regenerate: str = "make results-distill",
+) -> None:
     """`distill.md` and its plot, rewritten after every row so that a long table shows its progress."""
     r0 = rows[0]
     text = (
         f"# Distilled students against the teacher\n\n{r0['n_images']} images per row (fixed prompts and "
         f"seeds, eval seed {r0['eval_seed']}), guidance w = {guidance:g} for every row, machine: "
-        f"{r0['machine']}, git {r0['git_sha']}. Regenerate: `make results-distill`.\n\n" + markdown(rows) + paired
+        f"{r0['machine']}, git {r0['git_sha']}. Regenerate: `{regenerate}`.\n\n" + markdown(rows) + paired
     )
     text += "\n![FD against steps](distill_fd_steps.png)\n\n![same prompts and seeds](distill_grid.png)\n"
     (out_dir / "distill.md").write_text(text)

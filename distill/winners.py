@@ -236,6 +236,10 @@ def ship(winners: str | Path, out_dir: str | Path, allow_fixed_guidance: bool = 
                 "rerun `fewstep eval distill-table` so that the decision is about these weights"
             )
         dst = Path(out_dir) / s["name"]
+        if dst.resolve() == src.resolve():  # a committed student the table scored where it lies
+            log.info("%s: already shipped (%s), the weights the table measured", s["name"], dst)
+            shipped.append(dst)
+            continue
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst)

@@ -151,6 +151,12 @@ def test_ship_copies_the_measured_weights_and_refuses_others(tmp_path):
     (run / "model.safetensors").write_bytes(b"retrained")
     with pytest.raises(ValueError, match=r"mm-alt-k8: .* the table measured"):
         ship(path, out)
+    # A committed student that the table scored in place ships as it is (not deleted by its own copy).
+    in_place = dict(decision["students"][0], model=str(out / "mm-alt-k8"),
+                    model_sha256=sha256_file(out / "mm-alt-k8" / "model.safetensors"))  # fmt: skip
+    path.write_text(json.dumps({"students": [in_place]}))
+    assert ship(path, out) == [out / "mm-alt-k8"]
+    assert (out / "mm-alt-k8" / "model.safetensors").read_bytes() == b"weights"
     decision["students"][0]["model"] = str(tmp_path / "gone")
     path.write_text(json.dumps(decision))
     with pytest.raises(FileNotFoundError, match="make results-distill"):
