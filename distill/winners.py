@@ -136,7 +136,8 @@ def decide(
         fixed = [c for c in by_k[k] if not c.conditioned]
         win, beaten = pick_winner(fixed or by_k[k], pair)
         version = [c for c in by_k[k] if c.conditioned and c.method and c.method == win.method]
-        ship_c = version[0] if version and not win.conditioned else win
+        # Several conditioned runs of the winning method: the one with the highest adherence (FD breaks ties).
+        ship_c = max(version, key=lambda c: (c.adherence, -c.fd)) if version and not win.conditioned else win
         shipped.append(ship_c)
         per_k[str(k)] = {
             "winner": win.name,
