@@ -38,6 +38,11 @@ def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, mo
     import distill.evaluate as evaluate
 
     teacher, student = models
+    # The contest is among students distilled at the table's w (a conditioned one ships, it does not
+    # compete): here both are fixed at w = 2.
+    info = json.loads((student / "config.json").read_text())
+    info["student"]["guidance"] = [2.0, 2.0, 2.0]
+    (student / "config.json").write_text(json.dumps(info))
     # A second method at the same K: the table compares it with mm-alt, pairwise.
     pd = tmp_path / "students" / "pd"
     shutil.copytree(student, pd)
