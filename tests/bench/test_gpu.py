@@ -30,3 +30,17 @@ def test_packed_model_layout(tiny_bundle):
     assert weights.is_file() and tokens == 16 and cfg.resolution == 16
     with pytest.raises(FileNotFoundError):
         load_model(tiny_bundle.parent)
+
+
+def test_precisions_limit_what_is_timed(tiny_bundle, tmp_path):
+    """`--precisions fp32` times eager fp32 only (a short lease spends its minutes on graph replay)."""
+    from bench.gpu import main
+
+    args = ["--batches", "1", "--steps", "2", "--repeats", "1", "--skip", "compile", "ort", "trt"]
+    assert (
+        main(["--model", str(tiny_bundle), "--device", "cpu", "--out", str(tmp_path), *args, "--precisions", "fp32"])
+        == 0
+    )
+    doc = json.loads((tmp_path / "gpu_check.json").read_text())
+    torch_rows = {(r["mode"], r["precision"]) for r in doc["rows"] if r["mode"].startswith("torch")}
+    assert torch_rows == {("torch eager", "fp32")}
