@@ -115,3 +115,27 @@ def test_eval_keeps_a_row_that_measured_the_same_thing_unless_fresh(tmp_path, mo
     assert main([*base, "--fresh"]) == 0
     assert main([*base, "--resamples", "100"]) == 0
     assert measured == [(model, "ancestral", 16), (model, "ancestral", 16)]
+
+
+def test_distill_table_names_the_command_given_by_regenerate(tmp_path, monkeypatch):
+    """`--regenerate` is the command the table prints as the one that rebuilds it (a w = 1 table is
+    rebuilt by another make target than the w = 3 one): it reaches `distill_table`, and the header
+    `_write_table` writes quotes it."""
+    import json
+
+    import distill.distill_report as report
+    from distill.distill_report import _write_table
+
+    run = tmp_path / "runs" / "mm-alt-k8" / "student"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"student": {"method": "mm-alt", "steps": 8}}))
+    seen = {}
+    monkeypatch.setattr(report, "distill_table", lambda *a, **kw: seen.update(kw))
+    argv = ["eval", "distill-table", "--students", str(tmp_path / "runs"), "--regenerate", "make results-distill-extra"]
+    assert main(argv) == 0 and seen["regenerate"] == "make results-distill-extra"
+
+    monkeypatch.setattr(report, "plot_fd_steps", lambda rows, path: None)
+    monkeypatch.setattr(report, "markdown", lambda rows: "| rows |\n")
+    row = {"n_images": 4, "eval_seed": 1, "machine": "m", "git_sha": "g"}
+    _write_table([row], 1.0, tmp_path, regenerate="make results-distill-extra")
+    assert "Regenerate: `make results-distill-extra`." in (tmp_path / "distill.md").read_text()
