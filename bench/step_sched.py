@@ -9,6 +9,10 @@ bodies back to back. The default mix is the teacher exported with 4 and 8 steps
 and 5, half 4-step, half 8-step.
 
     python -m bench.step_sched --open-s 30 --out results/bench/step
+    python -m bench.step_sched --backend torch --device cuda ...   # the servers on a GPU
+
+`step.json` is rewritten after every phase, so a run cut short (a time-boxed GPU lease) keeps
+the phases it finished; the report and the plot are written at the end.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import shutil
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from bench.http import run_phase
+from bench.http import backend_fields, run_phase
 from bench.load import RequestClass, RequestMix, shapes_prompts
 from bench.server import ServerProcess, machine, warm_prompts
 
@@ -42,6 +49,48 @@ class StepBenchConfig:
     threads: int | None = None
     max_batch_images: int | None = None  # None: both servers derive it from their warm-up profile
     seed: int = 0
+    backend: str | None = None  # 'torch' or 'torch-bf16' (bench.http's form); None: the service's default
+    device: str | None = None  # 'cpu' or 'cuda'; None: the service's default (cpu)
+
+
+def server_settings(cfg: StepBenchConfig) -> dict[str, Any]:
+    """The `fewstep serve` flags both servers share, as `ServerProcess` settings (`--backend`,
+    `--precision`, `--device`, ...); a bad `backend` is a ValueError naming the choices."""
+    from service.backends.base import BackendKind
+
+    fields = backend_fields(cfg.backend, None)  # 'kind-precision' is checked there
+    kinds = (*get_args(BackendKind), "auto")
+    if fields.get("kind", "auto") not in kinds:
+        raise ValueError(f"{cfg.backend!r} is not a backend of {kinds}, with or without '-precision'")
+    return {
+        "backend": fields.get("kind"),
+        "precision": fields.get("precision"),
+        "device": cfg.device,
+        "threads": cfg.threads,
+        "max_batch_images": cfg.max_batch_images,
+    }
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name and memory as nvidia-smi reports them (None without nvidia-smi)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def save(doc: dict[str, Any], out_dir: Path) -> None:
+    """step.json as it stands (written aside, then renamed: a run killed mid-write keeps the last)."""
+    tmp = out_dir / "step.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    tmp.replace(out_dir / "step.json")
 
 
 def run_step_bench(cfg: StepBenchConfig, out_dir: Path) -> dict[str, Any]:
@@ -49,7 +98,9 @@ def run_step_bench(cfg: StepBenchConfig, out_dir: Path) -> dict[str, Any]:
     classes = [RequestClass.parse(c) for c in cfg.mix]
     prompts = shapes_prompts(cfg.prompts, cfg.seed)
     doc: dict[str, Any] = {"config": asdict(cfg), "machine": machine(), "capacity": {}, "open": {m: [] for m in MODES}}
-    settings = {"threads": cfg.threads, "max_batch_images": cfg.max_batch_images}
+    if cfg.device == "cuda":
+        doc["gpu"] = gpu_name()
+    settings = server_settings(cfg)
     with (
         ServerProcess(cfg.bundles, out_dir / "serve-request.log", scheduling="request", **settings) as request,
         ServerProcess(cfg.bundles, out_dir / "serve-step.log", scheduling="step", **settings) as step,
@@ -61,6 +112,7 @@ def run_step_bench(cfg: StepBenchConfig, out_dir: Path) -> dict[str, Any]:
         for mode, server in servers.items():
             mix = RequestMix(classes, prompts, cfg.seed)
             doc["capacity"][mode] = run_phase(server, mix, "closed", cfg.capacity_clients, cfg.capacity_s, cfg.seed)
+            save(doc, out_dir)
         capacity = doc["capacity"]["request"]["requests_per_s"]
         doc["capacity_requests_per_s"] = capacity
         for i, load in enumerate(cfg.loads):
@@ -69,10 +121,14 @@ def run_step_bench(cfg: StepBenchConfig, out_dir: Path) -> dict[str, Any]:
                 row = run_phase(servers[mode], mix, "open", load * capacity, cfg.open_s, seed=cfg.seed + i)
                 row["load"] = load
                 doc["open"][mode].append(row)
+                save(doc, out_dir)
     doc["ratios"] = ratios(doc)
-    (out_dir / "step.json").write_text(json.dumps(doc, indent=1, default=str))
-    plot(doc, out_dir)
+    save(doc, out_dir)
     (out_dir / "step.md").write_text(markdown(doc) + "\n")
+    try:
+        plot(doc, out_dir)
+    except ImportError:  # a bare GPU machine: the figures above stand, the plot is drawn elsewhere
+        log.warning("no matplotlib here: no plot (python -m bench.step_sched --plot-from %s)", out_dir / "step.json")
     return doc
 
 
@@ -95,9 +151,27 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{1000 * x:.0f}"
 
 
+def setup_line(doc: dict[str, Any]) -> str:
+    """Where the servers ran: backend, device (and the GPU), batch bound, warm-up profiles."""
+    cfg = doc["config"]
+    where = f"backend {cfg.get('backend') or 'default (onnxruntime)'} on {cfg.get('device') or 'cpu'}"
+    if doc.get("gpu"):
+        where += f" ({doc['gpu']})"
+    bound = cfg.get("max_batch_images") or "from the warm-up profile"
+    line = f"Servers: {where}; max batch images {bound}."
+    for mode, rows in (doc.get("batch_profiles") or {}).items():
+        for r in rows:
+            ms = ", ".join(f"{b}: {v:.1f}" for b, v in r["ms_per_batch"].items())
+            line += f" Warm-up profile ({mode} server) {r['model']} at {r['steps']} steps, ms per batch {ms}"
+            line += f"; gain {r['gain']:.2f}."
+    return line
+
+
 def markdown(doc: dict[str, Any]) -> str:
     cap = doc["capacity"]
     lines = [
+        setup_line(doc),
+        "",
         f"Capacity (closed loop, {doc['config']['capacity_clients']} clients): request level "
         f"{cap['request']['requests_per_s']:.2f} req/s, step level {cap['step']['requests_per_s']:.2f} req/s.",
         "",
@@ -121,6 +195,11 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ms_or_nan(rows: list[dict[str, Any]], q: str) -> list[float]:
+    """Latency percentile `q` in ms per row; NaN (a gap in the plot) for a phase with no answer."""
+    return [math.nan if r["latency_s"][q] is None else 1000 * r["latency_s"][q] for r in rows]
+
+
 def plot(doc: dict[str, Any], out_dir: Path) -> Path:
     import matplotlib
 
@@ -131,8 +210,8 @@ def plot(doc: dict[str, Any], out_dir: Path) -> Path:
     for mode, color in zip(MODES, ("C0", "C1"), strict=True):
         rows = doc["open"][mode]
         loads = [100 * r["load"] for r in rows]
-        ax.plot(loads, [1000 * r["latency_s"]["p50"] for r in rows], "o-", color=color, label=f"{mode} level p50")
-        ax.plot(loads, [1000 * r["latency_s"]["p99"] for r in rows], "^--", color=color, label=f"{mode} level p99")
+        ax.plot(loads, _ms_or_nan(rows, "p50"), "o-", color=color, label=f"{mode} level p50")
+        ax.plot(loads, _ms_or_nan(rows, "p99"), "^--", color=color, label=f"{mode} level p99")
     ax.set_xlabel("offered load (% of request-level capacity), Poisson arrivals")
     ax.set_ylabel("latency (ms)")
     ax.set_ylim(bottom=0)
@@ -145,7 +224,7 @@ def plot(doc: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[StepBenchConfig, Path, Path | None]:
     d = StepBenchConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundles", nargs="+", default=list(d.bundles))
@@ -158,14 +237,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--max-batch-images", type=int)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--backend", help="the servers' backend: a kind (torch) or kind-precision (torch-bf16)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="the servers' device (default: the service's, cpu)")
     p.add_argument("--out", default="results/bench/step")
+    p.add_argument(
+        "--plot-from", type=Path, metavar="STEP_JSON", help="only draw the plot of a finished run, beside it"
+    )
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = StepBenchConfig(
-        tuple(a.bundles), tuple(a.mix), tuple(a.loads), a.capacity_clients, a.capacity_s, a.open_s, a.prompts,
-        a.threads, a.max_batch_images, a.seed,
+        bundles=tuple(a.bundles), mix=tuple(a.mix), loads=tuple(a.loads), capacity_clients=a.capacity_clients,
+        capacity_s=a.capacity_s, open_s=a.open_s, prompts=a.prompts, threads=a.threads,
+        max_batch_images=a.max_batch_images, seed=a.seed, backend=a.backend, device=a.device,
     )  # fmt: skip
-    doc = run_step_bench(cfg, Path(a.out))
+    try:
+        server_settings(cfg)
+    except ValueError as e:
+        p.error(f"--backend: {e}")
+    return cfg, Path(a.out), a.plot_from
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, out, plot_from = parse_args(argv)
+    if plot_from:
+        print(plot(json.loads(plot_from.read_text()), plot_from.parent))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    doc = run_step_bench(cfg, out)
     print(markdown(doc))
     return 0
 
