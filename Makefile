@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu example results-all \
+.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
 	results-default results-default-rows \
 	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
 
@@ -196,6 +196,20 @@ results-default: $(STAMP)
 # and the winners), then the above, then the teacher's tables (about 8 hours on 2 CPU cores, most of
 # it the table's runs; rows are reused by hash). The GPU table's runs need a GPU (scripts/device/):
 # with WINNERS at its default, run them and `make results-distill-gpu` before `make results-default`.
+# What the table's misses come from (README, "What the misses come from"): paired comparisons of rows
+# the tables above measured, plus one student of the ablation (scripts/mm_ablation.sh's base run, the
+# table's recipe at 300 updates) scored at EVAL_IMAGES: mm-param against mm-alt at equal updates, the
+# GPU table's batch 256 against the CPU table's batch 32, and the ceiling against the best 4-step
+# solver. About 5 minutes once the rows exist.
+COMPARE := $(VENV)/bin/fewstep eval compare --no-progress
+results-distill-misses: $(STAMP)
+	$(COMPARE) runs/ablation/base/student results/distill/mm-param-k8.json --guidance 3 --n-images $(EVAL_IMAGES) \
+		--rows-dir results/mm_equal_updates --out-dir results/mm_equal_updates --name mm-alt-300-vs-mm-param-331
+	$(COMPARE) results/ceiling/teacher-ancestral-64-w3-n$(EVAL_IMAGES).json results/distill/teacher-dpmpp-2m-4.json \
+		--out-dir results/compare --name ceiling-w3-vs-dpmpp-2m-4
+	for k in 4 8; do $(COMPARE) results/distill/mm-alt-k$$k.json results/distill_gpu/distill/mm-alt-k$$k.json \
+		--out-dir results/compare --name mm-alt-k$$k-cpu-b32-vs-gpu-b256-w3 || exit 1; done
+
 results-all: $(STAMP)
 	$(MAKE) results-distill
 	$(MAKE) results-default

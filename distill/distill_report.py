@@ -263,12 +263,14 @@ def _flipped(res: dict[str, Any]) -> dict[str, Any]:
     return {**flip(figures), "a": res["b"], "b": res["a"]}
 
 
-def paired_markdown(found: list[dict[str, Any]], ceiling_label: str) -> str:
+def paired_markdown(
+    found: list[dict[str, Any]], ceiling_label: str, where: str | Path = "results/distill/paired"
+) -> str:
     head = (
         "\n## Paired differences\n\n"
         f"B - A on the same prompts and seeds, with 95% paired bootstrap intervals over images (`*`: the "
         f"interval excludes 0). Lower FD and grain are better, higher adherence is. The teacher ceiling is "
-        f"{ceiling_label}. Each comparison is also under `results/distill/paired/`.\n\n"
+        f"{ceiling_label}. Each comparison is also under `{Path(where).as_posix()}/`.\n\n"
         "| K | B | A | FD | adherence | 1 obj | 2 obj | grain |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     lines = []
@@ -336,7 +338,7 @@ def distill_table(
     assert ceiling is not None  # plan_rows always plans the teacher's best row
     found = paired_differences(sides, ceiling, reference, rows_dir / "paired")
     sampler, steps = teacher_best
-    section = paired_markdown(found, f"the teacher with {steps} {sampler} steps")
+    section = paired_markdown(found, f"the teacher with {steps} {sampler} steps", rows_dir / "paired")
     served = Path(served_row) if served_row is not None else out_dir / "teacher" / "ancestral-16.json"
     decision = decide_winners(sides, found, served, rows_dir / "paired")
     if decision is not None:

@@ -50,6 +50,8 @@ if want quality; then
   stamp quality
   for spec in "$S4 4 $QUALITY_IMAGES" "$S8 8 $QUALITY_IMAGES" "teacher 16 $TEACHER_QUALITY_IMAGES"; do
     read -r m k n <<< "$spec"
+    # QUALITY_MODELS="mm-alt-k8": only those (a new default student's row beside the committed ones)
+    if [ -n "${QUALITY_MODELS:-}" ]; then case " $QUALITY_MODELS " in *" $m "*) ;; *) continue ;; esac; fi
     for path in onnxruntime-fp32 openvino-bf16; do
       $FEWSTEP bench quality --model "bundles/$m" --backend "${path%-*}" --precision "${path##*-}" --steps "$k" \
         --guidance 3 --n-images "$n" --out "$OUT/quality" --images runs/bench/quality-i18

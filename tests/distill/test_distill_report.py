@@ -82,6 +82,7 @@ def test_the_table_is_written_and_unchanged_rows_are_reused(models, tmp_path, mo
     assert pair["fd"]["diff"] == pytest.approx(by_label["mm-alt"]["fd"] - by_label["pd"]["fd"], rel=1e-3)
     text = (out / "distill.md").read_text()
     assert "## Paired differences" in text and "| 2 | mm-alt | pd |" in text
+    assert f"also under `{(out / 'distill' / 'paired').as_posix()}/`" in text  # where this table's pairs are
     assert text.count("\n| ") == (2 + 5) + (2 + 3) + (2 + 2)  # header, rule, rows; paired; winners
     assert "3 updates, 0.1 min on cpu" in text
     assert all(len(r["model_sha256"]) == 64 for r in rows)
