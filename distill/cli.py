@@ -177,11 +177,11 @@ def _table(args: argparse.Namespace) -> int:
 
     grid = TEACHER_GRID
     if args.report_only:  # rebuild teacher.md and the plot from the JSON rows already written
-        from distill.report import write_table
+        from distill.report import table_rows_dir, write_table
 
-        rows = [json.loads(p.read_text()) for p in sorted((Path(args.out_dir) / "teacher").glob("*.json"))]
+        rows = [json.loads(p.read_text()) for p in sorted(table_rows_dir(args.out_dir).glob("*.json"))]
         if not rows:
-            raise ValueError(f"--report-only: no rows in {Path(args.out_dir) / 'teacher'}")
+            raise ValueError(f"--report-only: no rows in {table_rows_dir(args.out_dir)}")
         rows.sort(key=lambda r: (list(TEACHER_GRID).index(r["sampler"]), r["steps"]))
         out = Path(args.out_dir)
         write_table(rows, out / "teacher.md", out / "teacher_fd_nfe.png", "Teacher baselines", args.model)
@@ -194,7 +194,15 @@ def _table(args: argparse.Namespace) -> int:
         log.info("guidance %g from %s", args.guidance, best)
     if args.samplers:
         grid = {k: v for k, v in TEACHER_GRID.items() if k in args.samplers}
-    teacher_table(args.model, args.guidance, args.n_images, args.out_dir, grid, progress=not args.no_progress)
+    teacher_table(
+        args.model,
+        args.guidance,
+        args.n_images,
+        args.out_dir,
+        grid,
+        progress=not args.no_progress,
+        reuse=not args.fresh,
+    )
     return 0
 
 
@@ -203,7 +211,7 @@ def _guidance(args: argparse.Namespace) -> int:
 
     rows = guidance_sweep(
         args.model, tuple(args.weights), args.sampler, args.steps, args.n_images, args.out_dir,
-        progress=not args.no_progress,
+        progress=not args.no_progress, reuse=not args.fresh,
     )  # fmt: skip
     for r in rows:
         log.info("w=%g: FD %.3f adherence %.3f", r["guidance"], r["fd"], r["adherence"]["overall"])
@@ -465,6 +473,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--out-dir", default="results")
     tb.add_argument("--no-progress", action="store_true")
     tb.add_argument("--report-only", action="store_true", help="rebuild the table and plot from existing rows")
+    tb.add_argument("--fresh", action="store_true", help="re-measure rows already measured for the same weights")
     tb.set_defaults(handler=_table)
 
     dt = ev_sub.add_parser("distill-table", help="students against the teacher at equal steps (results/distill.md)")
@@ -523,4 +532,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gs.add_argument("--n-images", type=int, default=2000)
     gs.add_argument("--out-dir", default="results")
     gs.add_argument("--no-progress", action="store_true")
+    gs.add_argument("--fresh", action="store_true", help="re-measure rows already measured for the same weights")
     gs.set_defaults(handler=_guidance)

@@ -1,8 +1,16 @@
 """Results tables: run a grid of `fewstep eval` rows and write a Markdown table and a plot.
 
 `fewstep eval table --model models/teacher` regenerates `results/teacher.md`, its JSON rows under
-`results/teacher/` and `results/teacher_fd_nfe.png` (FD against network evaluations per sampler).
-`fewstep eval guidance` sweeps the guidance scale and writes `results/guidance.md`.
+`results/teacher/table/` and `results/teacher_fd_nfe.png` (FD against network evaluations per
+sampler). `fewstep eval guidance` sweeps the guidance scale and writes `results/guidance.md` (rows
+under `results/guidance/`).
+
+Both reuse a row already written for the same weights, evaluator and settings (`reuse`; the CLI's
+`--fresh` re-measures): the 128- and 256-step rows cost the better part of an hour each on a CPU, so
+an interrupted run resumes where it stopped. The table's rows have their own folder because
+`results/teacher/` also holds the teacher's served row (`ancestral-16.json`, 16 steps at 2,000
+images, the default model's floor in `distill.winners`), which a 500-image table row of the same
+sampler and steps must not overwrite.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from distill.evaluate import evaluate
+from distill.evaluate import evaluate, reusable
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +109,38 @@ def teacher_table(
     out_dir: str | Path = "results",
     grid: dict[str, tuple[int, ...]] | None = None,
     progress: bool = True,
+    reuse: bool = True,
 ) -> list[dict[str, Any]]:
     out_dir = Path(out_dir)
-    rows_dir = out_dir / "teacher"
+    rows_dir = table_rows_dir(out_dir)
     rows = []
     # Cheapest rows first, and the table is rewritten after every row, so an interrupted run
     # still leaves a consistent (shorter) table.
     plan = sorted(((steps, sampler) for sampler, ss in (grid or TEACHER_GRID).items() for steps in ss))
     for steps, sampler in plan:
         name = f"{sampler}-{steps}"
-        rows.append(evaluate(model, sampler, steps, guidance, n_images, name, rows_dir, progress=progress))
+        rows.append(_row(model, sampler, steps, guidance, n_images, name, rows_dir, progress, reuse))
         log.info("%s: FD %.3f adherence %.3f", name, rows[-1]["fd"], rows[-1]["adherence"]["overall"])
         ordered = sorted(rows, key=lambda r: (list(TEACHER_GRID).index(r["sampler"]), r["steps"]))
         write_table(ordered, out_dir / "teacher.md", out_dir / "teacher_fd_nfe.png", "Teacher baselines", model)
     return rows
+
+
+def table_rows_dir(out_dir: str | Path) -> Path:
+    """Where `teacher_table` keeps its rows (the module docstring says why not `teacher/` itself)."""
+    return Path(out_dir) / "teacher" / "table"
+
+
+def _row(
+    model: str, sampler: str, steps: int, guidance: float, n_images: int, name: str, rows_dir: Path,
+    progress: bool, reuse: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The row at `rows_dir/name.json` if it measured exactly this, else a new evaluation."""
+    row = reusable(rows_dir / f"{name}.json", model, sampler, steps, guidance, n_images) if reuse else None
+    if row is not None:
+        log.info("%s: reusing the row already measured for these weights and settings", name)
+        return row
+    return evaluate(model, sampler, steps, guidance, n_images, name, rows_dir, progress=progress)
 
 
 def write_table(rows: list[dict[str, Any]], md: Path, png: Path | None, title: str, model: str) -> None:
@@ -144,12 +170,11 @@ def guidance_sweep(
     n_images: int,
     out_dir: str | Path = "results",
     progress: bool = True,
+    reuse: bool = True,
 ) -> list[dict[str, Any]]:
     out_dir = Path(out_dir)
     rows = [
-        evaluate(
-            model, sampler, steps, w, n_images, f"{sampler}-{steps}-w{w:g}", out_dir / "guidance", progress=progress
-        )
+        _row(model, sampler, steps, w, n_images, f"{sampler}-{steps}-w{w:g}", out_dir / "guidance", progress, reuse)
         for w in weights
     ]
     write_table(rows, out_dir / "guidance.md", None, f"Guidance sweep ({sampler}, {steps} steps)", model)

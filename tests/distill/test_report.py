@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from distill.report import write_table
 
 
@@ -26,8 +28,9 @@ def test_table_report_only_rebuilds_from_the_rows(tmp_path):
 
     from fewstep_cli.main import main
 
-    rows_dir = tmp_path / "teacher"
-    rows_dir.mkdir()
+    rows_dir = tmp_path / "teacher" / "table"
+    rows_dir.mkdir(parents=True)
+    (tmp_path / "teacher" / "ancestral-16.json").write_text("{}")  # the served row beside it: not a table row
     for sampler, steps, fd in (("ddim", 8, 30.0), ("ancestral", 16, 20.0), ("ancestral", 8, 25.0)):
         row = {
             "sampler": sampler, "steps": steps, "guidance": 3.0, "nfe": 2.0 * steps, "fd": fd, "kid": 0.01,
@@ -57,3 +60,56 @@ def test_rows_with_intervals_and_grain_print_them():
     assert "| 446.1 [420.0, 472.0] |" in md and "| 0.500 [0.450, 0.550] |" in md
     assert "| 1.23 [1.10, 1.40] (renders 0.01) |" in md
     assert "| 4.500 |" in md  # a row written before intervals prints as before
+
+
+def test_the_teacher_table_reuses_its_rows_and_leaves_the_served_row_alone(tmp_path, monkeypatch):
+    """Rows measured for the same weights and settings are reused (an interrupted table resumes),
+    `reuse=False` re-measures, and the table's rows never overwrite `teacher/ancestral-16.json`, the
+    served row measured at another image count."""
+    import json
+
+    import distill.report as report
+
+    calls = []
+
+    def fake_evaluate(model, sampler, steps, guidance, n_images, name, out_dir, progress=True):
+        calls.append(name)
+        row = _row(sampler, steps, 1.0 + steps)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / f"{name}.json").write_text(json.dumps(row))
+        return row
+
+    measured = {}
+
+    def fake_reusable(row_file, model, sampler, steps, guidance, n_images, *args, **kwargs):
+        # The real check compares weights' and evaluator's hashes (tests/distill/test_evaluate.py).
+        return json.loads(row_file.read_text()) if row_file.is_file() and measured.get(row_file.name) else None
+
+    monkeypatch.setattr(report, "evaluate", fake_evaluate)
+    monkeypatch.setattr(report, "reusable", fake_reusable)
+    served = tmp_path / "teacher" / "ancestral-16.json"
+    served.parent.mkdir(parents=True)
+    served.write_text('{"n_images": 2000}')
+    grid = {"ancestral": (8, 16), "ddim": (8,)}
+    report.teacher_table("m", 3.0, 10, tmp_path, grid, progress=False)
+    assert sorted(calls) == ["ancestral-16", "ancestral-8", "ddim-8"]
+    assert json.loads(served.read_text()) == {"n_images": 2000}
+    assert (tmp_path / "teacher" / "table" / "ancestral-16.json").is_file()
+
+    calls.clear()
+    measured.update({"ancestral-8.json": True, "ddim-8.json": True})  # as if interrupted after these
+    report.teacher_table("m", 3.0, 10, tmp_path, grid, progress=False)
+    assert calls == ["ancestral-16"]
+    calls.clear()
+    report.teacher_table("m", 3.0, 10, tmp_path, grid, progress=False, reuse=False)
+    assert len(calls) == 3
+    md = (tmp_path / "teacher.md").read_text()
+    assert "| ancestral | 16 |" in md and "| ddim | 8 |" in md
+
+    calls.clear()
+    report.guidance_sweep("m", (1.0, 3.0), "ancestral", 8, 10, tmp_path, progress=False)
+    assert calls == ["ancestral-8-w1", "ancestral-8-w3"]
+    measured["ancestral-8-w1.json"] = True
+    calls.clear()
+    report.guidance_sweep("m", (1.0, 3.0), "ancestral", 8, 10, tmp_path, progress=False)
+    assert calls == ["ancestral-8-w3"]
