@@ -209,6 +209,10 @@ results-distill-misses: $(STAMP)
 		--out-dir results/compare --name ceiling-w3-vs-dpmpp-2m-4
 	for k in 4 8; do $(COMPARE) results/distill/mm-alt-k$$k.json results/distill_gpu/distill/mm-alt-k$$k.json \
 		--out-dir results/compare --name mm-alt-k$$k-cpu-b32-vs-gpu-b256-w3 || exit 1; done
+	# the w = 1 pair's first mm-alt run (probe-sized, 39.3 minutes; kept as runs/equal-w1-40min) against the table's
+	$(COMPARE) results/distill_w1/distill/mm-alt-k8.json runs/equal-w1-40min/mm-alt-k8/student --guidance 1 \
+		--n-images $(EVAL_IMAGES) --rows-dir results/distill_w1/first_pair --out-dir results/distill_w1/first_pair \
+		--name mm-alt-k8-45min-vs-40min
 
 results-all: $(STAMP)
 	$(MAKE) results-distill
