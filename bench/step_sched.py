@@ -10,6 +10,11 @@ and 5, half 4-step, half 8-step.
 
     python -m bench.step_sched --open-s 30 --out results/bench/step
     python -m bench.step_sched --backend torch --device cuda ...   # the servers on a GPU
+    python -m bench.step_sched --simulate 14,0.09 ...   # a GPU's cost curve, simulated (bench.sim_server)
+
+`--simulate FIXED_MS,PER_ROW_MS` serves a simulated denoiser of that cost per call instead of the
+bundles (`bench.sim_server`: the real service, the denoiser a sleep), so the scheduler can be
+measured under a cost curve this machine does not have; the mix then names the model `sim`.
 
 `step.json` is rewritten after every phase, so a run cut short (a time-boxed GPU lease) keeps
 the phases it finished; the report and the plot are written at the end.
@@ -51,6 +56,10 @@ class StepBenchConfig:
     seed: int = 0
     backend: str | None = None  # 'torch' or 'torch-bf16' (bench.http's form); None: the service's default
     device: str | None = None  # 'cpu' or 'cuda'; None: the service's default (cpu)
+    simulate: str | None = None  # 'FIXED_MS,PER_ROW_MS': bench.sim_server's denoiser instead of the bundles
+
+
+SIM_MIX = ("model=sim,steps=4,guidance=1|3|5", "model=sim,steps=8,guidance=1|3|5")
 
 
 def server_settings(cfg: StepBenchConfig) -> dict[str, Any]:
@@ -69,6 +78,16 @@ def server_settings(cfg: StepBenchConfig) -> dict[str, Any]:
         "threads": cfg.threads,
         "max_batch_images": cfg.max_batch_images,
     }
+
+
+def server_for(cfg: StepBenchConfig, out_dir: Path, scheduling: str) -> ServerProcess:
+    """One of the two servers: `fewstep serve` on the bundles, or the simulated denoiser's server."""
+    log_path = out_dir / f"serve-{scheduling}.log"
+    if cfg.simulate:
+        from bench.sim_server import SimServerProcess
+
+        return SimServerProcess(log_path, cfg.simulate, scheduling, cfg.max_batch_images)
+    return ServerProcess(cfg.bundles, log_path, scheduling=scheduling, **server_settings(cfg))
 
 
 def gpu_name() -> str | None:
@@ -100,11 +119,7 @@ def run_step_bench(cfg: StepBenchConfig, out_dir: Path) -> dict[str, Any]:
     doc: dict[str, Any] = {"config": asdict(cfg), "machine": machine(), "capacity": {}, "open": {m: [] for m in MODES}}
     if cfg.device == "cuda":
         doc["gpu"] = gpu_name()
-    settings = server_settings(cfg)
-    with (
-        ServerProcess(cfg.bundles, out_dir / "serve-request.log", scheduling="request", **settings) as request,
-        ServerProcess(cfg.bundles, out_dir / "serve-step.log", scheduling="step", **settings) as step,
-    ):
+    with server_for(cfg, out_dir, "request") as request, server_for(cfg, out_dir, "step") as step:
         servers = {"request": request, "step": step}
         for server in servers.values():
             asyncio.run(warm_prompts(server.url, classes, prompts))
@@ -155,6 +170,9 @@ def setup_line(doc: dict[str, Any]) -> str:
     """Where the servers ran: backend, device (and the GPU), batch bound, warm-up profiles."""
     cfg = doc["config"]
     where = f"backend {cfg.get('backend') or 'default (onnxruntime)'} on {cfg.get('device') or 'cpu'}"
+    if cfg.get("simulate"):
+        fixed, per_row = cfg["simulate"].split(",")
+        where = f"a simulated denoiser (bench.sim_server) costing {fixed} ms + {per_row} ms per row per call"
     if doc.get("gpu"):
         where += f" ({doc['gpu']})"
     bound = cfg.get("max_batch_images") or "from the warm-up profile"
@@ -228,7 +246,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[StepBenchConfig, Path, Pa
     d = StepBenchConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundles", nargs="+", default=list(d.bundles))
-    p.add_argument("--mix", nargs="+", default=list(d.mix))
+    p.add_argument("--mix", nargs="+", help="request classes (default: the teacher-48 mix; sim's with --simulate)")
     p.add_argument("--loads", nargs="+", type=float, default=list(d.loads))
     p.add_argument("--capacity-clients", type=int, default=d.capacity_clients)
     p.add_argument("--capacity-s", type=float, default=d.capacity_s)
@@ -239,20 +257,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[StepBenchConfig, Path, Pa
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", help="the servers' backend: a kind (torch) or kind-precision (torch-bf16)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="the servers' device (default: the service's, cpu)")
+    p.add_argument(
+        "--simulate",
+        metavar="FIXED_MS,PER_ROW_MS",
+        help="serve a simulated denoiser of this cost per call (bench.sim_server) instead of --bundles",
+    )
     p.add_argument("--out", default="results/bench/step")
     p.add_argument(
         "--plot-from", type=Path, metavar="STEP_JSON", help="only draw the plot of a finished run, beside it"
     )
     a = p.parse_args(argv)
+    mix = a.mix if a.mix is not None else (SIM_MIX if a.simulate else d.mix)
     cfg = StepBenchConfig(
-        bundles=tuple(a.bundles), mix=tuple(a.mix), loads=tuple(a.loads), capacity_clients=a.capacity_clients,
+        bundles=tuple(a.bundles), mix=tuple(mix), loads=tuple(a.loads), capacity_clients=a.capacity_clients,
         capacity_s=a.capacity_s, open_s=a.open_s, prompts=a.prompts, threads=a.threads,
         max_batch_images=a.max_batch_images, seed=a.seed, backend=a.backend, device=a.device,
+        simulate=a.simulate,
     )  # fmt: skip
     try:
         server_settings(cfg)
     except ValueError as e:
         p.error(f"--backend: {e}")
+    if cfg.simulate:
+        from bench.sim_server import parse_cost
+
+        if cfg.backend or cfg.device:
+            p.error("--simulate replaces the bundles' backend: drop --backend and --device")
+        try:
+            parse_cost(cfg.simulate)
+        except ValueError as e:
+            p.error(f"--simulate: {e}")
     return cfg, Path(a.out), a.plot_from
 
 

@@ -1,0 +1,67 @@
+"""bench.sim_server: the real service over a simulated denoiser of a given cost (bench.step_sched --simulate)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from bench.sim_server import NAME, SimServerProcess, parse_cost, sim_pipeline
+
+
+def test_a_cost_is_fixed_and_per_row_milliseconds_and_anything_else_is_refused_with_the_form():
+    assert parse_cost("14,0.09") == (14.0, 0.09)
+    assert parse_cost("0,8.6") == (0.0, 8.6)
+    for bad in ("14", "14,0.09,1", "fast,1", "-1,0"):
+        with pytest.raises(ValueError, match="FIXED_MS,PER_ROW_MS|>= 0"):
+            parse_cost(bad)
+
+
+def test_the_pipeline_is_the_teachers_shape_and_its_denoiser_costs_what_was_asked():
+    """Guidance by two rows per image (as the teacher's bundle), 4 and 8 steps, the teacher's size."""
+    pipe = sim_pipeline((14.0, 0.09))
+    m = pipe.manifest
+    assert (m.name, m.resolution, sorted(m.steps), m.guidance.network_input) == (NAME, 32, [4, 8], False)
+    assert (pipe.denoiser.delay_s, pipe.denoiser.per_image_s) == pytest.approx((0.014, 0.00009))
+    z = np.zeros((6, 3, 32, 32), np.float32)
+    out = pipe.denoiser(z, np.full(6, 0.5, np.float32), np.zeros((6, 16, 4), np.float32), np.ones((6, 16), np.int64))
+    assert out.shape == z.shape and pipe.denoiser.batch_sizes == [6]
+
+
+def test_step_sched_simulate_serves_the_sim_model_with_the_same_flags_on_both_servers(tmp_path, capsys):
+    from bench.step_sched import SIM_MIX, parse_args, server_for
+
+    cfg, _, _ = parse_args(["--simulate", "14,0.09", "--max-batch-images", "16"])
+    assert cfg.mix == SIM_MIX and cfg.simulate == "14,0.09"
+    for scheduling in ("request", "step"):
+        server = server_for(cfg, tmp_path, scheduling)
+        assert isinstance(server, SimServerProcess)
+        cmd = server.cmd
+        assert cmd[cmd.index("--cost-ms") + 1] == "14,0.09" and cmd[cmd.index("--scheduling") + 1] == scheduling
+        assert cmd[cmd.index("--max-batch-images") + 1] == "16"
+    assert parse_args([])[0].mix == parse_args([])[0].__class__().mix  # without it: the bundles' mix
+
+    for argv, word in ((["--simulate", "14"], "--simulate"), (["--simulate", "1,1", "--device", "cuda"], "drop")):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert word in capsys.readouterr().err
+
+
+def test_the_simulated_server_answers_generate_over_http(tmp_path):
+    """A real uvicorn process: ready, one 4-step request answered with an image, the batch bound
+    applied, and a SIGTERM exit."""
+    server = SimServerProcess(tmp_path / "sim.log", "1,0.01", "step", max_batch_images=8)
+    with server:
+        body = json.dumps({"prompt": "a red circle", "model": NAME, "steps": 4, "seed": 1}).encode()
+        req = urllib.request.Request(
+            server.url + "/generate", body, {"Content-Type": "application/json", "Accept": "image/png"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200 and r.read()[:8] == b"\x89PNG\r\n\x1a\n"
+        with urllib.request.urlopen(server.url + "/metrics", timeout=30) as r:
+            assert f'model="{NAME}"' in r.read().decode()
+    log = (tmp_path / "sim.log").read_text()
+    assert "simulated denoiser: 1.00 ms + 0.010 ms per row per call" in log
+    assert server.proc is not None and server.proc.returncode == 0
