@@ -15,7 +15,7 @@ def test_a_cost_is_fixed_and_per_row_milliseconds_and_anything_else_is_refused_w
     assert parse_cost("14,0.09") == (14.0, 0.09)
     assert parse_cost("0,8.6") == (0.0, 8.6)
     for bad in ("14", "14,0.09,1", "fast,1", "-1,0"):
-        with pytest.raises(ValueError, match="FIXED_MS,PER_ROW_MS|>= 0"):
+        with pytest.raises(ValueError, match=r"FIXED_MS,PER_ROW_MS|>= 0"):
             parse_cost(bad)
 
 
