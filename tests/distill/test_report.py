@@ -113,3 +113,38 @@ def test_the_teacher_table_reuses_its_rows_and_leaves_the_served_row_alone(tmp_p
     calls.clear()
     report.guidance_sweep("m", (1.0, 3.0), "ancestral", 8, 10, tmp_path, progress=False)
     assert calls == ["ancestral-8-w3"]
+
+
+def test_the_teacher_table_adopts_the_guidance_sweeps_row_at_its_own_setting(tmp_path, monkeypatch):
+    """The sweep's row at the table's sampler, steps and w is the same measurement: the table copies
+    it (sidecar and grid renamed with it) instead of re-measuring, and leaves a row it has alone."""
+    import json
+
+    import distill.report as report
+
+    calls = []
+
+    def fake_evaluate(model, sampler, steps, guidance, n_images, name, out_dir, progress=True):
+        calls.append(name)
+        return _row(sampler, steps, 9.0)
+
+    monkeypatch.setattr(report, "evaluate", fake_evaluate)
+    monkeypatch.setattr(report, "reusable", lambda f, *a, **k: json.loads(f.read_text()) if f.is_file() else None)
+    sweep = tmp_path / "guidance"
+    sweep.mkdir()
+    row = _row("ancestral", 16, 5.0) | {"name": "ancestral-16-w3", "per_image": "ancestral-16-w3.npz", "guidance": 3.0}
+    (sweep / "ancestral-16-w3.json").write_text(json.dumps(row))
+    (sweep / "ancestral-16-w3.npz").write_bytes(b"per-image")
+    (sweep / "ancestral-16-w2.json").write_text(json.dumps(row | {"guidance": 2.0}))
+
+    report.teacher_table("m", 3.0, 10, tmp_path, {"ancestral": (8, 16)}, progress=False)
+    assert calls == ["ancestral-8"]  # 16 steps at w = 3 came from the sweep
+    table = tmp_path / "teacher" / "table"
+    adopted = json.loads((table / "ancestral-16.json").read_text())
+    assert (adopted["name"], adopted["per_image"], adopted["fd"]) == ("ancestral-16", "ancestral-16.npz", 5.0)
+    assert (table / "ancestral-16.npz").read_bytes() == b"per-image"
+
+    calls.clear()
+    report.teacher_table("m", 2.0, 10, tmp_path / "other", {"ancestral": (16,)}, progress=False)
+    assert calls == ["ancestral-16"]  # no sweep row at w = 2 under tmp_path/other: measured
+    assert not report.adopt_row(sweep / "ancestral-16-w3.json", table, "ancestral-16")  # a row is there
