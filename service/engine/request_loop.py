@@ -18,34 +18,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from service.engine.policy import BatchPolicy, DynamicBatchPolicy
 from service.engine.profile import BatchLimits
 from service.engine.queue import Ticket
-from service.engine.scheduler import SchedulerContext
+from service.engine.scheduler import LoopState, SchedulerContext
 from service.errors import BatchFailed
 
 log = logging.getLogger(__name__)
 
 
-class RequestLoop:
+class RequestLoop(LoopState):
     """Dispatches the policy's batches to the runner, one at a time."""
 
     def __init__(self, ctx: SchedulerContext, policy: BatchPolicy) -> None:
+        super().__init__()
         self.ctx = ctx
         self.policy = policy
-        self._busy = False
-        self._running: list[Ticket] = []
         self._batch_task: asyncio.Task[None] | None = None
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
-
-    @property
-    def running(self) -> Sequence[Ticket]:
-        return list(self._running)
 
     def use_limits(self, limits: Mapping[str, BatchLimits]) -> None:
         """Per-model bounds for the dynamic policy, keyed (model, steps) as it batches; a custom policy is kept."""

@@ -67,3 +67,20 @@ class Scheduler(Protocol):
     def use_limits(self, limits: Mapping[str, BatchLimits]) -> None:
         """Batch bounds per model (from the warm-up cost profile), replacing the configured ones."""
         ...
+
+
+class LoopState:
+    """The `busy` and `running` halves of `Scheduler`, as both loops keep them: set by the loop
+    around each unit of work (a batch, an iteration), read by the engine."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._running: list[Ticket] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @property
+    def running(self) -> Sequence[Ticket]:
+        return list(self._running)

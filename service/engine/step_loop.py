@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.engine.profile import BatchLimits
 from service.engine.queue import Ticket
-from service.engine.scheduler import SchedulerContext
+from service.engine.scheduler import LoopState, SchedulerContext
 from service.engine.step_scheduler import Iteration, StepBatch, select_admissions
 from service.errors import BatchFailed
 from service.pipeline import ImageJob
@@ -67,25 +67,16 @@ class _Outcome:
     seconds: float
 
 
-class StepLoop:
+class StepLoop(LoopState):
     """Drives one `StepBatch` per model from the event loop; owns nothing the engine's callers see."""
 
     def __init__(self, ctx: SchedulerContext) -> None:
+        super().__init__()
         self.ctx = ctx
         self.batches = {name: StepBatch(p) for name, p in ctx.pipelines.items()}
         self.progress: dict[Ticket, _Progress] = {}
         self.limits: dict[str, BatchLimits] = {}
         self._last_model: str | None = None
-        self._busy = False
-        self._running: list[Ticket] = []
-
-    @property
-    def busy(self) -> bool:
-        return self._busy
-
-    @property
-    def running(self) -> Sequence[Ticket]:
-        return list(self._running)
 
     @property
     def in_flight_images(self) -> int:
