@@ -60,12 +60,17 @@ evaluator: $(STAMP)
 	$(VENV)/bin/fewstep eval train-evaluator --out models/evaluator
 
 # results/guidance.md and results/teacher.md with their JSON rows and plot, at 500 images a row as
-# committed (2-3 hours on 2 CPU cores; a 256-step row takes about 40 minutes on one thread).
-# TEACHER_IMAGES=2000 gives the evaluation's default count.
+# committed (about 3 hours on 2 CPU cores: a 64-step row takes about a quarter of an hour; both
+# resume). TEACHER_IMAGES=2000 gives the evaluation's default count. The table runs at the
+# service's guidance (TEACHER_GUIDANCE, the bundle's default w = 3) so that its rows compare with
+# the served row and the distillation tables; the sweep's own pick (results/guidance/best.json) is
+# the argmax of 500-image estimates whose intervals overlap from w = 2 to 5, so it would move the
+# table from one run to the next.
 TEACHER_IMAGES ?= 500
+TEACHER_GUIDANCE ?= 3
 results-teacher: $(STAMP)
 	$(VENV)/bin/fewstep eval guidance --model models/teacher --n-images $(TEACHER_IMAGES)
-	$(VENV)/bin/fewstep eval table --model models/teacher --n-images $(TEACHER_IMAGES)
+	$(VENV)/bin/fewstep eval table --model models/teacher --n-images $(TEACHER_IMAGES) --guidance $(TEACHER_GUIDANCE)
 
 # The default students: each K's winner, shipped as its guidance-conditioned version (w in [1, 5],
 # the service's range), copied from the table's runs with their weights checked against the ones the
