@@ -44,6 +44,7 @@ from bench.load import (
 )
 from bench.server import (
     ServerProcess,
+    backend_seconds,
     batch_histogram,
     get,
     histogram_delta,
@@ -87,19 +88,22 @@ class HttpBenchConfig:
 
 def run_phase(server: ServerProcess, mix: RequestMix, kind: str, level: float, seconds: float, seed: int = 0):
     """One load phase against `server`: summary + CPU + batch distribution."""
-    before = batch_histogram(asyncio.run(get(server.url, "/metrics"))[1].decode())
+    scrape = asyncio.run(get(server.url, "/metrics"))[1].decode()
+    before, busy0 = batch_histogram(scrape), backend_seconds(scrape)
     cpu_client0, cpu_server0 = time.process_time(), server.cpu_s()
     if kind == "closed":
         outcomes, wall = asyncio.run(closed_loop(server.url, mix, int(level), seconds))
     else:
         outcomes, wall = asyncio.run(open_loop(server.url, mix, level, seconds, seed=seed))
     cpu_client, cpu_server = time.process_time() - cpu_client0, server.cpu_s() - cpu_server0
-    after = batch_histogram(asyncio.run(get(server.url, "/metrics"))[1].decode())
+    scrape = asyncio.run(get(server.url, "/metrics"))[1].decode()
+    after, busy = batch_histogram(scrape), backend_seconds(scrape) - busy0
     row = summarize(outcomes, wall, mix)
     row.update(
         kind=kind,
         level=level,
         batches=histogram_delta(before, after),
+        backend_busy=busy / wall if wall else None,  # share of the phase the backend was computing
         cpu={
             "client_s": cpu_client,
             "server_s": cpu_server,

@@ -199,6 +199,25 @@ def batch_histogram(metrics_text: str) -> dict[str, dict[str, float]]:
     return out
 
 
+BACKEND_SECONDS = ("fewstep_batch_compute_seconds", "fewstep_step_iteration_seconds")
+
+
+def backend_seconds(metrics_text: str) -> float:
+    """Seconds the backend has computed so far, all models, either scheduling (the `_sum` of the
+    request loop's batch compute and the step loop's iteration histograms). Its change over a phase,
+    divided by the phase's wall time, is how busy the server kept the backend: below 1 at saturation,
+    the rest went to the server's own work between batches."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(metrics_text)
+        if fam.name in BACKEND_SECONDS
+        for s in fam.samples
+        if s.name.endswith("_sum")
+    )
+
+
 def histogram_delta(before: dict, after: dict) -> dict[str, Any]:
     """Batches per size bucket (non-cumulative) and the mean batch size, per model, between two scrapes."""
     out = {}

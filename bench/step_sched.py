@@ -185,13 +185,20 @@ def setup_line(doc: dict[str, Any]) -> str:
     return line
 
 
+def _busy(row: dict[str, Any]) -> str:
+    """', backend busy 0.94 of the time' where the phase measured it (bench.http.run_phase)."""
+    busy = row.get("backend_busy")
+    return "" if busy is None else f" (backend busy {busy:.2f} of the time)"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     cap = doc["capacity"]
     lines = [
         setup_line(doc),
         "",
         f"Capacity (closed loop, {doc['config']['capacity_clients']} clients): request level "
-        f"{cap['request']['requests_per_s']:.2f} req/s, step level {cap['step']['requests_per_s']:.2f} req/s.",
+        f"{cap['request']['requests_per_s']:.2f} req/s{_busy(cap['request'])}, step level "
+        f"{cap['step']['requests_per_s']:.2f} req/s{_busy(cap['step'])}.",
         "",
         "| load | mode | offered req/s | served req/s | images/s | p50 ms | p99 ms | queue p50 ms | non-200 |",
         "|---|---|---|---|---|---|---|---|---|",

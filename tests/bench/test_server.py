@@ -36,6 +36,23 @@ def test_the_batch_histogram_is_read_per_model_from_a_scrape():
     assert batch_histogram(text) == {"a": {"1.0": 2.0, "4.0": 5.0, "+Inf": 5.0, "sum": 11.0, "count": 5.0}}
 
 
+def test_backend_seconds_sum_both_loops_histograms_over_models_from_the_services_own_metrics():
+    """Read from what `service.metrics.Metrics` exports: batch compute (request level) and step
+    iterations (step level), every model; other histograms (request duration) do not count."""
+    from prometheus_client import generate_latest
+
+    from bench.server import backend_seconds
+    from service.metrics import Metrics
+
+    m = Metrics()
+    assert backend_seconds(generate_latest(m.registry).decode()) == 0.0
+    m.batch_compute.labels("a").observe(0.25)
+    m.batch_compute.labels("b").observe(0.5)
+    m.step_iteration_seconds.labels("a").observe(0.125)
+    m.request_duration.labels("/generate", "200", "a").observe(9.0)
+    assert backend_seconds(generate_latest(m.registry).decode()) == pytest.approx(0.875)
+
+
 def test_profiled_stacks_are_shared_out_by_category():
     from bench.server import categorize, summarize_stacks
 

@@ -62,6 +62,14 @@ def test_the_simulated_server_answers_generate_over_http(tmp_path):
             assert r.status == 200 and r.read()[:8] == b"\x89PNG\r\n\x1a\n"
         with urllib.request.urlopen(server.url + "/metrics", timeout=30) as r:
             assert f'model="{NAME}"' in r.read().decode()
+        # a short closed loop through bench.http's phase: the backend's busy share comes from /metrics
+        from bench.http import run_phase
+        from bench.load import RequestClass, RequestMix
+
+        mix = RequestMix([RequestClass.parse(f"model={NAME},steps=4,guidance=3")], ["a red circle"], 0)
+        row = run_phase(server, mix, "closed", 4, 1.0)
+        assert row["statuses"] == {"200": row["requests"]} and row["requests"] > 0
+        assert 0.0 < row["backend_busy"] <= 1.05
     log = (tmp_path / "sim.log").read_text()
     assert "simulated denoiser: 1.00 ms + 0.010 ms per row per call" in log
     assert server.proc is not None and server.proc.returncode == 0

@@ -43,7 +43,9 @@ def test_the_report_has_a_row_per_mode_and_load_and_the_ratios():
     doc = synthetic_doc()
     doc["ratios"] = ratios(doc)
     text = markdown(doc)
-    assert "request level 4.00 req/s, step level 5.00 req/s" in text
+    assert "request level 4.00 req/s, step level 5.00 req/s" in text  # no busy share measured: none said
+    doc["capacity"]["request"]["backend_busy"] = 0.94
+    assert "request level 4.00 req/s (backend busy 0.94 of the time), step level 5.00 req/s." in markdown(doc)
     assert "| 50% | step | 2.00 | 2.00 | 4.00 | 100 | 400 | 2 | 2 |" in text  # 60 requests over 30 s, 2 refused
     assert "| 90% | request | 2.00 | 3.60 | 7.20 | 400 | - | 2 | 0 |" in text
     assert "| 50% | 0.50 | 0.50 | 1.00 |" in text and "| 90% | 0.75 | - | 0.00 |" in text
