@@ -25,10 +25,10 @@ from distill.evaluate import evaluate, reusable
 
 log = logging.getLogger(__name__)
 
-# The grid stops at 64 steps: on the v1 teacher (results/teacher_v1/teacher.md) FD was flat from 32 steps on (ancestral 446,
-# 448, 443, 444 at 32-256; DDIM 452, 449, 449 at 64-256, each +-50 at 500 images), so the 128- and
-# 256-step rows cost about 2.5 of the table's 4 CPU-hours on the 2-core VM and moved nothing. The
-# distillation's ceiling (64 ancestral steps) is the grid's top row.
+# The grid stops at 64 steps: on the v1 teacher (results/teacher_v1/teacher.md) FD was flat from
+# 32 steps on (ancestral 446, 448, 443, 444 at 32-256; DDIM 452, 449, 449 at 64-256, each +-50 at
+# 500 images), so the 128- and 256-step rows cost about 2.5 of the table's 4 CPU-hours on the
+# 2-core VM and moved nothing. The distillation's ceiling (64 ancestral steps) is the grid's top row.
 TEACHER_GRID: dict[str, tuple[int, ...]] = {
     "ancestral": (8, 16, 32, 64),
     "ddim": (8, 16, 32, 64),
