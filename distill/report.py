@@ -171,11 +171,25 @@ def _row(
     return evaluate(model, sampler, steps, guidance, n_images, name, rows_dir, progress=progress)
 
 
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['sampler']}-{r['steps']}-w{r['guidance']:g}"
+
+
+def _where(rows: list[dict[str, Any]]) -> str:
+    """The machine and commit, or each machine with its rows where reused rows come from another."""
+    machines = list(dict.fromkeys(r["machine"] for r in rows))
+    if len(machines) == 1:
+        return f"machine: {machines[0]}, git {rows[0]['git_sha']}"
+    parts = [f"{m} ({', '.join(_label(r) for r in rows if r['machine'] == m)})" for m in machines]
+    return "machines: " + "; ".join(parts) + " (s/image compares rows of one machine only)"
+
+
 def write_table(rows: list[dict[str, Any]], md: Path, png: Path | None, title: str, model: str) -> None:
     r0 = rows[0]
+    where = _where(rows)
     text = (
         f"# {title}\n\nModel `{model}`, {r0['n_images']} images per row (fixed prompts and seeds, "
-        f"eval seed {r0['eval_seed']}), machine: {r0['machine']}, git {r0['git_sha']}.\n\n"
+        f"eval seed {r0['eval_seed']}), {where}.\n\n"
         "Adherence is over in-distribution prompts (1 obj / 2 obj split) and, separately, prompts with a "
         "held-out colour-shape pair. FD, KID, precision and recall use the frozen evaluator's features "
         "against renders of the same prompts' scenes. bg TV: total variation distance of the background "

@@ -148,3 +148,13 @@ def test_the_teacher_table_adopts_the_guidance_sweeps_row_at_its_own_setting(tmp
     report.teacher_table("m", 2.0, 10, tmp_path / "other", {"ancestral": (16,)}, progress=False)
     assert calls == ["ancestral-16"]  # no sweep row at w = 2 under tmp_path/other: measured
     assert not report.adopt_row(sweep / "ancestral-16-w3.json", table, "ancestral-16")  # a row is there
+
+
+def test_a_table_of_rows_from_two_machines_names_each_machine_with_its_rows(tmp_path):
+    """Rows reused from another session may come from another machine: the header says which."""
+    rows = [_row("ancestral", 8, 3.0), _row("ancestral", 16, 2.0) | {"machine": "other cpu"}]
+    write_table(rows, tmp_path / "t.md", None, "Teacher", "models/teacher")
+    head = (tmp_path / "t.md").read_text().splitlines()[2]
+    assert "machines: test cpu (ancestral-8-w3); other cpu (ancestral-16-w3)" in head
+    write_table(rows[:1], tmp_path / "t.md", None, "Teacher", "models/teacher")
+    assert "machine: test cpu, git abc." in (tmp_path / "t.md").read_text()
