@@ -93,11 +93,21 @@ def plot_fd_vs_nfe(rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        pts = sorted((r["nfe"], r["fd"]) for r in rows if r["sampler"] == sampler)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    for i, sampler in enumerate(samplers):
+        pts = sorted((r["nfe"], r["fd"], r.get("fd_ci")) for r in rows if r["sampler"] == sampler)
+        # each sampler's points nudged sideways so the 95% intervals (where measured) do not overlap
+        x = [p[0] * 2 ** (0.06 * (i - (len(samplers) - 1) / 2)) for p in pts]
+        y = [p[1] for p in pts]
+        if all(p[2] for p in pts):
+            err = [[p[1] - p[2][0] for p in pts], [p[2][1] - p[1] for p in pts]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=sampler)
+        else:
+            ax.plot(x, y, marker="o", label=sampler)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    if any(r.get("fd_ci") for r in rows):
+        ax.set_title("bars: 95% bootstrap intervals", fontsize=9)
     ax.set_xlabel("network evaluations per image (guidance included)")
     ax.set_ylabel("FD (evaluator features)")
     ax.grid(alpha=0.3)
