@@ -60,7 +60,7 @@ evaluator: $(STAMP)
 	$(VENV)/bin/fewstep eval train-evaluator --out models/evaluator
 
 # results/guidance.md and results/teacher.md with their JSON rows and plot, at 500 images a row as
-# committed (about 3 hours on 2 CPU cores: a 64-step row takes about a quarter of an hour; both
+# committed (about 2.5 hours on 2 CPU cores: a 64-step row takes about a quarter of an hour; both
 # resume). TEACHER_IMAGES=2000 gives the evaluation's default count. The table runs at the
 # service's guidance (TEACHER_GUIDANCE, the bundle's default w = 3) so that its rows compare with
 # the served row and the distillation tables; the sweep's own pick (results/guidance/best.json) is

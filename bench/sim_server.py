@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(f"--cost-ms: {e}")
     overrides = {"port": a.port, "scheduling": a.scheduling, "log_level": a.log_level}
-    overrides |= {k: v for k, v in (("max_batch_images", a.max_batch_images), ("max_wait_s", a.max_wait_s)) if v}
+    bounds = {"max_batch_images": a.max_batch_images, "max_wait_s": a.max_wait_s}
+    overrides |= {k: v for k, v in bounds.items() if v is not None}  # 0 s is a setting, not "unset"
     settings = load_settings(**overrides)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_logging(a.log_level)

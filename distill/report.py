@@ -135,7 +135,7 @@ def teacher_table(
     for steps, sampler in plan:
         name = f"{sampler}-{steps}"
         if reuse:  # the guidance sweep may have measured this very row (its sampler, steps and w)
-            adopt_row(out_dir / "guidance" / f"{sampler}-{steps}-w{guidance:g}.json", rows_dir, name)
+            adopt_row(out_dir / "guidance" / f"{sweep_name(sampler, steps, guidance)}.json", rows_dir, name)
         rows.append(_row(model, sampler, steps, guidance, n_images, name, rows_dir, progress, reuse))
         log.info("%s: FD %.3f adherence %.3f", name, rows[-1]["fd"], rows[-1]["adherence"]["overall"])
         ordered = sorted(rows, key=lambda r: (list(TEACHER_GRID).index(r["sampler"]), r["steps"]))
@@ -181,8 +181,9 @@ def _row(
     return evaluate(model, sampler, steps, guidance, n_images, name, rows_dir, progress=progress)
 
 
-def _label(r: dict[str, Any]) -> str:
-    return f"{r['sampler']}-{r['steps']}-w{r['guidance']:g}"
+def sweep_name(sampler: str, steps: int, guidance: float) -> str:
+    """A guidance-sweep row's name (and file stem), which also labels rows by their full setting."""
+    return f"{sampler}-{steps}-w{guidance:g}"
 
 
 def _where(rows: list[dict[str, Any]]) -> str:
@@ -190,7 +191,10 @@ def _where(rows: list[dict[str, Any]]) -> str:
     machines = list(dict.fromkeys(r["machine"] for r in rows))
     if len(machines) == 1:
         return f"machine: {machines[0]}, git {rows[0]['git_sha']}"
-    parts = [f"{m} ({', '.join(_label(r) for r in rows if r['machine'] == m)})" for m in machines]
+    parts = [
+        f"{m} ({', '.join(sweep_name(r['sampler'], r['steps'], r['guidance']) for r in rows if r['machine'] == m)})"
+        for m in machines
+    ]
     return "machines: " + "; ".join(parts) + " (s/image compares rows of one machine only)"
 
 
@@ -227,7 +231,7 @@ def guidance_sweep(
 ) -> list[dict[str, Any]]:
     out_dir = Path(out_dir)
     rows = [
-        _row(model, sampler, steps, w, n_images, f"{sampler}-{steps}-w{w:g}", out_dir / "guidance", progress, reuse)
+        _row(model, sampler, steps, w, n_images, sweep_name(sampler, steps, w), out_dir / "guidance", progress, reuse)
         for w in weights
     ]
     write_table(rows, out_dir / "guidance.md", None, f"Guidance sweep ({sampler}, {steps} steps)", model)
