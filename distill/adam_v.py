@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from distill.checkpoint import PACKED_ADAM_V, load_denoiser
 from distill.config import ConfigError, TrainConfig
-from distill.data import build_dataset, build_loader
+from distill.data import batch_stream, build_dataset
 from distill.text import NULL_CAPTION, TextEncoder
 from fewstep.networks import Denoiser, alpha_sigma_torch
 from fewstep.schedule import v_from_x_eps
@@ -76,11 +77,15 @@ def accumulate_second_moments(
 
 
 def teacher_loss_fn(
-    model: Denoiser, cfg: TrainConfig, encoder: TextEncoder, start_batch: int, device: torch.device, seed: int = 0
+    model: Denoiser,
+    cfg: TrainConfig,
+    encoder: TextEncoder,
+    it: Iterator[dict[str, Any]],
+    device: torch.device,
+    seed: int = 0,
 ) -> Callable[[int], torch.Tensor]:
     """`loss_fn(i)`: the teacher's training loss (`distill.train`: condition dropout, t ~ U(0, 1),
-    MSE on the network's own parameterisation) on minibatch `start_batch + i` of its data stream."""
-    it = iter(build_loader(build_dataset(cfg.data, cfg.batch_size, 0, start_batch, None), cfg.data.num_workers))
+    MSE on the network's own parameterisation) on the next minibatch of `it`, its data stream."""
     gen = torch.Generator(device=device)
     gen.manual_seed(int(np.random.SeedSequence([cfg.seed, seed, 17]).generate_state(1)[0]))
     net = model.net
@@ -121,9 +126,10 @@ def estimate_adam_v(
         raise ConfigError(f"model.text_dim is {cfg.model.text_dim} but the text encoder gives {encoder.dim}")
     step = int(json.loads((Path(teacher) / "config.json").read_text()).get("step", cfg.steps))
     params = dict(model.named_parameters())
-    loss_fn = teacher_loss_fn(model, cfg, encoder, start_batch=step, device=device)
     log.info("estimating Adam v of %s: %d minibatches of %d, beta2 %g", teacher, n, cfg.batch_size, cfg.optim.betas[1])
-    v = accumulate_second_moments(loss_fn, params, n, cfg.optim.betas[1], cfg.optim.grad_clip, progress)
+    with batch_stream(build_dataset(cfg.data, cfg.batch_size, 0, step, None), cfg.data.num_workers) as it:
+        loss_fn = teacher_loss_fn(model, cfg, encoder, it, device=device)
+        v = accumulate_second_moments(loss_fn, params, n, cfg.optim.betas[1], cfg.optim.grad_clip, progress)
     target = Path(out or teacher)
     target.mkdir(parents=True, exist_ok=True)
     save_file(v, target / PACKED_ADAM_V, metadata={"estimated_from_minibatches": str(n)})

@@ -46,7 +46,7 @@ from distill.checkpoint import (
     weights_file,
 )
 from distill.config import ConfigError, DataConfig, TrainConfig
-from distill.data import build_dataset, build_loader, to_uint8
+from distill.data import batch_stream, build_dataset, to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond
 from distill.distill_config import RESUMABLE, DistillConfig
 from distill.grid import save_grid
@@ -95,15 +95,25 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class CountedBatches:
-    """Training batches from `start` on, counting how many were drawn (the resume position)."""
+    """Training batches from `start` on, counting how many were drawn (the resume position).
+
+    A context manager: its loader's worker processes stop when the run's block ends
+    (`distill.data.batch_stream`)."""
 
     def __init__(self, data_cfg: DataConfig, batch_size: int, start: int) -> None:
-        self.it = iter(build_loader(build_dataset(data_cfg, batch_size, 0, start, None), data_cfg.num_workers))
+        self._stream = batch_stream(build_dataset(data_cfg, batch_size, 0, start, None), data_cfg.num_workers)
+        self.it = self._stream.__enter__()
         self.n = start
 
     def __next__(self) -> dict[str, Any]:
         self.n += 1
         return next(self.it)
+
+    def __enter__(self) -> CountedBatches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.__exit__(None, None, None)
 
 
 class RunBase:
@@ -304,40 +314,40 @@ def run_loop(
     data_cfg = cfg.data.model_copy(update={"resolution": run.tcfg.model.resolution})
     key, label = run.curve()
 
-    batches = CountedBatches(data_cfg, cfg.batch_size, batch_index)
-    end = cfg.iters if stop_at is None else min(cfg.iters, stop_at)
-    bar = tqdm(
-        total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True, desc=f"{cfg.method} K={cfg.steps}"
-    )
-    t0 = t_window = time.perf_counter()
-    rows: list[dict[str, float]] = []
-    while step < end:
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            log.info("time box of %.0f s reached at iteration %d", max_seconds, step)
-            break
-        row = run.iteration(batches, step)
-        row.setdefault("lr", float(run.opt.param_groups[0]["lr"]))
-        rows.append(row)
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            now_t = time.perf_counter()
-            n = min(len(rows), cfg.log_every)
-            row = aggregate(rows[-n:])
-            row.update(step=step, it_s=n / (now_t - t_window))
-            t_window = now_t
-            metrics.write(row)
-            bar.set_postfix({key: f"{row[key]:.4g}", "it_s": f"{row['it_s']:.2f}"})
-        if step % cfg.sample_every == 0 or step == cfg.iters:
-            path = out / "samples" / f"step{step:06d}.png"
-            write_student_samples(
-                run.packed(), run.encoder, run.sample_steps(), cfg.guidance_default, path, sampler=run.sampler
-            )
-        timed_out = max_seconds is not None and time.perf_counter() - t0 > max_seconds
-        if step % cfg.ckpt_every == 0 or step in (cfg.iters, end) or timed_out:
-            wall = wall_before + time.perf_counter() - t0
-            run.save(state_dir, step, batches.n, {"wall_s": wall, "teacher_sha256": teacher_sha})
-            plot_loss(out / "metrics.jsonl", out / "loss.png", key, label)
+    with CountedBatches(data_cfg, cfg.batch_size, batch_index) as batches:
+        end = cfg.iters if stop_at is None else min(cfg.iters, stop_at)
+        bar = tqdm(
+            total=cfg.iters, initial=step, disable=not progress, dynamic_ncols=True, desc=f"{cfg.method} K={cfg.steps}"
+        )
+        t0 = t_window = time.perf_counter()
+        rows: list[dict[str, float]] = []
+        while step < end:
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                log.info("time box of %.0f s reached at iteration %d", max_seconds, step)
+                break
+            row = run.iteration(batches, step)
+            row.setdefault("lr", float(run.opt.param_groups[0]["lr"]))
+            rows.append(row)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == end:
+                now_t = time.perf_counter()
+                n = min(len(rows), cfg.log_every)
+                row = aggregate(rows[-n:])
+                row.update(step=step, it_s=n / (now_t - t_window))
+                t_window = now_t
+                metrics.write(row)
+                bar.set_postfix({key: f"{row[key]:.4g}", "it_s": f"{row['it_s']:.2f}"})
+            if step % cfg.sample_every == 0 or step == cfg.iters:
+                path = out / "samples" / f"step{step:06d}.png"
+                write_student_samples(
+                    run.packed(), run.encoder, run.sample_steps(), cfg.guidance_default, path, sampler=run.sampler
+                )
+            timed_out = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+            if step % cfg.ckpt_every == 0 or step in (cfg.iters, end) or timed_out:
+                wall = wall_before + time.perf_counter() - t0
+                run.save(state_dir, step, batches.n, {"wall_s": wall, "teacher_sha256": teacher_sha})
+                plot_loss(out / "metrics.jsonl", out / "loss.png", key, label)
     bar.close()
     metrics.close()
     summary = {

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import shapesworld as shapes
 from distill.checkpoint import TrainState, load_training_state, read_state, save_checkpoint
 from distill.config import ConfigError, TrainConfig, config_diff, validate_config
-from distill.data import build_dataset, build_loader, check_source, to_uint8
+from distill.data import batch_stream, build_dataset, check_source, to_uint8
 from distill.denoise import GuidedDenoiser, encode_cond
 from distill.grid import save_grid
 from distill.plots import plot_loss
@@ -244,68 +244,69 @@ def train(
 
     remaining = max(0, cfg.steps - state.step)
     dataset = build_dataset(cfg.data, cfg.batch_size, d.rank, state.batch_index, None)
-    loader = iter(build_loader(dataset, cfg.data.num_workers)) if remaining else iter(())
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
-    bar = tqdm(total=cfg.steps, initial=state.step, disable=not (progress and d.main), dynamic_ncols=True)
-    losses: list[float] = []
-    t_window, text_s, t0 = time.perf_counter(), 0.0, time.perf_counter()
-    wall_before = float(state.extra.get("wall_s", 0.0))
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    while state.step < end:
-        batch = next(loader)
-        state.batch_index += 1
-        state.extra["skipped"] = state.extra.get("skipped", 0) + int(batch["skipped"])
-        b = len(batch["caption"])
-        if b == 0:
-            continue
-        drop = (torch.rand(b, generator=gen, device=device) < cfg.data.cond_dropout).tolist()
-        captions = [NULL_CAPTION if dr else c for c, dr in zip(batch["caption"], drop, strict=True)]
-        t_text = time.perf_counter()
-        states, mask = encoder.encode(captions)
-        text_s += time.perf_counter() - t_text
-        x = batch["image"].to(device)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        t = torch.rand(b, generator=gen, device=device)
-        eps = torch.randn(x.shape, generator=gen, device=device)
-        alpha, sigma = (a[:, None, None, None] for a in alpha_sigma_torch(t))
-        z = alpha * x + sigma * eps
-        target = {"v": v_from_x_eps(x, eps, alpha, sigma), "x": x, "eps": eps}[cfg.model.prediction]
-        for g in opt.param_groups:
-            g["lr"] = cfg.optim.lr * lr_factor(state.step, cfg)
-        with autocast:
-            pred = net(z, t, states, mask)
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
-        opt.step()
-        ema_update(ema, model, cfg.optim.ema_decay, state.step)
-        state.step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-            now = time.perf_counter()
-            n = min(len(losses), cfg.log_every)
-            row = {
-                "step": state.step,
-                "loss": float(np.mean(losses[-n:])),
-                "lr": opt.param_groups[0]["lr"],
-                "grad_norm": grad_norm,
-                "it_s": n / (now - t_window),
-                "text_share": text_s / (now - t_window),
-                "skipped": state.extra["skipped"],
-            }
-            t_window, text_s = now, 0.0
-            bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['it_s']:.2f}")
-            if metrics is not None:
-                metrics.write(row)
-        if d.main and (state.step % cfg.sample_every == 0 or state.step == cfg.steps):
-            write_samples(ema, encoder, cfg, out / "samples" / f"step{state.step:07d}.png", device)
-        if d.main and (state.step % cfg.ckpt_every == 0 or state.step in (cfg.steps, end)):
-            state.extra["wall_s"] = wall_before + time.perf_counter() - t0
-            save_checkpoint(out / "checkpoint", cfg, state, model, ema, opt, gen)
-            plot_loss(out / "metrics.jsonl", out / "loss.png")
+    # the workers stop when the loop ends (distill.data.batch_stream), not when a collection finds them
+    with batch_stream(dataset, cfg.data.num_workers) if remaining else nullcontext(iter(())) as loader:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
+        bar = tqdm(total=cfg.steps, initial=state.step, disable=not (progress and d.main), dynamic_ncols=True)
+        losses: list[float] = []
+        t_window, text_s, t0 = time.perf_counter(), 0.0, time.perf_counter()
+        wall_before = float(state.extra.get("wall_s", 0.0))
+        end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        while state.step < end:
+            batch = next(loader)
+            state.batch_index += 1
+            state.extra["skipped"] = state.extra.get("skipped", 0) + int(batch["skipped"])
+            b = len(batch["caption"])
+            if b == 0:
+                continue
+            drop = (torch.rand(b, generator=gen, device=device) < cfg.data.cond_dropout).tolist()
+            captions = [NULL_CAPTION if dr else c for c, dr in zip(batch["caption"], drop, strict=True)]
+            t_text = time.perf_counter()
+            states, mask = encoder.encode(captions)
+            text_s += time.perf_counter() - t_text
+            x = batch["image"].to(device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            t = torch.rand(b, generator=gen, device=device)
+            eps = torch.randn(x.shape, generator=gen, device=device)
+            alpha, sigma = (a[:, None, None, None] for a in alpha_sigma_torch(t))
+            z = alpha * x + sigma * eps
+            target = {"v": v_from_x_eps(x, eps, alpha, sigma), "x": x, "eps": eps}[cfg.model.prediction]
+            for g in opt.param_groups:
+                g["lr"] = cfg.optim.lr * lr_factor(state.step, cfg)
+            with autocast:
+                pred = net(z, t, states, mask)
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
+            opt.step()
+            ema_update(ema, model, cfg.optim.ema_decay, state.step)
+            state.step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            if state.step % cfg.log_every == 0 or state.step == cfg.steps:
+                now = time.perf_counter()
+                n = min(len(losses), cfg.log_every)
+                row = {
+                    "step": state.step,
+                    "loss": float(np.mean(losses[-n:])),
+                    "lr": opt.param_groups[0]["lr"],
+                    "grad_norm": grad_norm,
+                    "it_s": n / (now - t_window),
+                    "text_share": text_s / (now - t_window),
+                    "skipped": state.extra["skipped"],
+                }
+                t_window, text_s = now, 0.0
+                bar.set_postfix(loss=f"{row['loss']:.4f}", it_s=f"{row['it_s']:.2f}")
+                if metrics is not None:
+                    metrics.write(row)
+            if d.main and (state.step % cfg.sample_every == 0 or state.step == cfg.steps):
+                write_samples(ema, encoder, cfg, out / "samples" / f"step{state.step:07d}.png", device)
+            if d.main and (state.step % cfg.ckpt_every == 0 or state.step in (cfg.steps, end)):
+                state.extra["wall_s"] = wall_before + time.perf_counter() - t0
+                save_checkpoint(out / "checkpoint", cfg, state, model, ema, opt, gen)
+                plot_loss(out / "metrics.jsonl", out / "loss.png")
     bar.close()
 
     digests = [weights_digest(model)]

@@ -5,6 +5,7 @@
 #   docker.io:  the Docker Engine (dockerd) the live compose test starts (tests/deploy); the test
 #               starts and stops the daemon itself, nothing is started here.
 #   debootstrap: the local base image of the offline image builds (deploy/docker/build-base.sh).
+#   gdb:        the stacks of a test process that crashed (scripts/crash-report.sh, from .ci/run).
 # Each is optional for `make test`: the tests that need one skip with a reason when it is absent,
 # so a machine without root or without Debian still runs everything else.
 set -euo pipefail
@@ -15,9 +16,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v gdb >/dev/null 2>&1 || need+=(gdb)
 
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install-system-deps: prometheus, promtool, chromium, dockerd and debootstrap are present"
+    echo "install-system-deps: prometheus, promtool, chromium, dockerd, debootstrap and gdb are present"
     exit 0
 fi
 # Deduplicate (prometheus is listed twice when both binaries are missing).

@@ -113,7 +113,7 @@ def teacher(tmp_path_factory, tiny_bert_dir):
     return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
 
 
-def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path):
+def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path, onnx_cache):
     from distill.denoise import GuidedDenoiser
     from fewstep.rng import SeededNoise
     from fewstep_cli.main import main
@@ -139,7 +139,7 @@ def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
     from distill.export import export_bundle
 
-    m = export_bundle(out / "student", tmp_path / "bundle", cache_dir=tmp_path / "cache")
+    m = export_bundle(out / "student", tmp_path / "bundle", cache_dir=onnx_cache)
     assert m.sampler == "ddim" and sorted(m.steps) == [2] and m.guidance.network_input
 
 

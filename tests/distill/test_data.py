@@ -1,5 +1,6 @@
 import io
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from distill.data import (
     FolderBatches,
     ShapesBatches,
     WebDatasetBatches,
+    batch_stream,
     build_dataset,
     build_loader,
     load_image,
@@ -38,6 +40,20 @@ def test_workers_preserve_batch_order():
     single = [b["caption"] for b in build_loader(ShapesBatches(4, 16, 1, num_batches=6), 0)]
     multi = [b["caption"] for b in build_loader(ShapesBatches(4, 16, 1, num_batches=6), 2)]
     assert single == multi
+
+
+def test_a_stream_stops_its_workers_when_its_block_ends():
+    """An endless stream never runs out (when torch would stop the workers itself); without the block
+    they lived until a garbage collection reached the iterator, stalling whatever ran then."""
+    before = set(multiprocessing.active_children())
+    with batch_stream(ShapesBatches(4, 16, 1), 2) as it:
+        assert len(next(it)["caption"]) == 4
+        assert len(set(multiprocessing.active_children()) - before) == 2
+    assert not set(multiprocessing.active_children()) - before
+    with pytest.raises(RuntimeError), batch_stream(ShapesBatches(4, 16, 1), 1) as it:  # and when it fails
+        next(it)
+        raise RuntimeError("a failed update")
+    assert not set(multiprocessing.active_children()) - before
 
 
 def _write_folder(root, n_good=5, corrupt=("bad.png",)):

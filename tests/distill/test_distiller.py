@@ -92,6 +92,17 @@ def test_an_interrupted_distillation_resumes_exactly(teacher, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_leaves_no_data_workers_behind(teacher, tmp_path):
+    """The run's loader workers stop when it returns, finished or stopped early (not at a later
+    garbage collection: that stalled the next test for 20 s)."""
+    import multiprocessing
+
+    cfg = load_distill_config("tiny", None, ["data.num_workers=2"])
+    before = set(multiprocessing.active_children())
+    distill(cfg, teacher, tmp_path / "r", RunOptions(progress=False, stop_at=2))
+    assert not set(multiprocessing.active_children()) - before
+
+
 def test_a_run_resumed_with_another_teacher_is_refused(teacher, tiny_bert_dir, tmp_path):
     from distill.config import ConfigError
 

@@ -59,12 +59,12 @@ def test_committed_graph_is_reused_until_the_weights_change(tmp_path, tiny_bert_
     assert m3.files["denoiser.onnx"] == side3["graph_sha256"] != side["graph_sha256"]
 
 
-def test_export_replaces_an_existing_bundle(tmp_path, tiny_bert_dir):
+def test_export_replaces_an_existing_bundle(tmp_path, tiny_bert_dir, onnx_cache):
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
     out = tmp_path / "b"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    export_bundle(model, out, steps=(2, 4), cache_dir=tmp_path / "cache")
+    export_bundle(model, out, steps=(2, 4), cache_dir=onnx_cache)
     assert not (out / "stale.txt").exists()
     assert sorted(load_manifest(out).steps) == [2, 4]
 
@@ -87,7 +87,7 @@ def test_a_damaged_bundle_is_refused_naming_the_file(tmp_path, tiny_bundle, dama
         load_pipeline(bundle)
 
 
-def test_export_cli(tmp_path, tiny_bert_dir, capsys):
+def test_export_cli(tmp_path, tiny_bert_dir, onnx_cache, capsys):
     from fewstep_cli.main import main
 
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
@@ -95,7 +95,7 @@ def test_export_cli(tmp_path, tiny_bert_dir, capsys):
     (tmp_path / "row.json").write_text(json.dumps(row))
     args = ["export", "--model", str(model), "--out", str(tmp_path / "b"), "--steps", "2", "4", "--default-steps", "4"]
     args += ["--guidance", "1", "2.5", "6", "--evaluation", str(tmp_path / "row.json")]
-    args += ["--cache-dir", str(tmp_path / "cache")]
+    args += ["--cache-dir", str(onnx_cache)]
     assert main(args) == 0
     m = load_manifest(tmp_path / "b")
     assert m.name == "b" and m.default_steps == 4
