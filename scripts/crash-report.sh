@@ -6,8 +6,10 @@
 # Usage: scripts/crash-report.sh [DIR]   (DIR/core, DIR/core.N; prints nothing when there is none)
 set -uo pipefail
 dir="${1:-.}"
-shopt -s nullglob
-cores=("$dir"/core "$dir"/core.[0-9]*)
+cores=()
+for f in "$dir"/core "$dir"/core.[0-9]*; do
+    [ -f "$f" ] && cores+=("$f")
+done
 [ ${#cores[@]} -eq 0 ] && exit 0
 python="$(readlink -f "$dir/.venv/bin/python" 2>/dev/null || command -v python3)"
 for core in "${cores[@]}"; do
