@@ -28,10 +28,16 @@ def default_pipelines() -> list[Pipeline]:
 
 @contextmanager
 def serving(pipelines: Sequence[Pipeline] | None = None, **settings) -> Iterator[TestClient]:
-    """A started app (warm-up finished, /readyz 200) with the given settings."""
+    """A started app (warm-up finished, /readyz 200) with the given settings.
+
+    Fixed batch bounds unless a test passes its own (`max_batch_images=None` asks for the profile):
+    the warm-up cost profile takes 3-4 s per app on a CI core, the API tests do not test it, and
+    there are about 200 of them (the profile has its own tests, tests/service/engine)."""
+    settings.setdefault("max_batch_images", 8)
+    settings.setdefault("max_wait_s", 0.0)
     app = create_app(ServiceSettings(**settings), pipelines or default_pipelines())
     with TestClient(app, raise_server_exceptions=False) as client:
-        # Warm-up profiles every batch size; on a loaded 2-core machine that takes seconds.
+        # Warm-up (and a profile, where asked for) can take seconds on a loaded 2-core machine.
         deadline = time.monotonic() + 120
         while client.get("/readyz").status_code != 200:
             if time.monotonic() > deadline:
