@@ -1,16 +1,30 @@
 """The engine's loop under step-level scheduling (`scheduling="step"`): one denoiser evaluation per
 iteration over all in-flight images of a model, requests admitted and answered between iterations.
 
-Each turn of the loop, on the event loop: drop the images of requests whose caller left (client
-disconnect or deadline: their future is done), admit queued images first come, first admitted up
-to each model's max batch (`select_admissions`), then hand one iteration to the runner thread,
-which encodes the new prompts, runs `StepBatch.iterate` for one model and returns the images that
-finished. A request is answered as soon as its last image is done. Models with in-flight images
-take turns, one iteration each, so no model waits for another's requests to finish.
+Two halves, joined by an inbox:
 
-Memory is bounded: in-flight images per model never exceed its max batch, and the queue keeps its
-`queue_limit_images` bound. There is no max wait: a request that arrives while the runner is busy
-joins at the next iteration, and an idle runner starts at once.
+- On the event loop (`run`): drop the images of requests whose caller left (client disconnect or
+  deadline: their future is done), admit queued images first come, first admitted up to each
+  model's max batch (`select_admissions`), and post those admissions and drops to the inbox. Each
+  iteration's outcome comes back here: a request is answered as soon as its last image is done.
+- On the runner thread (`_drive`): take what the inbox holds, apply it (encoding the new prompts),
+  run `StepBatch.iterate` for one model, hand the outcome to the event loop, and go straight on
+  to the next iteration. Models with in-flight images take turns, one iteration each, so no
+  model waits for another's requests to finish. The driver returns when nothing is in flight and
+  the inbox is empty; the next admission starts it again.
+
+Why the runner does not wait for the event loop between iterations: it did once (one runner call
+per iteration, planned by the loop), and under load every iteration then waited 3.5-4.4 ms for an
+event loop busy with HTTP work; on the H200's simulated cost curve that kept the backend 83-86%
+busy against 98% at request level (BENCHMARKS.md, "Under a GPU's cost curve, simulated"). Now an
+admission or a drop lands at the first iteration boundary after the event loop posts it, and the
+backend is idle only when nothing is in flight.
+
+Memory is bounded: the event loop counts a model's images from admission until it has seen them
+retire or dropped them (`slots`), which is never fewer than the batch holds, and admits only
+what fits under the max batch; the queue keeps its `queue_limit_images` bound. There is no max
+wait: a request that arrives while an iteration runs joins at the next one, and an idle runner
+starts at once.
 
 Metrics: `fewstep_step_iterations_total` (rate = iterations per second), the
 `fewstep_step_iteration_seconds` histogram, the `fewstep_in_flight_images` gauge; the admission
@@ -23,10 +37,12 @@ engine); `service.engine.request_loop.RequestLoop` is the request-level one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,35 +68,47 @@ class _Progress:
 
 
 @dataclass
-class _Work:
-    """One runner call: images to admit (any model) and the model to iterate."""
+class _Command:
+    """For the driver: admit `jobs` (the request's images from index `first`), or drop the
+    request's images (`jobs` None)."""
 
-    model: str
-    admit: list[tuple[Ticket, list[ImageJob], int]] = field(default_factory=list)
+    ticket: Ticket
+    jobs: list[ImageJob] | None = None
+    first: int = 0
 
 
 @dataclass
 class _Outcome:
+    """One driver turn: admissions that failed, and the iteration it ran (if any) or its error."""
+
+    model: str | None
     failed: list[tuple[Ticket, Exception]]
     iteration: Iteration | None
     error: Exception | None
     seconds: float
+    owners: frozenset[Ticket] = frozenset()  # whose images the failed iteration held (with `error`)
 
 
 class StepLoop(LoopState):
-    """Drives one `StepBatch` per model from the event loop; owns nothing the engine's callers see."""
+    """Admissions and answers on the event loop, iterations back to back on the runner thread."""
 
     def __init__(self, ctx: SchedulerContext) -> None:
         super().__init__()
         self.ctx = ctx
-        self.batches = {name: StepBatch(p) for name, p in ctx.pipelines.items()}
+        self.batches = {name: StepBatch(p) for name, p in ctx.pipelines.items()}  # the driver's
         self.progress: dict[Ticket, _Progress] = {}
         self.limits: dict[str, BatchLimits] = {}
-        self._last_model: str | None = None
+        # Per model: images admitted and not yet seen retired or dropped (never fewer than in the batch).
+        self.slots: dict[str, int] = dict.fromkeys(self.batches, 0)
+        self._last_model: str | None = None  # the driver's turn-taking
+        self._lock = threading.Lock()  # guards the inbox and the driver's running/stopping flags
+        self._inbox: list[_Command] = []
+        self._driving = False
+        self._stopping = False
 
     @property
     def in_flight_images(self) -> int:
-        return sum(len(b) for b in self.batches.values())
+        return sum(self.slots.values())
 
     def use_limits(self, limits: Mapping[str, BatchLimits]) -> None:
         """Per-model bounds on in-flight images (the max wait has no meaning here)."""
@@ -92,79 +120,88 @@ class StepLoop(LoopState):
 
     async def run(self) -> None:
         queue = self.ctx.queue
-        while True:
-            queue.arm()
-            self._reap()
-            work = self._plan(time.monotonic())
-            if work is None:
-                self._busy = False
-                self._running = []
+        try:
+            while True:
+                queue.arm()
+                self._reap()
+                self._admit(time.monotonic())
+                self._update_state()
                 await queue.wait()
-                continue
-            self._busy = True
-            self._running = [p.ticket for p in self.progress.values()]
-            outcome = await self.ctx.runner.call(self._execute, work)
-            self._finish(work.model, outcome)
+        finally:
+            with self._lock:  # the driver stops at its next iteration boundary
+                self._stopping = True
 
     # --- on the event loop -----------------------------------------------------------------------
 
     def _reap(self) -> None:
-        """Free the slots of requests whose caller left (their future is cancelled) or that failed."""
-        for ticket in list(self.progress):
-            if ticket.future.done():
-                dropped = self.batches[ticket.model].drop(ticket)
-                del self.progress[ticket]
-                self.ctx.queue.remove(ticket)
-                if dropped and ticket.future.cancelled():
-                    log.debug("dropped %d in-flight images of a request that left", dropped)
-        self._update_gauges()
+        """Free the slots of requests whose caller left (their future is cancelled or timed out)."""
+        for ticket in [t for t in self.progress if t.future.done()]:
+            p = self.progress.pop(ticket)
+            self.slots[ticket.model] -= p.admitted - p.done
+            self.ctx.queue.remove(ticket)
+            self._post([_Command(ticket)])
+            if ticket.future.cancelled():
+                log.debug("dropping %d in-flight images of a request that left", p.admitted - p.done)
 
-    def _plan(self, now: float) -> _Work | None:
-        """Admit what fits, first come first admitted, and choose the model to iterate (None: idle)."""
-        free = {name: self.max_batch_images(name) - len(b) for name, b in self.batches.items()}
+    def _admit(self, now: float) -> None:
+        """Admit what fits, first come first admitted, and post it to the driver."""
+        free = {name: self.max_batch_images(name) - self.slots[name] for name in self.batches}
 
         def waiting(t: Ticket) -> int:
             p = self.progress.get(t)
             return t.images - (p.admitted if p else 0)
 
-        admit: list[tuple[Ticket, list[ImageJob], int]] = []
-        arriving: set[str] = set()
+        commands: list[_Command] = []
         for ticket, take in select_admissions(self.ctx.queue.snapshot(), free, lambda t: t.model, waiting):
             p = self.progress.get(ticket)
             if p is None:
                 p = self.progress[ticket] = _Progress(ticket, [None] * ticket.images)
                 ticket.started_at = now
                 self.ctx.metrics.queue_wait.labels(ticket.model).observe(now - ticket.enqueued_at)
-            admit.append((ticket, ticket.jobs[p.admitted : p.admitted + take], p.admitted))
+            commands.append(_Command(ticket, ticket.jobs[p.admitted : p.admitted + take], p.admitted))
             p.admitted += take
-            arriving.add(ticket.model)
+            self.slots[ticket.model] += take
             if p.admitted == ticket.images:
                 self.ctx.queue.remove(ticket)
-        models = [name for name, b in self.batches.items() if len(b) or name in arriving]
-        if not models:
-            return None
-        order = list(self.batches)
-        start = 0 if self._last_model is None else order.index(self._last_model) + 1
-        rotated = order[start:] + order[:start]
-        model = next(name for name in rotated if name in models)
-        self._last_model = model
-        return _Work(model, admit)
+        self._post(commands)
 
-    def _finish(self, model: str, outcome: _Outcome) -> None:
+    def _post(self, commands: list[_Command]) -> None:
+        """Hand commands to the driver, starting it on the runner thread if it is not running."""
+        if not commands:
+            return
+        with self._lock:
+            self._inbox.extend(commands)
+            start = not self._driving and not self._stopping
+            self._driving = self._driving or start
+        if start:
+            loop = asyncio.get_running_loop()
+            driver = asyncio.ensure_future(self.ctx.runner.call(self._drive, loop))
+            driver.add_done_callback(self._driver_done)
+
+    def _driver_done(self, driver: asyncio.Future[None]) -> None:
+        if not driver.cancelled() and driver.exception() is not None:
+            log.error("the step-level driver failed", exc_info=driver.exception())
+            with self._lock:
+                self._driving = False
+        self.ctx.queue.wake()  # busy may have changed; anything left in the inbox restarts it
+
+    def _finish(self, outcome: _Outcome) -> None:
+        """An outcome from the driver, on the event loop: answer, fail, free slots, observe."""
         metrics = self.ctx.metrics
         for ticket, error in outcome.failed:
             metrics.rejected.labels("backend_error").inc()
             self._fail(ticket, error)
-        if outcome.error is not None:
+        model = outcome.model
+        if model is not None and outcome.error is not None:
             metrics.batch_failures.labels(model).inc()
             cause = outcome.error
             error = BatchFailed(f"the backend failed on this request's batch: {type(cause).__name__}: {cause}")
-            owners = {t for t in self.progress if t.model == model}
+            owners = [t for t in outcome.owners if t in self.progress]
             metrics.rejected.labels("backend_error").inc(len(owners))
             for ticket in owners:
                 self._fail(ticket, error)
         it = outcome.iteration
-        if it is not None and it.size:
+        if model is not None and it is not None and it.size:
             metrics.step_iterations.labels(model).inc()
             metrics.step_iteration_seconds.labels(model).observe(outcome.seconds)
             metrics.batch_size.labels(model).observe(it.size)
@@ -176,13 +213,14 @@ class StepLoop(LoopState):
             done = time.monotonic()
             for im in it.finished:
                 p = self.progress.get(im.owner)  # type: ignore[call-overload]
-                if p is None:
+                if p is None:  # its caller left, or it failed: its slots were freed then
                     continue
+                self.slots[model] -= 1
                 p.images[im.index] = im.image
                 p.done += 1
                 if p.done == p.ticket.images:
                     self._answer(p, done)
-        self._update_gauges()
+        self.ctx.queue.wake()  # slots were freed: admit again
 
     def _answer(self, p: _Progress, done: float) -> None:
         t = p.ticket
@@ -192,29 +230,77 @@ class StepLoop(LoopState):
         t.succeed(np.stack(p.images), done - started, done, p.batch_images)  # type: ignore[arg-type]
 
     def _fail(self, ticket: Ticket, error: Exception) -> None:
-        self.batches[ticket.model].drop(ticket)
-        self.progress.pop(ticket, None)
+        p = self.progress.pop(ticket, None)
+        if p is not None:
+            self.slots[ticket.model] -= p.admitted - p.done
         self.ctx.queue.remove(ticket)
+        self._post([_Command(ticket)])
         ticket.fail(error)
 
-    def _update_gauges(self) -> None:
-        for name, b in self.batches.items():
-            self.ctx.metrics.in_flight_images.labels(name).set(len(b))
+    def _update_state(self) -> None:
+        """`busy`, `running` (read by the engine) and the in-flight gauges."""
+        self._busy = self._driving or any(self.slots.values())
+        self._running = [p.ticket for p in self.progress.values()]
+        for name, n in self.slots.items():
+            self.ctx.metrics.in_flight_images.labels(name).set(n)
 
     # --- on the runner thread --------------------------------------------------------------------
 
-    def _execute(self, work: _Work) -> _Outcome:
-        failed: list[tuple[Ticket, Exception]] = []
-        for ticket, jobs, first in work.admit:
+    def _drive(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Apply the inbox, iterate one model, post the outcome; until nothing is in flight."""
+        while True:
+            with self._lock:
+                commands, self._inbox = self._inbox, []
+                if self._stopping or (not commands and not any(len(b) for b in self.batches.values())):
+                    self._driving = False
+                    return
+            outcome = self._turn(commands)
             try:
-                self.batches[ticket.model].admit(ticket, jobs, first)
+                loop.call_soon_threadsafe(self._finish, outcome)
+            except RuntimeError:  # the event loop closed under us (the service stopped)
+                with self._lock:
+                    self._driving = False
+                return
+
+    def _turn(self, commands: list[_Command]) -> _Outcome:
+        failed: list[tuple[Ticket, Exception]] = []
+        for c in commands:
+            batch = self.batches[c.ticket.model]
+            if c.jobs is None:
+                batch.drop(c.ticket)
+                continue
+            try:
+                batch.admit(c.ticket, c.jobs, c.first)
             except Exception as e:  # the text encoder failed: only this request fails
-                log.exception("admitting %d images for %s failed", len(jobs), ticket.model)
-                failed.append((ticket, BatchFailed(f"the backend failed on this request: {type(e).__name__}: {e}")))
+                log.exception("admitting %d images for %s failed", len(c.jobs), c.ticket.model)
+                batch.drop(c.ticket)  # its images admitted earlier
+                failed.append((c.ticket, BatchFailed(f"the backend failed on this request: {type(e).__name__}: {e}")))
+        for batch in self.batches.values():
+            # A caller that left (its future is done) runs no further step: the event loop frees its
+            # slots when it next looks (`_reap`), but this boundary may come first.
+            for owner in {im.owner for im in batch.images if im.owner.future.done()}:  # type: ignore[attr-defined]
+                batch.drop(owner)
+        model = self._next_model()
+        if model is None:
+            return _Outcome(None, failed, None, None, 0.0)
+        batch = self.batches[model]
         start = time.perf_counter()
         try:
-            iteration = self.batches[work.model].iterate()
+            iteration = batch.iterate()
         except Exception as e:  # only this model's in-flight requests fail; the engine stays ready
-            log.exception("step iteration for %s failed", work.model)
-            return _Outcome(failed, None, e, time.perf_counter() - start)
-        return _Outcome(failed, iteration, None, time.perf_counter() - start)
+            log.exception("step iteration for %s failed", model)
+            owners = frozenset(im.owner for im in batch.images)
+            for owner in owners:
+                batch.drop(owner)
+            return _Outcome(model, failed, None, e, time.perf_counter() - start, owners)  # type: ignore[arg-type]
+        return _Outcome(model, failed, iteration, None, time.perf_counter() - start)
+
+    def _next_model(self) -> str | None:
+        """The next model with in-flight images after the last one iterated (turns, one iteration each)."""
+        order = list(self.batches)
+        start = 0 if self._last_model is None else order.index(self._last_model) + 1
+        for name in order[start:] + order[:start]:
+            if len(self.batches[name]):
+                self._last_model = name
+                return name
+        return None

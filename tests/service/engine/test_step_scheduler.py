@@ -196,12 +196,13 @@ def test_a_short_request_joins_a_running_long_one_between_steps_and_leaves_first
         gated = GatedDenoiser()
         engine = await step_engine(gated)
         gated.batch_sizes.clear()
+        gated.delay_s = 0.02  # iterations run back to back: a real cost lets the answers come apart in time
         gated.gate.clear()
         gated.entered.clear()
         long = asyncio.create_task(engine.generate(GenerateRequest("fake", "long", seed=0, steps=8, guidance=1.0)))
         await wait_until(gated.entered.is_set)  # iteration 1 of the long request is inside the backend
         short = asyncio.create_task(engine.generate(GenerateRequest("fake", "short", seed=1, steps=4, guidance=1.0)))
-        await wait_until(lambda: len(engine.queue) == 1)
+        await wait_until(lambda: len(engine.scheduler.running) == 2)  # admitted: it joins at the next boundary
         gated.gate.set()
         first = await asyncio.wait([long, short], return_when=asyncio.FIRST_COMPLETED)
         results = await long, await short
