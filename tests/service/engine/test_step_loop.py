@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import numpy as np
 
@@ -109,3 +110,48 @@ def test_a_failing_iteration_fails_that_models_requests_only():
     failed, ok = run(scenario())
     assert isinstance(failed, BatchFailed) and ok.images.shape[0] == 1
     assert np.isfinite(ok.total_s)
+
+
+def test_iterations_run_back_to_back_while_the_event_loop_is_busy():
+    """The runner does not wait for the event loop between iterations: with the loop held (as by
+    HTTP work under load), an 8-step request still runs all its steps; only its answer waits."""
+
+    async def scenario():
+        den = FakeDenoiser(delay_s=0.005)
+        ctx = context(fake_pipeline("fake", den, steps=(4, 8)))
+        loop = StepLoop(ctx)
+        async with running(loop):
+            t = ticket("fake", 1, steps=8)
+            ctx.queue.push(t)
+            await wait_until(lambda: len(den.batch_sizes) > 0)
+            time.sleep(0.5)  # holds the event loop
+            during = len(den.batch_sizes)
+            result = await t.future
+        return during, result
+
+    during, result = run(scenario())
+    assert during == 8 and result.images.shape[0] == 1
+
+
+def test_a_slot_freed_at_a_boundary_is_filled_there_from_the_standby_images():
+    """Admitted images beyond the max batch stand by on the driver's side: when one retires, the
+    next takes its slot at that boundary, without waiting for the event loop (held here)."""
+
+    async def scenario():
+        den = FakeDenoiser(delay_s=0.005)
+        ctx = context(fake_pipeline("fake", den, network_input=True, steps=(4, 8)), max_batch_images=2)
+        loop = StepLoop(ctx)
+        short, long, standby = ticket("fake", 1, steps=4), ticket("fake", 1, steps=8), ticket("fake", 1, steps=4)
+        async with running(loop):
+            for t in (short, long, standby):
+                ctx.queue.push(t)
+            await wait_until(lambda: len(den.batch_sizes) > 0)
+            time.sleep(0.5)  # holds the event loop
+            during = list(den.batch_sizes)
+            results = await asyncio.gather(short.future, long.future, standby.future)
+        return during, results, loop
+
+    during, results, loop = run(scenario())
+    assert during == [2] * 8  # "standby" joined at step 5, as "short" retired
+    assert [r.images.shape[0] for r in results] == [1, 1, 1] and loop.in_flight_images == 0
+    assert results[2].queue_s > results[0].queue_s  # its wait ran until it entered the batch

@@ -247,7 +247,7 @@ def test_cancelling_between_steps_frees_the_slots_for_the_next_request():
         leaving = asyncio.create_task(engine.generate(GenerateRequest("fake", "bye", seed=0, n=2, steps=8)))
         await wait_until(gated.entered.is_set)
         waiting = asyncio.create_task(engine.generate(GenerateRequest("fake", "next", seed=5, steps=4)))
-        await wait_until(lambda: len(engine.queue) == 1)  # no free slot: it waits
+        await wait_until(lambda: len(engine.scheduler.running) == 2)  # no free slot: it stands by
         leaving.cancel()  # the client disconnects during step 1
         gated.batch_sizes.clear()
         gated.gate.set()
