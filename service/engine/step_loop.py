@@ -20,11 +20,14 @@ busy against 98% at request level (BENCHMARKS.md, "Under a GPU's cost curve, sim
 admission or a drop lands at the first iteration boundary after the event loop posts it, and the
 backend is idle only when nothing is in flight.
 
-Memory is bounded: the event loop counts a model's images from admission until it has seen them
-retire or dropped them (`slots`), which is never fewer than the batch holds, and admits only
-what fits under the max batch; the queue keeps its `queue_limit_images` bound. There is no max
-wait: a request that arrives while an iteration runs joins at the next one, and an idle runner
-starts at once.
+Memory is bounded: a model's batch never holds more than its max batch, and at most as many
+admitted images again stand by on the driver's side (their prompts are encoded only when they enter
+the batch), so a slot that frees at a boundary is filled there rather than an iteration later; the
+event loop counts a model's images from admission until it has seen them retire or dropped them
+(`slots`) and admits only what fits under twice the max batch; the queue keeps its
+`queue_limit_images` bound. There is no max wait: a request that arrives while an iteration runs
+joins at the next one, and an idle runner starts at once. A request's queue wait ends when its
+first image enters the batch.
 
 Metrics: `fewstep_step_iterations_total` (rate = iterations per second), the
 `fewstep_step_iteration_seconds` histogram, the `fewstep_in_flight_images` gauge; the admission
