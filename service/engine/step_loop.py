@@ -157,8 +157,8 @@ class StepLoop(LoopState):
 
         What fits is the max batch plus as many again standing by: images retire at the driver's
         boundaries, and a slot freed there is filled at once from the standby images instead of
-        an iteration later, when the event loop has seen it free (that lag left 4-step requests'
-        slots empty a fifth of the time under load)."""
+        an iteration later, when the event loop has seen it free (under load, that lag alone would
+        leave a 4-step image's slot empty one iteration in five)."""
         free = {name: 2 * self.max_batch_images(name) - self.slots[name] for name in self.batches}
 
         def waiting(t: Ticket) -> int:
