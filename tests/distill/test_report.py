@@ -158,3 +158,19 @@ def test_a_table_of_rows_from_two_machines_names_each_machine_with_its_rows(tmp_
     assert "machines: test cpu (ancestral-8-w3); other cpu (ancestral-16-w3)" in head
     write_table(rows[:1], tmp_path / "t.md", None, "Teacher", "models/teacher")
     assert "machine: test cpu, git abc." in (tmp_path / "t.md").read_text()
+
+
+def test_a_row_under_the_headline_image_count_says_why_with_its_intervals(tmp_path):
+    import json
+
+    from distill.report import HEADLINE_IMAGES, note_sample_size
+
+    row = _row("ancestral", 8, 446.1) | {"n_images": 500, "fd_ci": [420.0, 472.0]}
+    row["adherence_ci"] = {"overall": [0.45, 0.55]}
+    path = tmp_path / "ancestral-8.json"
+    path.write_text(json.dumps(row))
+    note = note_sample_size(dict(row), path)["interval_note"]
+    assert note.startswith("500 images, not 2,000") and "FD [420.0, 472.0], adherence [0.450, 0.550]" in note
+    assert json.loads(path.read_text())["interval_note"] == note
+    full = row | {"n_images": HEADLINE_IMAGES}
+    assert "interval_note" not in note_sample_size(dict(full), tmp_path / "none.json")
