@@ -307,7 +307,7 @@ class StepLoop(LoopState):
             log.exception("step iteration for %s failed", model)
             owners = frozenset(im.owner for im in batch.images)
             for owner in owners:
-                batch.drop(owner)
+                self._drop(owner)  # type: ignore[arg-type]  # and what of it still stands by
             in_batch[model] = len(batch)
             seconds = time.perf_counter() - t0
             return _Outcome(model, failed, None, e, seconds, owners, started, in_batch)  # type: ignore[arg-type]
