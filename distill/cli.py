@@ -318,6 +318,14 @@ def _distill(args: argparse.Namespace) -> int:
     # default is None), and --set overrides them all.
     given = [f"{key}={value}" for key, value in (("method", args.method), ("steps", args.steps)) if value is not None]
     cfg = load_distill_config(args.preset, args.config, [*given, *args.set])
+    if args.budget_images is not None:
+        from distill.methods import METHODS
+        from distill.runloop import iters_for_budget
+
+        iters = iters_for_budget(METHODS[cfg.method].run, cfg, args.budget_images)
+        cfg = load_distill_config(args.preset, args.config, [*given, *args.set, f"iters={iters}"])
+        log.info("--budget-images %d: %d iterations of %s at batch %d", args.budget_images, iters, cfg.method,
+                 cfg.batch_size)  # fmt: skip
     options = RunOptions(
         resume=not args.no_resume, progress=not args.no_progress, stop_at=args.stop_at,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, pack_unfinished=args.pack_unfinished,
@@ -341,6 +349,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     di.add_argument("--preset", default="shapes32-cpu", help="shapes32-cpu | shapes32-gpu | tiny")
     di.add_argument("--config", help="JSON config file (merged over the preset)")
     di.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. iters=500")
+    di.add_argument(
+        "--budget-images",
+        type=int,
+        help="size the run in training image passes instead of updates: iters becomes the fewest that draw this "
+        "many training images (methods draw different numbers an update; overrides --set iters)",
+    )
     di.add_argument("--out", required=True, help="run directory (resumed if it holds a checkpoint)")
     di.add_argument("--no-resume", action="store_true")
     di.add_argument("--no-progress", action="store_true")

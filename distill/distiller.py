@@ -140,10 +140,48 @@ class Distiller(RunBase):
     def iteration(self, batches, step: int) -> dict[str, Any]:
         cfg = self.cfg
         lr = lr_schedule(step, cfg.iters, cfg)
+        if step < cfg.warm_start:
+            loss = self.warm_start_update(next(batches), lr)
+            if step + 1 == cfg.warm_start:
+                self._end_warm_start()
+            elif self.ema is not None:
+                ema_update(self.ema, self.student, cfg.ema_decay)
+            return {"warm_loss": loss, "loss": loss, "lr": lr}
         row = self._mm_alt(batches, lr) if cfg.method == MM_ALT else self._mm_param(batches, lr)
         if self.ema is not None:
             ema_update(self.ema, self.student, cfg.ema_decay)
         return {**row, "loss": row["student_loss"], "lr": lr}
+
+    @classmethod
+    def images_for(cls, cfg: DistillConfig, iters: int) -> int:
+        """Training images the first `iters` iterations draw: one batch a warm-start update; then
+        mm-alt draws `aux_steps` + 1 batches an update, mm-param two (minibatches A and B)."""
+        warm = min(iters, cfg.warm_start)
+        per = cfg.aux_steps + 1 if cfg.method == MM_ALT else 2
+        return cfg.batch_size * (warm + per * (iters - warm))
+
+    def warm_start_update(self, batch: dict[str, Any], lr: float) -> float:
+        """One guided warm-start update: regress the student's x prediction at (z_t, t, w) onto the
+        guided teacher's at the same w, on noised training images (plain x-space MSE, like the
+        auxiliary's default). The student starts as the unguided teacher (its w input is
+        zero-initialised), so moment matching would otherwise spend its first updates learning what
+        guidance does; this teaches it directly, at half the cost of an mm-alt update."""
+        z_t, cond, w, _, t = self.draw(batch)
+        target = self._teacher(z_t, t, cond, w)
+        pred = self._student(self.student, z_t, t, cond, w)
+        loss = (pred - target).pow(2).mean()
+        self._step(loss, self.student, self.opt, lr, z_t.shape[0])
+        return loss.item()
+
+    def _end_warm_start(self) -> None:
+        """The warm-started student becomes the auxiliary's and the EMA's starting point too, so
+        moment matching begins from a student, auxiliary and EMA that all equal the guided fit."""
+        state = self.student.state_dict()
+        if self.aux is not None:
+            self.aux.load_state_dict(state)
+        if self.ema is not None:
+            self.ema.load_state_dict(state)
+        log.info("guided warm start done after %d updates: auxiliary and EMA copied", self.cfg.warm_start)
 
     def curve(self) -> tuple[str, str]:
         return "gap_rms", "RMS of fake - teacher at z_s"
@@ -178,7 +216,12 @@ class Distiller(RunBase):
         z_s = posterior_draw(z_t, x_tilde, t, s, torch.randn(z_t.shape, generator=self.gen, device=self.device))
         target = self._teacher(z_s, s, cond, w)
         pred = self._student(aux, z_s, s, cond, w)
-        weight = teacher_weight(s, cfg.teacher_weight_cap) if cfg.aux_weighting == "teacher" else None
+        weight = {
+            "none": None,
+            "teacher": lambda: teacher_weight(s, cfg.teacher_weight_cap),
+            "snr-cap": lambda: teacher_weight(s, cfg.snr_cap),
+        }[cfg.aux_weighting]
+        weight = weight() if weight is not None else None
         loss = aux_loss(pred, x_tilde, target, weight)
         self._step(loss, aux, self.opt_aux, (cfg.aux_lr or cfg.lr) * lr / cfg.lr, z_t.shape[0])
         return loss.item()

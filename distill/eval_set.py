@@ -59,9 +59,9 @@ def eval_set(n: int) -> list[EvalItem]:
     for i in range(n_phr):
         twin = out[i]
         rng = shapes.scene_rng(EVAL_SEED + 2, i)
-        text, mentions, bg = captions.caption_scene(
+        text, mentions, bg, template = captions.caption_scene_template(
             twin.item.scene, rng, "held_out", twin.item.mentions, twin.item.background_mentioned
         )
-        it = shapes.CaptionedScene(twin.item.scene, twin.item.placements, text, mentions, bg)
+        it = shapes.CaptionedScene(twin.item.scene, twin.item.placements, text, mentions, bg, template)
         out.append(EvalItem(it, twin.spec, False, twin.seed, "held_out_phrasing", i))
     return out

@@ -158,6 +158,45 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6
     return frechet_distance_gaussians(mu1, s1, mu2, s2, eps=eps)
 
 
+def frechet_distance_extrapolated(
+    feats_a: np.ndarray,
+    feats_b: np.ndarray,
+    sizes: int = 8,
+    draws: int = 4,
+    min_share: float = 0.25,
+    seed: int = 0,
+) -> dict[str, float]:
+    """FD corrected for sample size: FD_infinity, extrapolated to infinitely many images.
+
+    The plug-in FD's bias is, to first order, linear in 1/N (Chong & Forsyth 2020, "Effectively
+    Unbiased FID and Inception Score and where to find them", CVPR: FD_N = FD_inf + k / N). Here
+    the same FD is computed on `draws` random subsets (of aligned rows: a prompt's generated and
+    reference features stay together) at each of `sizes` sizes from `min_share` N to N, a line
+    FD = FD_inf + k / m is fitted by least squares, and its intercept is FD_inf: a figure that does
+    not drift with the number of images (the project measured 260.8 at 1,000 images and 176.6 at
+    2,000 for one student). Returns {"fd_infinity", "fd_slope" (k), "sizes": [...]}.
+    Deterministic for a given `seed`."""
+    a = _as_features(feats_a, "feats_a")
+    b = _as_features(feats_b, "feats_b")
+    _check_pair(a, b)
+    n = a.shape[0]
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"aligned rows needed: {a.shape[0]} and {b.shape[0]}")
+    lo = max(int(min_share * n), a.shape[1] + 2)  # a covariance needs more rows than dimensions to be useful
+    if lo >= n:
+        raise ValueError(f"{n} rows is too few to extrapolate FD over (need more than {lo})")
+    ms = np.unique(np.linspace(lo, n, sizes).round().astype(int))
+    rng = np.random.default_rng(seed)
+    x, y = [], []
+    for m in ms:
+        for _ in range(draws if m < n else 1):
+            idx = rng.choice(n, size=m, replace=False) if m < n else np.arange(n)
+            x.append(1.0 / m)
+            y.append(frechet_distance(a[idx], b[idx]))
+    slope, intercept = np.polyfit(np.array(x), np.array(y), 1)
+    return {"fd_infinity": float(intercept), "fd_slope": float(slope), "sizes": [int(m) for m in ms]}
+
+
 # --------------------------------------------------------------------------- KID
 
 

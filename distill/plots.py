@@ -13,7 +13,8 @@ def plot_loss(
     path = Path(metrics_path)
     if not path.exists():
         return None
-    rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+    # Rows without the key (e.g. a guided warm start's, before moment matching's gap exists) are left out.
+    rows = [row for r in path.read_text().splitlines() if r.strip() and key in (row := json.loads(r))]
     if not rows:
         return None
     import matplotlib

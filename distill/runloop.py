@@ -81,8 +81,12 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The mean of logged rows, key by key: scalars by np.mean; lists (per-s-bin signals) element by
     element, ignoring NaN (a bin with no example in an update), with None for a bin never seen."""
     out: dict[str, Any] = {}
-    for k, v in rows[-1].items():
-        values = [r[k] for r in rows]
+    # Keys in the last row's order, then any only earlier rows have (a window that spans a change of
+    # phase, e.g. the end of a guided warm start, logs both phases' keys, each over its own rows).
+    keys = list(dict.fromkeys([*rows[-1], *(k for r in rows for k in r)]))
+    for k in keys:
+        values = [r[k] for r in rows if k in r]
+        v = values[-1]
         if isinstance(v, list):
             arr = np.array(values, dtype=np.float64)
             seen = ~np.isnan(arr)
@@ -157,6 +161,13 @@ class RunBase:
     def packed(self) -> Denoiser:
         """What gets sampled during training and packed at the end: the EMA when on, else the student."""
         return self.ema if self.ema is not None else self.student
+
+    @classmethod
+    def images_for(cls, cfg: DistillConfig, iters: int) -> int:
+        """Training images (image passes) the first `iters` iterations draw: the budget unit that
+        compares methods, batch sizes and machines (`iters_for_budget`). Default: one batch an
+        iteration (pd, cd)."""
+        return cfg.batch_size * iters
 
     def sample_steps(self) -> int:
         """The step count the current student is trained for (samples during training)."""
@@ -270,6 +281,22 @@ class RunOptions:
     pack_unfinished: bool = False  # pack the student even if stop_at or the time box ended the run
 
 
+def iters_for_budget(run_class: type[RunBase], cfg: DistillConfig, images: int) -> int:
+    """The fewest iterations of `run_class` under `cfg` that draw at least `images` training images
+    (`RunBase.images_for`): how `fewstep distill --budget-images` sizes a run, so that runs compare
+    at equal image passes rather than equal updates or equal wall time."""
+    if images <= 0:
+        raise ConfigError(f"--budget-images must be positive, got {images}")
+    lo, hi = 1, max(1, images)  # one image an iteration at the least
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if run_class.images_for(cfg, mid) >= images:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def run_loop(
     make_run: Callable[[DistillConfig, str | Path, torch.device], RunBase],
     cfg: DistillConfig,
@@ -334,10 +361,10 @@ def run_loop(
                 now_t = time.perf_counter()
                 n = min(len(rows), cfg.log_every)
                 row = aggregate(rows[-n:])
-                row.update(step=step, it_s=n / (now_t - t_window))
+                row.update(step=step, images=batches.n * cfg.batch_size, it_s=n / (now_t - t_window))
                 t_window = now_t
                 metrics.write(row)
-                bar.set_postfix({key: f"{row[key]:.4g}", "it_s": f"{row['it_s']:.2f}"})
+                bar.set_postfix({key: f"{row.get(key, row['loss']):.4g}", "it_s": f"{row['it_s']:.2f}"})
             if step % cfg.sample_every == 0 or step == cfg.iters:
                 path = out / "samples" / f"step{step:06d}.png"
                 write_student_samples(
@@ -358,6 +385,10 @@ def run_loop(
         "wall_s": wall_before + time.perf_counter() - t0,
         "network_forward_images": sum(v for k, v in run.evals.items() if k == "forward" or k.endswith("_forward")),
         "network_backward_images": run.evals["backward"],
+        # The budget: training images drawn (image passes), and network image-evaluations (forward and
+        # backward) per image pass, so runs of any method, batch size or machine compare.
+        "image_passes": batches.n * cfg.batch_size,
+        "evals_per_image_pass": (sum(run.evals.values())) / max(1, batches.n * cfg.batch_size),
         "evals": dict(run.evals),
         "student_params": count_params(run.student),
         "device": str(device),

@@ -179,6 +179,19 @@ def caption_scene(
     held-out phrasing stating exactly what its training-phrasing caption states); when None they
     are drawn from `rng`, which then also draws the wording.
     """
+    text, mentions, background, _ = caption_scene_template(scene, rng, phrasing, mentions, background)
+    return text, mentions, background
+
+
+def caption_scene_template(
+    scene: Scene,
+    rng: np.random.Generator,
+    phrasing: Phrasing = "train",
+    mentions: tuple[Mention, ...] | None = None,
+    background: bool | None = None,
+) -> tuple[str, tuple[Mention, ...], bool, str]:
+    """`caption_scene`, and the template it drew (one of `TEMPLATES[phrasing][background]`), so that
+    evaluation can break adherence down by the form of the prompt. The same draws, the same text."""
     if mentions is None:
         mentions = tuple(
             Mention(bool(rng.random() < P_MENTION_SIZE), bool(rng.random() < P_MENTION_POSITION)) for _ in scene.objects
@@ -203,7 +216,7 @@ def caption_scene(
         text = text.upper()
     if rng.random() < 0.2:
         text += "."
-    return text, mentions, background
+    return text, mentions, background, template
 
 
 # --- reading prompts back -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from shapesworld.captions import (
     Phrasing,
     PromptSpec,
     caption_scene,
+    caption_scene_template,
     parse_prompt,
     spec_of,
     unknown_words,
@@ -61,6 +62,7 @@ class CaptionedScene:
     caption: str
     mentions: tuple[Mention, ...]
     background_mentioned: bool
+    template: str = ""  # the caption template drawn (`captions.TEMPLATES`), for per-form figures
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:
@@ -172,8 +174,8 @@ def sample(
     """
     rng = scene_rng(seed, index)
     scene, placements = sample_scene(rng, mode, p_two)
-    caption, mentions, bg = caption_scene(scene, rng, phrasing)
-    return CaptionedScene(scene, placements, caption, mentions, bg)
+    caption, mentions, bg, template = caption_scene_template(scene, rng, phrasing)
+    return CaptionedScene(scene, placements, caption, mentions, bg, template)
 
 
 # --- checking scenes against prompts ------------------------------------------------------

@@ -61,6 +61,23 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
     assert (seen[-1].method, seen[-1].steps) == ("mm-alt", 8)  # the config's defaults
 
 
+def test_budget_images_sizes_the_run_in_training_images(monkeypatch, tmp_path):
+    import distill.methods
+
+    seen = []
+
+    def fake_distill(cfg, *args, **kwargs):
+        seen.append(cfg)
+        return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
+
+    monkeypatch.setattr(distill.methods, "distill", fake_distill)
+    base = ["distill", "--teacher", "t", "--out", str(tmp_path / "r"), "--preset", "tiny", "--set", "iters=999"]
+    assert main([*base, "--budget-images", "80"]) == 0  # tiny: batch 4, mm-alt draws two batches an update
+    assert seen[-1].iters == 10
+    assert main([*base, "--method", "pd", "--steps", "2", "--set", "teacher_steps=8", "--budget-images", "80"]) == 0
+    assert seen[-1].iters == 20  # one batch an update
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [([], ("ddim", 4)), (["--sampler", "ancestral", "--steps", "8"], ("ancestral", 8))],

@@ -211,3 +211,61 @@ def test_settings_each_method_uses_are_accepted():
     ):
         load_distill_config("tiny", None, over)
     assert load_distill_config("tiny", None, ["data.resolution=16"]).data.seed == 1  # merged over the defaults
+
+
+def test_guided_warm_start_fits_the_guided_teacher_then_seeds_the_auxiliary_and_ema(teacher):
+    cfg = load_distill_config("tiny", None, ["steps=2", "data.resolution=16", "warm_start=3", "iters=5", "lr=1e-3"])
+    run = Distiller(cfg, teacher, torch.device("cpu"))
+    batches = iter(build_dataset(cfg.data.model_copy(update={"resolution": 16}), 4))
+    aux0 = _snapshot(run.aux)
+    rows = [run.iteration(batches, step) for step in range(3)]
+    assert all(set(r) == {"warm_loss", "loss", "lr"} for r in rows)  # regression rows, no moment matching yet
+    # After the last warm-start update the auxiliary and the EMA start from the fitted student.
+    student = _snapshot(run.student)
+    assert _same(student, _snapshot(run.aux)) and _same(student, _snapshot(run.ema))
+    assert not _same(aux0, student)
+    row = run.iteration(batches, 3)
+    assert "gap_rms" in row and "warm_loss" not in row  # moment matching from here on
+
+
+def test_the_warm_start_moves_the_student_toward_the_guided_teacher(teacher):
+    w4 = ["guidance_min=4", "guidance_max=4", "guidance_default=4"]
+    cfg = load_distill_config("tiny", None, ["steps=2", "data.resolution=16", "warm_start=40", "iters=41",
+                                             "lr=3e-3", "warmup=0", *w4])  # fmt: skip
+    run = Distiller(cfg, teacher, torch.device("cpu"))
+    batches = iter(build_dataset(cfg.data.model_copy(update={"resolution": 16}), 8))
+    losses = [run.iteration(batches, step)["warm_loss"] for step in range(40)]
+    # w = 4 is far from the unguided start: the regression must close much of that gap.
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["method=mm-alt"], ["method=mm-alt", "aux_steps=2", "warm_start=2"], ["method=mm-param", "warm_start=1"]],
+)
+def test_images_for_counts_the_training_images_a_run_draws(teacher, tmp_path, overrides):
+    cfg = load_distill_config("tiny", None, ["steps=2", "data.resolution=16", "iters=4", *overrides])
+    summary = distill(cfg, teacher, tmp_path / "run", RunOptions(progress=False))
+    assert summary["image_passes"] == Distiller.images_for(cfg, 4)
+    assert summary["evals_per_image_pass"] == pytest.approx(sum(summary["evals"].values()) / summary["image_passes"])
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["images"] == summary["image_passes"]
+
+
+def test_aux_weighting_snr_cap_weighs_the_auxiliary_like_the_student(teacher, monkeypatch):
+    import distill.distiller as mod
+
+    seen = {}
+
+    def spy(pred, x_tilde, target, weight=None):
+        seen["weight"] = weight
+        return real(pred, x_tilde, target, weight)
+
+    real = mod.aux_loss
+    monkeypatch.setattr(mod, "aux_loss", spy)
+    cfg = load_distill_config("tiny", None, ["steps=2", "data.resolution=16", "weighting=snr-cap",
+                                             "aux_weighting=snr-cap", "snr_cap=3"])  # fmt: skip
+    run = Distiller(cfg, teacher, torch.device("cpu"))
+    run.aux_update(next(iter(build_dataset(cfg.data.model_copy(update={"resolution": 16}), 8))), cfg.lr)
+    w = seen["weight"]
+    assert w is not None and float(w.max()) <= 3.0 and float(w.min()) >= 1.0

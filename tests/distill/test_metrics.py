@@ -332,3 +332,27 @@ def test_high_frequency_energy_rejects_bad_input():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         metrics.high_frequency_energy(bad, np.ones((1, 16, 16), dtype=bool))
+
+
+def test_fd_extrapolated_removes_most_of_the_sample_size_bias():
+    # Two Gaussians with the same covariance and means apart by delta: FD = |delta|^2 exactly. The
+    # plug-in estimate at N images is biased upward by about tr(C) d / N; the intercept in 1/N is not.
+    rng = np.random.default_rng(0)
+    d, n = 16, 600
+    delta = np.zeros(d)
+    delta[0] = 1.0
+    a = rng.standard_normal((n, d))
+    b = rng.standard_normal((n, d)) + delta
+    truth = 1.0
+    plug_in = metrics.frechet_distance(a, b)
+    fit = metrics.frechet_distance_extrapolated(a, b, seed=1)
+    assert plug_in - truth > 0.2  # the bias this corrects is real at this N
+    assert abs(fit["fd_infinity"] - truth) < 0.4 * abs(plug_in - truth)
+    assert fit["fd_slope"] > 0 and fit["sizes"][-1] == n
+    assert metrics.frechet_distance_extrapolated(a, b, seed=1) == fit  # deterministic
+
+
+def test_fd_extrapolated_refuses_too_few_rows():
+    a = np.zeros((10, 16))
+    with pytest.raises(ValueError, match="too few"):
+        metrics.frechet_distance_extrapolated(a, a)

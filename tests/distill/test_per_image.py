@@ -145,3 +145,31 @@ def test_check_paired_refuses_different_measurements():
     other.captions = np.array(["x", *other.captions[1:]])
     with pytest.raises(ValueError, match="prompt 0"):
         check_paired(a, other)
+
+
+def test_adherence_by_form_and_template_partitions_the_in_distribution_prompts(tmp_path):
+    from distill.per_image import form_of
+
+    items = make_items(120)
+    rec = make_record(items, drop=0.3)
+    adh = rec.adherence()
+    ind = rec.group == "train"
+    # Every in-distribution prompt is in exactly one form and one template; each figure is the
+    # conjunction check's mean over its prompts, so the weighted forms give back the overall figure.
+    forms = {k: v for k, v in adh["by_form"].items() if v is not None}
+    counts = {}
+    for e in [e for e, keep in zip(items, ind, strict=True) if keep]:
+        key = form_of(len(e.spec.objects), any(o.cell is not None for o in e.spec.objects),
+                      any(o.size is not None for o in e.spec.objects))  # fmt: skip
+        counts[key] = counts.get(key, 0) + 1
+    assert set(forms) == set(counts)
+    assert sum(forms[k] * counts[k] for k in forms) / sum(counts.values()) == pytest.approx(adh["overall"])
+    templates = adh["by_template"]
+    assert set(templates) == {e.item.template for e, keep in zip(items, ind, strict=True) if keep}
+    n_t = {t: sum(1 for e, keep in zip(items, ind, strict=True) if keep and e.item.template == t) for t in templates}
+    assert sum(templates[t] * n_t[t] for t in templates) / sum(n_t.values()) == pytest.approx(adh["overall"])
+    # The sidecar keeps the templates; one written before them loads without the breakdown.
+    back = PerImage.load(rec.save(tmp_path / "r.npz"))
+    assert back.adherence()["by_template"] == templates
+    back.template = None
+    assert "by_template" not in back.adherence()

@@ -100,3 +100,25 @@ def test_logged_rows_average_scalars_and_per_bin_lists():
         {"loss": 3.0, "sbin_gap": [3.0, 2.0, float("nan")]},
     ]
     assert aggregate(rows) == {"loss": 2.0, "sbin_gap": [2.0, 2.0, None]}
+
+
+def test_iters_for_budget_gives_the_fewest_iterations_that_draw_the_budget():
+    from distill.distiller import Distiller
+    from distill.runloop import iters_for_budget
+
+    cfg = load_distill_config("shapes32-cpu", None, ["batch_size=32", "warm_start=100"])
+    n = iters_for_budget(Distiller, cfg, 19200)
+    assert n == 350  # 100 warm-start batches, then 250 mm-alt updates of two batches each
+    assert Distiller.images_for(cfg, n) >= 19200 > Distiller.images_for(cfg, n - 1)
+    plain = load_distill_config("shapes32-cpu", None, ["method=pd", "steps=4", "teacher_steps=64"])
+    assert iters_for_budget(RunBase, plain, 1000) == 32  # one batch of 32 an update: ceil(1000 / 32)
+    with pytest.raises(ConfigError, match="budget"):
+        iters_for_budget(RunBase, plain, 0)
+
+
+def test_aggregate_keeps_each_phases_keys_over_its_own_rows():
+    from distill.runloop import aggregate
+
+    rows = [{"warm_loss": 1.0, "loss": 1.0}, {"warm_loss": 3.0, "loss": 3.0}, {"gap_rms": 0.5, "loss": 0.2}]
+    out = aggregate(rows)
+    assert out == {"gap_rms": 0.5, "loss": pytest.approx(1.4), "warm_loss": 2.0}

@@ -87,3 +87,15 @@ def test_unknown_words_and_vocabulary():
     assert {"red", "crimson", "grey"} <= set(vocab["colours"]) | set(vocab["backgrounds"])
     for p in W.EXAMPLE_PROMPTS:
         assert W.unknown_words(p) == [] and W.parse_prompt(p).objects
+
+
+def test_the_drawn_template_is_recorded_and_the_caption_unchanged():
+    for i in range(300):
+        item = W.sample(5, i)
+        rng = W.scene_rng(5, i)
+        scene, _ = W.sample_scene(rng, "train")
+        assert C.caption_scene(scene, rng, "train")[0] == item.caption  # recording it draws nothing more
+        assert item.template in C.TEMPLATES["train"][item.background_mentioned]
+        pattern = re.escape(item.template).replace(r"\{objs\}", ".+").replace(r"\{terse\}", ".+")
+        pattern = pattern.replace(r"\{bg\}", r"\w+")
+        assert re.fullmatch(pattern, item.caption.lower().rstrip(".")), (item.template, item.caption)
