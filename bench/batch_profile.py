@@ -15,7 +15,6 @@ profile.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import json
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.defaults import STUDENT_K4
+
+DEFAULT_MODEL = f"bundles/{STUDENT_K4}"
 
 
 def one_start(
@@ -127,9 +128,12 @@ def run_starts(
     max_batch: int = 64,
     tuning_cache: str | None = None,
 ) -> dict[str, Any]:
+    """`starts` fresh processes one after another, each `fewstep bench batch-profile --one` (the
+    body of `one_start`, its JSON the last line of its output); the runs and their spread."""
     results = []
     for i in range(starts):
-        cmd = [sys.executable, "-m", "bench.batch_profile", "--one", "--model", model, "--backend", backend]
+        cmd = [sys.executable, "-m", "fewstep_cli", "bench", "batch-profile", "--one", "--model", model]
+        cmd += ["--backend", backend]
         cmd += ["--precision", precision, "--budget-s", str(budget_s), "--max-batch", str(max_batch)]
         cmd += ["--tuning-cache", tuning_cache] if tuning_cache else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -141,40 +145,11 @@ def run_starts(
     }  # fmt: skip
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=f"bundles/{STUDENT_K4}", help="bundle directory")
-    p.add_argument("--starts", type=int, default=10, help="fresh processes, one after another")
-    p.add_argument("--backend", default="onnxruntime", help="backend kind (auto: the start-up choice too)")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--budget-s", type=float, default=5.0, help="the profile's budget (the service's default)")
-    p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument(
-        "--tuning-cache",
-        default=None,
-        help="a tuning cache file the starts share (FEWSTEP_TUNING_CACHE): the first measures, the rest reuse; "
-        "start from a missing file to include the first measurement",
-    )
-    p.add_argument("--out", default="results/bench/batch_profile.json", help="JSON path (markdown beside it)")
-    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child's mode
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.one:
-        doc = one_start(args.model, args.backend, args.precision, args.budget_s, args.max_batch, args.tuning_cache)
-        print(json.dumps(doc))
-        return 0
-    doc = run_starts(
-        args.model, args.starts, args.backend, args.precision, args.budget_s, args.max_batch, args.tuning_cache
-    )
-    out = Path(args.out)
+def write_results(doc: dict[str, Any], out: str | Path) -> Path:
+    """The starts' document as JSON at `out`, its markdown beside it; the markdown's path."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))
+    md = out.with_suffix(".md")
+    md.write_text(markdown(doc))
+    return md

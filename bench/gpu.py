@@ -21,24 +21,41 @@ reported as skipped).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
-import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-T0 = time.perf_counter()
+PRECISIONS = ("fp32", "bf16", "fp16")
+SECTIONS = ("compile", "graph", "ort", "trt")  # what --skip may name
 
 
-def _elapsed() -> float:
-    return time.perf_counter() - T0
+@dataclass(frozen=True)
+class GpuCheckConfig:
+    """What the check measures (`fewstep bench gpu`'s flags, one field each)."""
+
+    model: str | None = None  # a bundle or a packed model dir; None: bundles/teacher, else models/teacher
+    device: str = "cuda"  # "cpu": a dry run of the same code
+    out: str = "."  # directory for gpu_check.md / gpu_check.json
+    batches: tuple[int, ...] = (1, 16, 64)
+    steps: tuple[int, ...] = (4, 8)
+    guidance: float = 3.0
+    repeats: int = 10
+    budget_s: float = 210.0  # a section that would start after this many seconds is skipped
+    skip: tuple[str, ...] = ()  # of SECTIONS
+    precisions: tuple[str, ...] = PRECISIONS  # torch precisions timed (eager, compile, graph)
+
+    def model_dir(self) -> str:
+        if self.model is not None:
+            return self.model
+        return next((m for m in ("bundles/teacher", "models/teacher") if Path(m).is_dir()), "models/teacher")
 
 
 def load_model(path: Path):
@@ -269,244 +286,278 @@ def parity(cfg, weights: Path, device: str, tokens: int, steps: int, w: float, b
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--model", default=None, help="bundle or packed model dir (default: bundles/teacher, models/teacher)"
-    )
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--out", default=".", help="directory for gpu_check.md / gpu_check.json")
-    p.add_argument("--batches", nargs="+", type=int, default=[1, 16, 64])
-    p.add_argument("--steps", nargs="+", type=int, default=[4, 8])
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--budget-s", type=float, default=210.0, help="skip what would start after this many seconds")
-    p.add_argument("--skip", nargs="*", default=[], help="sections to skip: compile graph ort trt")
-    p.add_argument(
-        "--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=["fp32", "bf16", "fp16"],
-        help="torch precisions timed (eager, compile, graph); fewer fit a short lease",
-    )  # fmt: skip
-    args = p.parse_args(argv)
-    global T0
-    T0 = time.perf_counter()
+class GpuRun:
+    """One run of the check: its config, the network, the inputs every section times (random text
+    per batch size, seeds 0..b-1), and the document it fills, written to `out` after every section
+    (a later section may hang or be killed by the timeout)."""
 
-    import torch
+    def __init__(self, cfg: GpuCheckConfig, model: str, started: float, header: dict[str, Any]) -> None:
+        self.cfg, self.out, self.started = cfg, Path(cfg.out), started
+        self.net, self.weights, self.onnx_path, self.tokens = load_model(Path(model))  # net: the UNetConfig
+        self.shape = (self.net.in_channels, self.net.resolution, self.net.resolution)
+        self.conds = {b: Cond(b, self.tokens, self.net.text_dim, seed=b) for b in cfg.batches}
+        self.seeds = {b: list(range(b)) for b in cfg.batches}
+        self.flops = 0.0  # per image per network evaluation, set by `count_flops_and_peaks`
+        self.doc: dict[str, Any] = {"model": model, **header, "rows": [], "notes": []}
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.model is None:
-        args.model = next((m for m in ("bundles/teacher", "models/teacher") if Path(m).is_dir()), "models/teacher")
-    device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        print("CUDA is not available: nothing to check (use --device cpu for a dry run)")
-        return 1
-    cfg, weights, onnx_path, tokens = load_model(Path(args.model))
-    shape = (cfg.in_channels, cfg.resolution, cfg.resolution)
-    w = args.guidance
-    doc: dict[str, Any] = {
-        "model": args.model,
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "rows": [],
-        "notes": [],
-    }
-    rows, notes = doc["rows"], doc["notes"]
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
-    def note(msg: str) -> None:
+    def note(self, msg: str) -> None:
         print(msg, flush=True)
-        notes.append(msg)
+        self.doc["notes"].append(msg)
 
-    def add(mode: str, precision: str, batch: int, steps: int, times: list[float] | None, extra: str = "") -> None:
+    def add(self, mode: str, precision: str, batch: int, steps: int, times: list[float] | None, extra: str = ""):
         row = {"mode": mode, "precision": precision, "batch": batch, "steps": steps, "note": extra}
         if times:
             med = statistics.median(times)
             row |= {"median_ms": 1000 * med, "images_per_s": batch / med, "repeats": len(times)}
-            row["tflops"] = row["images_per_s"] * 2 * steps * flops / 1e12
-        rows.append(row)
+            row["tflops"] = row["images_per_s"] * 2 * steps * self.flops / 1e12
+        self.doc["rows"].append(row)
         ips = f"{row['images_per_s']:9.1f} img/s" if times else "        -      "
         print(f"  {mode:28s} {precision:5s} b={batch:3d} K={steps}: {ips} {extra}", flush=True)
 
-    def flush() -> str:
-        """Write what has been measured so far (a later section may hang or be killed by the timeout)."""
-        doc["elapsed_s"] = _elapsed()
-        (out / "gpu_check.json").write_text(json.dumps(doc, indent=2) + "\n")
-        md = table(doc)
-        (out / "gpu_check.md").write_text(md)
+    def flush(self) -> str:
+        """Write what has been measured so far; the markdown table."""
+        self.doc["elapsed_s"] = self.elapsed()
+        (self.out / "gpu_check.json").write_text(json.dumps(self.doc, indent=2) + "\n")
+        md = table(self.doc)
+        (self.out / "gpu_check.md").write_text(md)
         return md
 
-    def budget_left(what: str) -> bool:
-        flush()
-        if _elapsed() > args.budget_s:
-            note(f"{what}: skipped (time budget of {args.budget_s:.0f} s spent)")
+    def budget_left(self, what: str) -> bool:
+        self.flush()
+        if self.elapsed() > self.cfg.budget_s:
+            self.note(f"{what}: skipped (time budget of {self.cfg.budget_s:.0f} s spent)")
             return False
         return True
 
-    from bench.measure import denoiser_flops, matmul_peak
+    def sample(self, call: Callable, batch: int, steps: int):
+        """The torch k-step loop over this run's inputs at `batch` images."""
+        c = self.cfg
+        return sample_torch(call, self.conds[batch], steps, c.device, c.guidance, self.seeds[batch], self.shape)
 
-    cpu_model = build(cfg, weights, "cpu")
-    flops = denoiser_flops(cpu_model, 2, cfg.in_channels, cfg.resolution, tokens, cfg.text_dim)["per_image"]
-    doc["flops_per_eval_per_image"] = flops
-    if device == "cuda":
-        doc["matmul_peak_tflops"] = {
-            dt: matmul_peak(dt, 4096, repeats=10, device="cuda") / 1000 for dt in ("fp32", "bf16", "fp16")
-        }
-        print(
-            f"{doc['device']}, torch {torch.__version__}, CUDA {torch.version.cuda}; peaks {doc['matmul_peak_tflops']}"
-        )
+    def time_sampler(self, mode: str, prec: str, call: Callable) -> None:
+        for k in self.cfg.steps:
+            for b in self.cfg.batches:
+                times = timeit(lambda b=b, k=k: self.sample(call, b, k), self.cfg.device, self.cfg.repeats)
+                self.add(mode, prec, b, k, times)
 
-    print("== parity (device vs CPU, fp32, TF32 off)")
-    try:
-        doc["parity"] = parity(cfg, weights, device, tokens, max(args.steps), w)
-        print(f"  {doc['parity']}")
-    except Exception as e:
-        doc["parity"] = {"error": repr(e)}
-        note(f"parity failed: {e!r}")
-        traceback.print_exc()
 
-    conds = {b: Cond(b, tokens, cfg.text_dim, seed=b) for b in args.batches}
-    seeds = {b: list(range(b)) for b in args.batches}
-    model = build(cfg, weights, device)
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+def torch_dtypes() -> dict[str, Any]:
+    import torch
 
-    def time_sampler(mode: str, prec: str, call: Callable) -> None:
-        for k in args.steps:
-            for b in args.batches:
-                times = timeit(
-                    lambda b=b, k=k: sample_torch(call, conds[b], k, device, w, seeds[b], shape), device, args.repeats
-                )
-                add(mode, prec, b, k, times)
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    print("== torch eager (the service's loop: fewstep.sampler, seeded host noise)")
-    for prec, dt in dtypes.items():
-        if prec in args.precisions and budget_left(f"eager {prec}"):
-            time_sampler("torch eager", prec, torch_call(model, dt))
 
-    compiled = {}
-    if "compile" in args.skip:
-        note("torch.compile: skipped (--skip compile)")
-    else:
-        print("== torch.compile (dynamic batch)")
-        for prec in ("fp32", "bf16"):
-            if prec not in args.precisions or not budget_left(f"torch.compile {prec}"):
-                continue
-            try:
-                t0 = time.perf_counter()
-                cm = torch.compile(model, dynamic=True)
-                call = torch_call(cm, dtypes[prec])
-                for b in args.batches:  # compile before timing
-                    sample_torch(call, conds[b], min(args.steps), device, w, seeds[b], shape)
-                note(f"torch.compile {prec}: compiled and warmed in {time.perf_counter() - t0:.0f} s")
-                compiled[prec] = cm
-                time_sampler("torch.compile", prec, call)
-            except Exception as e:
-                note(f"torch.compile {prec}: failed: {e!r}")
+def run_gpu_check(cfg: GpuCheckConfig) -> int:
+    """Parity, then every timing section in turn; the table printed and written. 1 (and nothing
+    measured) where CUDA was asked for and is not there."""
+    started = time.perf_counter()
+    import torch
 
-    if device != "cuda":
-        note("CUDA-graph replay: skipped (needs CUDA)")
-    elif "graph" in args.skip:
-        note("CUDA-graph replay: skipped (--skip graph)")
-    else:
-        print("== CUDA-graph replay of the whole k-step loop")
-        variants = [("graph eager", p, model) for p in ("fp32", "bf16") if p in args.precisions]
-        variants += [("graph torch.compile", p, m) for p, m in compiled.items() if p == "bf16"]
-        for mode, prec, m in variants:
-            if not budget_left(f"{mode} {prec}"):
-                continue
-            for k in args.steps:
-                for b in args.batches:
-                    try:
-                        call = torch_call(m, dtypes[prec])
-                        g = GraphedSampler(call, conds[b], k, w, seeds[b], shape)
-                        ref = sample_torch(call, conds[b], k, device, w, seeds[b], shape)
-                        diff = float((g.run().float() - ref.float()).abs().max())
-                        add(mode, prec, b, k, timeit(g.run, device, args.repeats), f"vs eager loop {diff:.1e}")
-                    except Exception as e:
-                        add(mode, prec, b, k, None, f"failed: {e!r}"[:160])
-
-    time_numpy_backends(args, device, cfg, tokens, onnx_path, conds, seeds, shape, w, add, note, budget_left)
-
-    md = flush()
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    model_dir = cfg.model_dir()
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available: nothing to check (use --device cpu for a dry run)")
+        return 1
+    header = {
+        "device": torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+    run = GpuRun(cfg, model_dir, started, header)
+    count_flops_and_peaks(run)
+    check_parity(run)
+    model = build(run.net, run.weights, cfg.device)
+    time_eager(run, model)
+    compiled = time_compiled(run, model)
+    time_graphs(run, model, compiled)
+    time_numpy_backends(run)
+    md = run.flush()
     print()
     print(md)
-    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'} ({_elapsed():.0f} s)")
+    print(f"wrote {run.out / 'gpu_check.md'} and {run.out / 'gpu_check.json'} ({run.elapsed():.0f} s)")
     return 0
 
 
-def time_numpy_backends(args, device, cfg, tokens, onnx_path, conds, seeds, shape, w, add, note, budget_left) -> None:
+def count_flops_and_peaks(run: GpuRun) -> None:
+    """FLOPs per image per evaluation (counted on the CPU model); on CUDA, the matmul peaks too."""
+    import torch
+
+    from bench.measure import denoiser_flops, matmul_peak
+
+    net = run.net
+    cpu_model = build(net, run.weights, "cpu")
+    run.flops = denoiser_flops(cpu_model, 2, net.in_channels, net.resolution, run.tokens, net.text_dim)["per_image"]
+    run.doc["flops_per_eval_per_image"] = run.flops
+    if run.cfg.device == "cuda":
+        peaks = {dt: matmul_peak(dt, 4096, repeats=10, device="cuda") / 1000 for dt in PRECISIONS}
+        run.doc["matmul_peak_tflops"] = peaks
+        print(f"{run.doc['device']}, torch {torch.__version__}, CUDA {torch.version.cuda}; peaks {peaks}")
+
+
+def check_parity(run: GpuRun) -> None:
+    print("== parity (device vs CPU, fp32, TF32 off)")
+    c = run.cfg
+    try:
+        run.doc["parity"] = parity(run.net, run.weights, c.device, run.tokens, max(c.steps), c.guidance)
+        print(f"  {run.doc['parity']}")
+    except Exception as e:
+        run.doc["parity"] = {"error": repr(e)}
+        run.note(f"parity failed: {e!r}")
+        traceback.print_exc()
+
+
+def time_eager(run: GpuRun, model) -> None:
+    print("== torch eager (the service's loop: fewstep.sampler, seeded host noise)")
+    for prec, dt in torch_dtypes().items():
+        if prec in run.cfg.precisions and run.budget_left(f"eager {prec}"):
+            run.time_sampler("torch eager", prec, torch_call(model, dt))
+
+
+def time_compiled(run: GpuRun, model) -> dict[str, Any]:
+    """`torch.compile` (dynamic batch) at fp32 and bf16; the compiled models, for the graph section."""
+    import torch
+
+    compiled: dict[str, Any] = {}
+    if "compile" in run.cfg.skip:
+        run.note("torch.compile: skipped (--skip compile)")
+        return compiled
+    print("== torch.compile (dynamic batch)")
+    for prec in ("fp32", "bf16"):
+        if prec not in run.cfg.precisions or not run.budget_left(f"torch.compile {prec}"):
+            continue
+        try:
+            t0 = time.perf_counter()
+            cm = torch.compile(model, dynamic=True)
+            call = torch_call(cm, torch_dtypes()[prec])
+            for b in run.cfg.batches:  # compile before timing
+                run.sample(call, b, min(run.cfg.steps))
+            run.note(f"torch.compile {prec}: compiled and warmed in {time.perf_counter() - t0:.0f} s")
+            compiled[prec] = cm
+            run.time_sampler("torch.compile", prec, call)
+        except Exception as e:
+            run.note(f"torch.compile {prec}: failed: {e!r}")
+    return compiled
+
+
+def time_graphs(run: GpuRun, model, compiled: dict[str, Any]) -> None:
+    """CUDA-graph replay of the whole k-step loop (eager fp32 and bf16, compiled bf16), each
+    checked against the eager loop."""
+    if run.cfg.device != "cuda":
+        run.note("CUDA-graph replay: skipped (needs CUDA)")
+        return
+    if "graph" in run.cfg.skip:
+        run.note("CUDA-graph replay: skipped (--skip graph)")
+        return
+    print("== CUDA-graph replay of the whole k-step loop")
+    c = run.cfg
+    variants = [("graph eager", p, model) for p in ("fp32", "bf16") if p in c.precisions]
+    variants += [("graph torch.compile", p, m) for p, m in compiled.items() if p == "bf16"]
+    for mode, prec, m in variants:
+        if not run.budget_left(f"{mode} {prec}"):
+            continue
+        for k in c.steps:
+            for b in c.batches:
+                try:
+                    call = torch_call(m, torch_dtypes()[prec])
+                    g = GraphedSampler(call, run.conds[b], k, c.guidance, run.seeds[b], run.shape)
+                    ref = run.sample(call, b, k)
+                    diff = float((g.run().float() - ref.float()).abs().max())
+                    run.add(mode, prec, b, k, timeit(g.run, c.device, c.repeats), f"vs eager loop {diff:.1e}")
+                except Exception as e:
+                    run.add(mode, prec, b, k, None, f"failed: {e!r}"[:160])
+
+
+def time_numpy_backends(run: GpuRun) -> None:
     """ONNX Runtime CUDA / TensorRT providers and native TensorRT, through the numpy sampler loop."""
-    from fewstep.rng import SeededNoise
-    from fewstep.sampler import ancestral_sample
-
-    def run_numpy(name: str, prec: str, den) -> None:
-        for k in args.steps:
-            for b in args.batches:
-                halves = conds[b].halves()
-                fn = lambda b=b, k=k, c=halves: ancestral_sample(  # noqa: E731
-                    guided(lambda z, t, s, m: den(z, t, s, m), *c, w), k, None, w, SeededNoise(seeds[b], shape)
-                )
-                add(name, prec, b, k, timeit(fn, "cpu", max(3, args.repeats // 2)))
-
-    if onnx_path is None:
-        note("ONNX graphs: skipped (no denoiser.onnx next to the model)")
+    if run.onnx_path is None:
+        run.note("ONNX graphs: skipped (no denoiser.onnx next to the model)")
         return
     try:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
     except ImportError:
-        note("onnxruntime: not installed, skipped")
+        run.note("onnxruntime: not installed, skipped")
         return
     from fewstep.bundle import denoiser_graph
+
+    net = run.net
+    spec = denoiser_graph(net.resolution, net.in_channels, run.tokens, net.text_dim, net.guidance_input, max_batch=128)
+    print(f"== ONNX Runtime {ort.__version__} (providers: {', '.join(available)})")
+    time_ort_providers(run, spec, available)
+    time_native_tensorrt(run, spec)
+
+
+def time_numpy_sampler(run: GpuRun, name: str, prec: str, den) -> None:
+    from fewstep.rng import SeededNoise
+    from fewstep.sampler import ancestral_sample
+
+    w = run.cfg.guidance
+    for k in run.cfg.steps:
+        for b in run.cfg.batches:
+            halves = run.conds[b].halves()
+            fn = lambda b=b, k=k, c=halves: ancestral_sample(  # noqa: E731
+                guided(lambda z, t, s, m: den(z, t, s, m), *c, w), k, None, w, SeededNoise(run.seeds[b], run.shape)
+            )
+            run.add(name, prec, b, k, timeit(fn, "cpu", max(3, run.cfg.repeats // 2)))
+
+
+def time_ort_providers(run: GpuRun, spec, available: list[str]) -> None:
     from service.backends.base import BackendSettings
 
-    spec = denoiser_graph(cfg.resolution, cfg.in_channels, tokens, cfg.text_dim, cfg.guidance_input, max_batch=128)
-    print(f"== ONNX Runtime {ort.__version__} (providers: {', '.join(available)})")
     wanted = [("onnxruntime", "CUDAExecutionProvider", "fp32"), ("tensorrt", "TensorrtExecutionProvider", "fp16")]
-    if device == "cpu":
+    if run.cfg.device == "cpu":
         wanted = [("onnxruntime", "CPUExecutionProvider", "fp32")]
     for kind, provider, prec in wanted:
         label = f"ort {provider.removesuffix('ExecutionProvider')}"
         if provider not in available:
-            note(f"{label}: not available here (install onnxruntime-gpu), skipped")
+            run.note(f"{label}: not available here (install onnxruntime-gpu), skipped")
             continue
-        if "ort" in args.skip or not budget_left(label):
+        if "ort" in run.cfg.skip or not run.budget_left(label):
             continue
         try:
             from service.backends.onnxruntime import OrtDenoiser
 
             settings = BackendSettings(
-                kind=kind, device=device, precision=prec, max_batch=128, engine_cache=str(Path(args.out) / "trt-cache")
+                kind=kind, device=run.cfg.device, precision=prec, max_batch=128, engine_cache=str(run.out / "trt-cache")
             )
-            den = OrtDenoiser(onnx_path, spec, settings)
-            note(f"{label}: session providers {den.graph.providers}")
-            run_numpy(label, prec, den)
+            den = OrtDenoiser(run.onnx_path, spec, settings)
+            run.note(f"{label}: session providers {den.graph.providers}")
+            time_numpy_sampler(run, label, prec, den)
         except Exception as e:
-            note(f"{label}: failed: {e!r}"[:300])
-    if device != "cuda":
-        note("native TensorRT: skipped (needs CUDA)")
+            run.note(f"{label}: failed: {e!r}"[:300])
+
+
+def time_native_tensorrt(run: GpuRun, spec) -> None:
+    from service.backends.base import BackendSettings
+
+    if run.cfg.device != "cuda":
+        run.note("native TensorRT: skipped (needs CUDA)")
         return
     try:
         import tensorrt
 
         version = tensorrt.__version__
     except ImportError:
-        note("native TensorRT: tensorrt is not installed, skipped")
+        run.note("native TensorRT: tensorrt is not installed, skipped")
         return
-    if "trt" in args.skip or not budget_left("native TensorRT"):
+    if "trt" in run.cfg.skip or not run.budget_left("native TensorRT"):
         return
     try:
         from service.backends.tensorrt import TensorRTDenoiser
 
         settings = BackendSettings(
-            kind="tensorrt", device="cuda", precision="fp16", max_batch=128, engine_cache=str(Path(args.out) / "trt")
+            kind="tensorrt", device="cuda", precision="fp16", max_batch=128, engine_cache=str(run.out / "trt")
         )
         t0 = time.perf_counter()
-        den = TensorRTDenoiser(onnx_path, spec, settings)
-        note(f"native TensorRT {version}: engine ready in {time.perf_counter() - t0:.0f} s")
-        run_numpy("native TensorRT", "fp16", den)
+        den = TensorRTDenoiser(run.onnx_path, spec, settings)
+        run.note(f"native TensorRT {version}: engine ready in {time.perf_counter() - t0:.0f} s")
+        time_numpy_sampler(run, "native TensorRT", "fp16", den)
     except Exception as e:
-        note(f"native TensorRT {version}: failed: {e!r}"[:300])
+        run.note(f"native TensorRT {version}: failed: {e!r}"[:300])
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -538,7 +589,3 @@ def table(doc: dict[str, Any]) -> str:
         )
     lines += ["", *[f"- {n}" for n in doc["notes"]], ""]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,19 +5,22 @@ Each variant loads the bundles (warm-up included, as the service does) in a fres
 and reports its peak resident set size (VmHWM), so that one variant's allocations never count
 against the other. Prints a table and writes the figures to `--out`.
 
-    python -m bench.memory --bundles bundles --models teacher pd-k8 pd-k4 --out results/bench/memory.json
+    fewstep bench memory --bundles bundles --models teacher pd-k8 pd-k4 --out results/bench/memory.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.defaults import STUDENT_K4, STUDENT_K8
 from bench.server import machine
+
+DEFAULT_MODELS = ("teacher", STUDENT_K8, STUDENT_K4)
 
 CHILD = """
 import json, resource, sys
@@ -43,26 +46,17 @@ def peak_rss_mb(bundles: Path, models: list[str], variant: str) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["max_rss_mb"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundles", type=Path, default=Path("bundles"))
-    p.add_argument("--models", nargs="+", default=["teacher", STUDENT_K8, STUDENT_K4])
-    p.add_argument("--repeats", type=int, default=3, help="fresh processes per variant (the median is kept)")
-    p.add_argument("--out", type=Path, default=Path("results/bench/memory.json"))
-    args = p.parse_args(argv)
+def memory_rows(
+    bundles: Path, models: list[str], repeats: int = 3, report: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The first model alone, then all of `models` with separate and with shared text encoders:
+    `repeats` fresh processes each, the median kept; {"machine", "rows"}."""
     rows = []
-    for models in ([args.models[0]], args.models):
-        for variant in ("separate", "shared") if len(models) > 1 else ("separate",):
-            runs = sorted(peak_rss_mb(args.bundles, models, variant) for _ in range(args.repeats))
+    for chosen in ([models[0]], models):
+        for variant in ("separate", "shared") if len(chosen) > 1 else ("separate",):
+            runs = sorted(peak_rss_mb(bundles, chosen, variant) for _ in range(repeats))
             rows.append(
-                {"models": models, "text_encoders": variant, "max_rss_mb": runs, "median_mb": runs[len(runs) // 2]}
+                {"models": chosen, "text_encoders": variant, "max_rss_mb": runs, "median_mb": runs[len(runs) // 2]}
             )
-            print(f"{','.join(models):28s} {variant:9s} peak RSS median {rows[-1]['median_mb']:.0f} MiB  {runs}")
-    result = {"machine": machine(), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            report(f"{','.join(chosen):28s} {variant:9s} peak RSS median {rows[-1]['median_mb']:.0f} MiB  {runs}")
+    return {"machine": machine(), "rows": rows}

@@ -6,13 +6,11 @@ exported with the project's export path (`distill.export.denoiser_onnx`, parity-
 scratch directory, and all sessions are timed in interleaved rounds (one timing of each model per
 round, medians over rounds), so a slow spell of a shared machine hits every variant alike.
 
-    python -m bench.model_cost runs/teacher-ablation/*/model --out results/teacher_ablation/cost.json
+    fewstep bench model-cost runs/teacher-ablation/*/model --out results/teacher_ablation/cost.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import statistics
 import tempfile
@@ -75,20 +73,11 @@ def measure(models: list[Path], batch: int = 16, rounds: int = 7, threads: int =
     return {"batch": batch, "threads": threads, "rounds": rounds, "models": out}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.model_cost", description=__doc__.split("\n\n")[0])
-    p.add_argument("models", nargs="+", type=Path, help="packed model directories")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def cost_table(models: list[Path], batch: int = 16, rounds: int = 7, threads: int = 1) -> dict[str, Any]:
+    """`measure`'s figures with the machine they were taken on, each model's logged."""
     from distill.evaluate import machine
 
-    result = {**measure(args.models, args.batch, args.rounds, args.threads), "machine": machine()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = {**measure(models, batch, rounds, threads), "machine": machine()}
     for name, row in result["models"].items():
         log.info(
             "%s: %.2fM params, %.3f GFLOP/eval, ORT %.2f ms/eval (batch %d)",
@@ -96,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             row["params"] / 1e6,
             row["gflop_per_eval"],
             row["ort_ms_per_eval"],
-            args.batch,
+            batch,
         )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return result

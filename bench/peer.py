@@ -135,7 +135,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 class PeerProcess(ServerProcess):
-    """`python -m bench.peer_litserve` in a subprocess, ready when LitServe's /health answers 200."""
+    """`fewstep bench peer-server` (`bench.peer_litserve`) in a subprocess, ready when LitServe's
+    /health answers 200."""
 
     ready_path = "/health"
     label = "the LitServe peer"
@@ -143,7 +144,8 @@ class PeerProcess(ServerProcess):
 
     def __init__(self, bundle: str, log_path: Path, settings: dict[str, str], cfg: PeerBenchConfig) -> None:
         super().__init__([], log_path)
-        self.cmd = [sys.executable, "-m", "bench.peer_litserve", "--bundle", bundle, "--port", str(self.port)]
+        self.cmd = [sys.executable, "-m", "fewstep_cli", "bench", "peer-server", "--bundle", bundle]
+        self.cmd += ["--port", str(self.port)]
         self.cmd += ["--kind", settings["kind"], "--precision", settings["precision"]]
         self.cmd += ["--max-batch", str(cfg.peer_max_batch), "--batch-timeout", str(cfg.peer_batch_timeout_s)]
         if cfg.threads:
@@ -229,37 +231,3 @@ def run_peer_bench(cfg: PeerBenchConfig, out_dir: Path) -> dict[str, Any]:
     (out_dir / "peer.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     (out_dir / "peer.md").write_text(markdown(doc) + "\n")
     return doc
-
-
-def add_arguments(p) -> None:
-    d = PeerBenchConfig()
-    p.add_argument("--bundle", default=d.bundle)
-    p.add_argument("--guidance", nargs="+", type=float, default=list(d.guidance))
-    p.add_argument("--clients", nargs="+", type=int, default=list(d.clients))
-    p.add_argument("--rounds", type=int, default=d.rounds)
-    p.add_argument("--seconds", type=float, default=d.seconds, help="seconds per server, concurrency and round")
-    p.add_argument("--peer-max-batch", type=int, default=d.peer_max_batch)
-    p.add_argument("--peer-batch-timeout-s", type=float, default=d.peer_batch_timeout_s)
-    p.add_argument("--threads", type=int, help="backend intra-op threads of both servers (default: all cores)")
-    p.add_argument("--py-spy-s", type=float, default=0.0, help="py-spy fewstep's server at the top concurrency")
-    p.add_argument("--out", default="results/bench", help="directory for peer.json and peer.md")
-    p.set_defaults(handler=main)
-
-
-def main(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = PeerBenchConfig(
-        bundle=args.bundle,
-        guidance=tuple(args.guidance),
-        clients=tuple(args.clients),
-        rounds=args.rounds,
-        seconds=args.seconds,
-        peer_max_batch=args.peer_max_batch,
-        peer_batch_timeout_s=args.peer_batch_timeout_s,
-        threads=args.threads,
-        py_spy_s=args.py_spy_s,
-    )
-    doc = run_peer_bench(cfg, Path(args.out))
-    print(markdown(doc))
-    print(f"wrote {Path(args.out) / 'peer.json'} and peer.md")
-    return 0

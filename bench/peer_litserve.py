@@ -8,9 +8,10 @@ backend settings and prompt cache as `fewstep serve`), batches with LitServe's o
 (`bench.load`: JSON `prompt`, `seed`, `steps`, `guidance_scale`, one image per request, returned as
 PNG bytes with `Accept: image/png`).
 
-Run as a process (LitServe starts its API server and inference worker as processes of its own):
+Run as a process (LitServe starts its API server and inference worker as processes of its own);
+`fewstep bench peer` starts it so (`bench.peer.PeerProcess`):
 
-    python -m bench.peer_litserve --bundle bundles/pd-k4 --port 8100 --max-batch 16 --batch-timeout 0.005
+    fewstep bench peer-server --bundle bundles/pd-k4 --port 8100 --max-batch 16 --batch-timeout 0.005
 
 LitServe is an optional dependency (the `peer` extra); nothing else in fewstep imports this module.
 The request parsing it shares with the tests lives in `bench.peer`.
@@ -18,8 +19,8 @@ The request parsing it shares with the tests lives in `bench.peer`.
 
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import litserve as ls
@@ -76,24 +77,24 @@ class PipelineAPI(ls.LitAPI):
         return Response(content=encode_image(output), media_type="image/png")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--port", type=int, default=8100)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--kind", default="onnxruntime", help="backend kind (as FEWSTEP_BACKEND__KIND, not 'auto')")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--batch-timeout", type=float, default=0.005)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = {"kind": args.kind, "precision": args.precision, "threads": args.threads}
-    api = PipelineAPI(args.bundle, settings, args.max_batch, args.batch_timeout)
+@dataclass(frozen=True)
+class PeerServerConfig:
+    """The peer's flags: which bundle, where, on which backend, and LitServe's batching."""
+
+    bundle: str
+    port: int = 8100
+    host: str = "127.0.0.1"
+    kind: str = "onnxruntime"  # backend kind, as FEWSTEP_BACKEND__KIND (not 'auto')
+    precision: str = "auto"
+    threads: int | None = None
+    max_batch: int = 16
+    batch_timeout: float = 0.005
+
+
+def serve_peer(cfg: PeerServerConfig) -> int:
+    """LitServe over the bundle's pipeline, until the process is stopped."""
+    settings = {"kind": cfg.kind, "precision": cfg.precision, "threads": cfg.threads}
+    api = PipelineAPI(cfg.bundle, settings, cfg.max_batch, cfg.batch_timeout)
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=60)
-    server.run(host=args.host, port=args.port, num_api_servers=1, generate_client_file=False, log_level="warning")
+    server.run(host=cfg.host, port=cfg.port, num_api_servers=1, generate_client_file=False, log_level="warning")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

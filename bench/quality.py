@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +70,26 @@ def verdicts(evaluator, images: np.ndarray, items) -> np.ndarray:
     return np.array([shapes.satisfies(p, e.spec)["all"] for p, e in zip(pred, items, strict=True)])
 
 
-def quality_row(
-    bundle: str | Path,
-    backend: str,
-    precision: str,
-    n_images: int = 500,
-    steps: int = 16,
-    guidance: float = 3.0,
-    compile: bool = False,
-    out_dir: str | Path = "results/bench/quality",
-    images_dir: str | Path = "runs/bench/quality",
-    evaluator_path: str | Path = "models/evaluator",
-    batch_size: int = 64,
-    reference: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class QualityBenchConfig:
+    """One quality row: the bundle, the path (backend, arithmetic, compile), the evaluation set's
+    size and sampler settings, and where the row, the images and the evaluator are."""
+
+    bundle: str | Path
+    backend: str
+    precision: str  # the arithmetic: fp32, bf16, fp16, int8
+    n_images: int = 500
+    steps: int = 16
+    guidance: float = 3.0
+    compile: bool = False
+    out_dir: str | Path = "results/bench/quality"
+    images_dir: str | Path = "runs/bench/quality"
+    evaluator_path: str | Path = "models/evaluator"
+    batch_size: int = 64  # images per `generate()` call
+    reference: str | None = None  # the row to compare with (default: `_reference_name`'s)
+
+
+def quality_row(cfg: QualityBenchConfig) -> dict[str, Any]:
     """Generate the evaluation set through the service pipeline, score it, write `<name>.json`."""
     from distill.evaluate import (
         EVAL_SEED,
@@ -97,11 +104,13 @@ def quality_row(
     from distill.evaluator import load_evaluator
     from service.pipeline import ImageJob
 
-    bundle = Path(bundle)
+    bundle, backend, precision, compile = Path(cfg.bundle), cfg.backend, cfg.precision, cfg.compile
+    steps, guidance, batch_size, images_dir = cfg.steps, cfg.guidance, cfg.batch_size, Path(cfg.images_dir)
+    evaluator_path = cfg.evaluator_path
     evaluator, ev_manifest = load_evaluator(evaluator_path)
     pipeline = load_bench_pipeline(bundle, backend, precision, compile)
     m = pipeline.manifest
-    items = eval_set(n_images)
+    items = eval_set(cfg.n_images)
     jobs = [ImageJob(e.item.caption, e.seed, steps, guidance) for e in items]
     pipeline.generate(jobs[: min(batch_size, len(jobs))])  # warm-up (torch.compile), not timed
     t0 = time.perf_counter()
@@ -145,12 +154,11 @@ def quality_row(
         "adherence_se": float(np.sqrt(p * (1 - p) / max(n_ind, 1))) if p is not None else None,
         "per_image": f"{name}.npz",
     }
-    images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(images_dir / f"{name}.npz", images=images)
-    ref_name = reference or _reference_name(bundle, backend, precision, steps, guidance, compile)
+    ref_name = cfg.reference or _reference_name(bundle, backend, precision, steps, guidance, compile)
     ref_file = images_dir / f"{ref_name}.npz"
-    ref_row_file = Path(out_dir) / f"{ref_name}.json"
+    ref_row_file = Path(cfg.out_dir) / f"{ref_name}.json"
     if ref_name != name and ref_file.is_file() and ref_row_file.is_file():
         other = np.load(ref_file)["images"]
         if other.shape == images.shape:
@@ -167,7 +175,7 @@ def quality_row(
                 "adherence_delta": p - ref_row["adherence"]["overall"],
                 "same_verdict_share": float(np.mean(v_self[ind] == v_ref[ind])),
             }
-    out_dir = Path(out_dir)
+    out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_image.save(out_dir / f"{name}.npz")
     (out_dir / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")

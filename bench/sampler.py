@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +106,26 @@ def _jobs(batch: int, steps: int, guidance: float, captions: Sequence[str]):
     return [ImageJob(captions[i % len(captions)], i, steps, guidance) for i in range(batch)]
 
 
+@dataclass(frozen=True)
+class SamplerBenchConfig:
+    """What `run_sampler_bench` times: the bundle, the paths (`bench.paths.PATHS` names or paths),
+    the grid of batch sizes and step counts, and how long each cell runs."""
+
+    bundle: str | Path
+    paths: tuple[str | BenchPath, ...]
+    batches: tuple[int, ...] = BATCHES
+    steps: tuple[int, ...] = STEPS
+    device: str = "cpu"
+    threads: int | None = None  # intra-op threads (None: all cores)
+    min_repeats: int = 3  # interleaved rounds per cell, at least
+    max_repeats: int = 9  # ... and at most, while the cell is shorter than min_cell_seconds
+    min_cell_seconds: float = 2.0
+    peak_size: int = 2048  # matmul size of the peak measurements
+
+
 def run_sampler_bench(
-    bundle: str | Path,
-    paths: Sequence[str | BenchPath],
-    batches: Sequence[int] = BATCHES,
-    steps: Sequence[int] = STEPS,
-    device: str = "cpu",
-    threads: int | None = None,
-    min_repeats: int = 3,
-    max_repeats: int = 9,
-    min_cell_seconds: float = 2.0,
-    peak_size: int = 2048,
+    cfg: SamplerBenchConfig,
+    *,
     prompts=None,
     denoisers: dict[str, Any] | None = None,
     report: Callable[[str], None] = print,
@@ -126,7 +136,8 @@ def run_sampler_bench(
     text encoder and `make_path_denoiser` are used."""
     from service.pipeline import Pipeline
 
-    bundle = Path(bundle)
+    bundle, steps, batches = Path(cfg.bundle), cfg.steps, cfg.batches
+    device, min_repeats = cfg.device, cfg.min_repeats
     manifest = with_steps(load_manifest(bundle), steps)
     guidance = manifest.guidance.default
     prompts = prompts or bundle_prompts(bundle, manifest)
@@ -140,7 +151,7 @@ def run_sampler_bench(
 
     def measure_peaks() -> None:
         for dt in peaks:
-            peaks[dt].append(matmul_peak(dt, peak_size, device=device))
+            peaks[dt].append(matmul_peak(dt, cfg.peak_size, device=device))
         report(f"matmul peaks: fp32 {peaks['fp32'][-1]:.0f}, bf16 {peaks['bf16'][-1]:.0f} GFLOP/s")
 
     measure_peaks()
@@ -148,14 +159,14 @@ def run_sampler_bench(
     evals_per_step = 1 if manifest.guidance.network_input or guidance == 1.0 else 2
     report(f"FLOPs per image per network evaluation: {flops['per_image'] / 1e6:.1f} M")
 
-    chosen = [p if isinstance(p, BenchPath) else PATHS[p] for p in paths]
+    chosen = [p if isinstance(p, BenchPath) else PATHS[p] for p in cfg.paths]
     built: dict[str, Any] = dict(denoisers or {})
     build_s: dict[str, float] = {}
     for p in chosen:
         if p.name in built:
             continue
         t0 = time.perf_counter()
-        built[p.name] = make_path_denoiser(p, bundle, manifest, device, threads, prompts)
+        built[p.name] = make_path_denoiser(p, bundle, manifest, device, cfg.threads, prompts)
         build_s[p.name] = time.perf_counter() - t0
     built["sampler-only"] = IdentityDenoiser()
     pipes = {name: Pipeline(manifest, prompts, d, name) for name, d in built.items()}
@@ -176,7 +187,7 @@ def run_sampler_bench(
             times: dict[str, list[float]] = {n: [] for n in names}
             t_cell = time.perf_counter()
             r = 0
-            while r < min_repeats or (r < max_repeats and time.perf_counter() - t_cell < min_cell_seconds):
+            while r < min_repeats or (r < cfg.max_repeats and time.perf_counter() - t_cell < cfg.min_cell_seconds):
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     t0 = time.perf_counter()
@@ -220,7 +231,7 @@ def run_sampler_bench(
         "device": device,
         "guidance": guidance,
         "machine": machine_info(),
-        "matmul_peak_gflops": {"size": peak_size, "median": peak, "runs": peaks},
+        "matmul_peak_gflops": {"size": cfg.peak_size, "median": peak, "runs": peaks},
         "flops_per_eval_per_image": flops,
         "build_seconds": build_s,
         "warmup_seconds": warm_s,

@@ -8,9 +8,9 @@ bodies back to back. The default mix is the teacher exported with 4 and 8 steps
 (`fewstep export --model models/teacher --out bundles/teacher-48 --steps 4 8`) at guidance 1, 3
 and 5, half 4-step, half 8-step.
 
-    python -m bench.step_sched --open-s 30 --out results/bench/step
-    python -m bench.step_sched --backend torch --device cuda ...   # the servers on a GPU
-    python -m bench.step_sched --simulate 14,0.09 ...   # a GPU's cost curve, simulated (bench.sim_server)
+    fewstep bench step-sched --open-s 30 --out results/bench/step
+    fewstep bench step-sched --backend torch --device cuda ...   # the servers on a GPU
+    fewstep bench step-sched --simulate 14,0.09 ...   # a GPU's cost curve, simulated (bench.sim_server)
 
 `--simulate FIXED_MS,PER_ROW_MS` serves a simulated denoiser of that cost per call instead of the
 bundles (`bench.sim_server`: the real service, the denoiser a sleep), so the scheduler can be
@@ -22,7 +22,6 @@ the phases it finished; the report and the plot are written at the end.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -57,6 +56,10 @@ class StepBenchConfig:
     backend: str | None = None  # 'torch' or 'torch-bf16' (bench.http's form); None: the service's default
     device: str | None = None  # 'cpu' or 'cuda'; None: the service's default (cpu)
     simulate: str | None = None  # 'FIXED_MS,PER_ROW_MS': bench.sim_server's denoiser instead of the bundles
+
+    def __post_init__(self) -> None:
+        if self.simulate and (self.backend or self.device):
+            raise ValueError("--simulate replaces the bundles' backend: drop --backend and --device")
 
 
 SIM_MIX = ("model=sim,steps=4,guidance=1|3|5", "model=sim,steps=8,guidance=1|3|5")
@@ -143,7 +146,7 @@ def run_step_bench(cfg: StepBenchConfig, out_dir: Path) -> dict[str, Any]:
     try:
         plot(doc, out_dir)
     except ImportError:  # a bare GPU machine: the figures above stand, the plot is drawn elsewhere
-        log.warning("no matplotlib here: no plot (python -m bench.step_sched --plot-from %s)", out_dir / "step.json")
+        log.warning("no matplotlib here: no plot (fewstep bench step-sched --plot-from %s)", out_dir / "step.json")
     return doc
 
 
@@ -247,66 +250,3 @@ def plot(doc: dict[str, Any], out_dir: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[StepBenchConfig, Path, Path | None]:
-    d = StepBenchConfig()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bundles", nargs="+", default=list(d.bundles))
-    p.add_argument("--mix", nargs="+", help="request classes (default: the teacher-48 mix; sim's with --simulate)")
-    p.add_argument("--loads", nargs="+", type=float, default=list(d.loads))
-    p.add_argument("--capacity-clients", type=int, default=d.capacity_clients)
-    p.add_argument("--capacity-s", type=float, default=d.capacity_s)
-    p.add_argument("--open-s", type=float, default=d.open_s)
-    p.add_argument("--prompts", type=int, default=d.prompts)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--max-batch-images", type=int)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--backend", help="the servers' backend: a kind (torch) or kind-precision (torch-bf16)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="the servers' device (default: the service's, cpu)")
-    p.add_argument(
-        "--simulate",
-        metavar="FIXED_MS,PER_ROW_MS",
-        help="serve a simulated denoiser of this cost per call (bench.sim_server) instead of --bundles",
-    )
-    p.add_argument("--out", default="results/bench/step")
-    p.add_argument(
-        "--plot-from", type=Path, metavar="STEP_JSON", help="only draw the plot of a finished run, beside it"
-    )
-    a = p.parse_args(argv)
-    mix = a.mix if a.mix is not None else (SIM_MIX if a.simulate else d.mix)
-    cfg = StepBenchConfig(
-        bundles=tuple(a.bundles), mix=tuple(mix), loads=tuple(a.loads), capacity_clients=a.capacity_clients,
-        capacity_s=a.capacity_s, open_s=a.open_s, prompts=a.prompts, threads=a.threads,
-        max_batch_images=a.max_batch_images, seed=a.seed, backend=a.backend, device=a.device,
-        simulate=a.simulate,
-    )  # fmt: skip
-    try:
-        server_settings(cfg)
-    except ValueError as e:
-        p.error(f"--backend: {e}")
-    if cfg.simulate:
-        from bench.sim_server import parse_cost
-
-        if cfg.backend or cfg.device:
-            p.error("--simulate replaces the bundles' backend: drop --backend and --device")
-        try:
-            parse_cost(cfg.simulate)
-        except ValueError as e:
-            p.error(f"--simulate: {e}")
-    return cfg, Path(a.out), a.plot_from
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg, out, plot_from = parse_args(argv)
-    if plot_from:
-        print(plot(json.loads(plot_from.read_text()), plot_from.parent))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    doc = run_step_bench(cfg, out)
-    print(markdown(doc))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

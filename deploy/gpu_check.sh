@@ -3,7 +3,7 @@
 # k-step sampler timings (eager, torch.compile, CUDA-graph replay) at batch 1/16/64, and the
 # ONNX Runtime CUDA/TensorRT providers and native TensorRT where installed. About 4 minutes.
 #
-#   deploy/gpu_check.sh OUT_DIR [extra args for bench/gpu.py, e.g. --model models/teacher]
+#   deploy/gpu_check.sh OUT_DIR [extra args for `fewstep bench gpu`, e.g. --model models/teacher]
 #   deploy/gpu_check.sh /tmp/gpucheck --device cpu --batches 1 --steps 2 --skip compile   # CPU dry run
 #
 # Needs python with torch (CUDA), numpy, safetensors and pydantic; onnxruntime(-gpu) and tensorrt
@@ -27,4 +27,4 @@ for name in ("torch", "onnxruntime", "tensorrt", "pydantic", "safetensors"):
     except ImportError:
         print(f"{name}: not installed")
 PY
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec timeout 290 "$py" -m bench.gpu --out "$out" "$@"
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec timeout 290 "$py" -m fewstep_cli bench gpu --out "$out" "$@"

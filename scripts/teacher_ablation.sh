@@ -61,5 +61,5 @@ if [ ! -f "$OUT/eval/start.json" ]; then
 fi
 models=()
 for d in "$OUT"/*/model; do models+=("$d"); done
-$PY -m bench.model_cost "${models[@]}" --out "$OUT/cost.json"
+$PY -m fewstep_cli bench model-cost "${models[@]}" --out "$OUT/cost.json"
 $PY -m distill.teacher_report "$OUT" results/teacher_ablation.md

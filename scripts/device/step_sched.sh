@@ -127,7 +127,7 @@ say "bundle ready: $(du -sh "$WORK/bundles/teacher-48" | cut -f1)"
 # finished; whatever is left of the group is killed after.
 SETSID=$(command -v setsid || true) # util-linux; without it the bench and its children are signalled
 # shellcheck disable=SC2086
-$SETSID "$PY" -m bench.step_sched --bundles "$WORK/bundles/teacher-48" --backend "$BACKEND" --device "$DEVICE" \
+$SETSID "$PY" -m fewstep_cli bench step-sched --bundles "$WORK/bundles/teacher-48" --backend "$BACKEND" --device "$DEVICE" \
   --threads "$THREADS" --max-batch-images "$MAX_BATCH" --capacity-clients "$CLIENTS" \
   --capacity-s "$CAPACITY_S" --open-s "$OPEN_S" --loads $LOADS --prompts "$PROMPTS" \
   --out "$WORK/out" > "$WORK/bench.log" 2>&1 &

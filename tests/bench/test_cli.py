@@ -1,34 +1,55 @@
-"""`fewstep bench ...` (bench.cli): the commands and their defaults, the backend check, OpenMP
-workers that sleep, and arguments passed through to the GPU check."""
+"""`fewstep bench ...` (bench.cli): every benchmark is a subcommand with a handler, the help lists
+them all, the backend check, OpenMP workers that sleep, and the GPU check's flags."""
 
 from __future__ import annotations
 
-import argparse
+import subprocess
 import sys
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 
-from bench.cli import add_commands, passive_omp
+import bench.gpu
+from bench.cli import passive_omp
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# every benchmark, with the least it needs to parse
+COMMANDS = {
+    "sampler": [],
+    "quality": [],
+    "profile": [],
+    "gpu": [],
+    "model-cost": ["models/teacher", "--out", "cost.json"],
+    "http": [],
+    "peer": [],
+    "step-sched": [],
+    "batch-profile": [],
+    "memory": [],
+    "sim-server": ["--port", "8000", "--cost-ms", "14,0.09"],
+    "peer-server": ["--bundle", "bundles/pd-k4"],
+}
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
-def test_every_bench_command_has_a_handler():
-    for name in ("sampler", "quality", "profile", "batch-profile", "http", "gpu"):
-        args = parse(["bench", name])
+def test_every_bench_command_has_a_handler(bench_args):
+    for name, argv in COMMANDS.items():
+        args = bench_args([name, *argv])
         assert args.bench_command == name and callable(args.handler), name
     with pytest.raises(SystemExit):
-        parse(["bench"])  # a bench command is required
+        bench_args([])  # a bench command is required
 
 
-def test_unknown_sampler_paths_are_refused_naming_the_choices(monkeypatch):
+def test_fewstep_bench_help_lists_every_benchmark():
+    out = subprocess.run(
+        [sys.executable, "-m", "fewstep_cli", "bench", "--help"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()}
+    assert listed >= set(COMMANDS), sorted(set(COMMANDS) - listed)
+
+
+def test_unknown_sampler_paths_are_refused_naming_the_choices(bench_args, monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    args = parse(["bench", "sampler", "--backends", "onnxruntime-fp32", "warp-drive"])
+    args = bench_args(["sampler", "--backends", "onnxruntime-fp32", "warp-drive"])
     with pytest.raises(ValueError, match=r"--backends: unknown \['warp-drive'\]; choose from .*onnxruntime-fp32"):
         args.handler(args)
 
@@ -44,11 +65,12 @@ def test_openmp_workers_are_made_passive_unless_a_policy_is_set(monkeypatch):
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
-def test_the_gpu_check_gets_the_arguments_after_the_double_dash(monkeypatch):
+def test_the_gpu_check_gets_its_flags_as_one_config(bench_args, monkeypatch):
     seen = []
-    monkeypatch.setitem(sys.modules, "bench.gpu", SimpleNamespace(main=lambda argv: seen.append(argv) or 7))
-    args = parse(["bench", "gpu", "--", "--model", "m", "--quick"])
+    monkeypatch.setattr(bench.gpu, "run_gpu_check", lambda cfg: seen.append(cfg) or 7)
+    args = bench_args(["gpu", "--model", "m", "--batches", "1", "2", "--skip", "compile", "--precisions", "fp32"])
     assert args.handler(args) == 7
-    args = parse(["bench", "gpu"])
+    args = bench_args(["gpu"])
     assert args.handler(args) == 7
-    assert seen == [["--model", "m", "--quick"], []]
+    assert (seen[0].model, seen[0].batches, seen[0].skip, seen[0].precisions) == ("m", (1, 2), ("compile",), ("fp32",))
+    assert seen[1] == bench.gpu.GpuCheckConfig()  # no flags: the config's defaults

@@ -8,7 +8,7 @@ import pytest
 
 from bench.http import HttpBenchConfig, raw_phase, raw_sampler
 from bench.load import RequestClass
-from service.backends.fake import FakeDenoiser, fake_pipeline
+from service.fakes import FakeDenoiser, fake_pipeline
 
 
 def pipelines():

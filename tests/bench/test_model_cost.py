@@ -2,16 +2,15 @@ import json
 
 import pytest
 
-from bench.model_cost import main
 from tests.conftest import make_packed_model
 
 
 @pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
-def test_costs_every_model_in_interleaved_rounds(tmp_path, tiny_bert_dir):
+def test_costs_every_model_in_interleaved_rounds(tmp_path, tiny_bert_dir, run_bench):
     small = make_packed_model(tmp_path / "small" / "model", tiny_bert_dir)
     wide = make_packed_model(tmp_path / "wide" / "model", tiny_bert_dir, overrides=("model.base_channels=32",))
     out = tmp_path / "cost.json"
-    assert main([str(small), str(wide), "--batch", "4", "--rounds", "3", "--out", str(out)]) == 0
+    assert run_bench(["model-cost", str(small), str(wide), "--batch", "4", "--rounds", "3", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["models"]
     assert set(rows) == {"small", "wide"}
     for r in rows.values():

@@ -24,9 +24,11 @@ def tiny_evaluator(tmp_path_factory):
 
 
 def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
-    from bench.quality import quality_row
+    from bench.quality import QualityBenchConfig, quality_row
 
     kw = dict(
+        bundle=tiny_bundle,
+        backend="torch",
         n_images=10,
         steps=2,
         guidance=3.0,
@@ -35,7 +37,7 @@ def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
         evaluator_path=tiny_evaluator,
         batch_size=4,
     )
-    fp32 = quality_row(tiny_bundle, "torch", "fp32", **kw)
+    fp32 = quality_row(QualityBenchConfig(precision="fp32", **kw))
     keys = {
         "name", "model", "sampler", "steps", "guidance", "nfe", "nfe_per_step", "n_images", "fd", "kid", "kid_std",
         "precision", "recall", "adherence", "free_attribute_tv", "seconds_per_image", "evaluator_accuracy",
@@ -47,7 +49,7 @@ def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
     assert fp32["nfe"] == 4 and fp32["n_images"] == 10
     assert fp32["fd_bootstrap_sd"] >= 0
     assert (tmp_path / "rows" / f"{fp32['name']}.json").is_file()
-    bf16 = quality_row(tiny_bundle, "torch", "bf16", **kw)
+    bf16 = quality_row(QualityBenchConfig(precision="bf16", **kw))
     v = bf16["vs_reference"]
     assert v["reference"] == fp32["name"]
     assert v["fd_delta"] == pytest.approx(bf16["fd"] - fp32["fd"])

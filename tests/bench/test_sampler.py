@@ -6,21 +6,21 @@ import pytest
 
 pytest.importorskip("torch")
 
-from bench.sampler import markdown, run_sampler_bench, write_results
+from bench.sampler import SamplerBenchConfig, markdown, run_sampler_bench, write_results
 
 
 def test_runner_rows_and_tables(tiny_bundle, tmp_path):
     lines = []
-    doc = run_sampler_bench(
+    cfg = SamplerBenchConfig(
         tiny_bundle,
-        ["onnxruntime-fp32", "torch-fp32"],
+        ("onnxruntime-fp32", "torch-fp32"),
         batches=(1, 3),
         steps=(2, 3),
         min_repeats=2,
         min_cell_seconds=0.0,
         peak_size=64,
-        report=lines.append,
     )
+    doc = run_sampler_bench(cfg, report=lines.append)
     rows = doc["rows"]
     assert len(rows) == 3 * 2 * 2  # two paths and the identity denoiser, 2 batches x 2 K
     for r in rows:

@@ -1,4 +1,5 @@
-"""bench.sim_server: the real service over a simulated denoiser of a given cost (bench.step_sched --simulate)."""
+"""bench.sim_server: the real service over a simulated denoiser of a given cost (`fewstep bench step-sched
+--simulate`, which starts it as `fewstep bench sim-server`)."""
 
 from __future__ import annotations
 
@@ -28,25 +29,6 @@ def test_the_pipeline_is_the_teachers_shape_and_its_denoiser_costs_what_was_aske
     z = np.zeros((6, 3, 32, 32), np.float32)
     out = pipe.denoiser(z, np.full(6, 0.5, np.float32), np.zeros((6, 16, 4), np.float32), np.ones((6, 16), np.int64))
     assert out.shape == z.shape and pipe.denoiser.batch_sizes == [6]
-
-
-def test_step_sched_simulate_serves_the_sim_model_with_the_same_flags_on_both_servers(tmp_path, capsys):
-    from bench.step_sched import SIM_MIX, parse_args, server_for
-
-    cfg, _, _ = parse_args(["--simulate", "14,0.09", "--max-batch-images", "16"])
-    assert cfg.mix == SIM_MIX and cfg.simulate == "14,0.09"
-    for scheduling in ("request", "step"):
-        server = server_for(cfg, tmp_path, scheduling)
-        assert isinstance(server, SimServerProcess)
-        cmd = server.cmd
-        assert cmd[cmd.index("--cost-ms") + 1] == "14,0.09" and cmd[cmd.index("--scheduling") + 1] == scheduling
-        assert cmd[cmd.index("--max-batch-images") + 1] == "16"
-    assert parse_args([])[0].mix == parse_args([])[0].__class__().mix  # without it: the bundles' mix
-
-    for argv, word in ((["--simulate", "14"], "--simulate"), (["--simulate", "1,1", "--device", "cuda"], "drop")):
-        with pytest.raises(SystemExit):
-            parse_args(argv)
-        assert word in capsys.readouterr().err
 
 
 def test_the_simulated_server_answers_generate_over_http(tmp_path):

@@ -1,4 +1,5 @@
-"""`fewstep bench step` (bench.step_sched) without servers: the step/request ratios and the report."""
+"""`fewstep bench step-sched` (bench.step_sched) without servers: the step/request ratios and the report
+(its flags: tests/bench/cli/test_serving.py)."""
 
 from __future__ import annotations
 
@@ -51,42 +52,6 @@ def test_the_report_has_a_row_per_mode_and_load_and_the_ratios():
     assert "| 50% | 0.50 | 0.50 | 1.00 |" in text and "| 90% | 0.75 | - | 0.00 |" in text
 
 
-def test_the_servers_backend_and_device_reach_the_serve_command_and_its_settings(tmp_path):
-    """`--backend torch --device cuda` (the GPU run, scripts/device/step_sched.sh) become both
-    servers' `fewstep serve` flags, and those flags the service's backend settings."""
-    from bench.server import ServerProcess
-    from bench.step_sched import parse_args, server_settings
-    from fewstep_cli.main import build_parser
-    from service.cli import settings_from_args
-
-    cfg, out, plot_from = parse_args(
-        ["--backend", "torch", "--device", "cuda", "--max-batch-images", "16", "--out", "o"]
-    )
-    assert (cfg.backend, cfg.device, cfg.max_batch_images, out.name, plot_from) == ("torch", "cuda", 16, "o", None)
-    server = ServerProcess(cfg.bundles, tmp_path / "serve.log", scheduling="step", **server_settings(cfg))
-    cmd = server.cmd[server.cmd.index("serve") :]
-    assert cmd[cmd.index("--backend") + 1] == "torch" and cmd[cmd.index("--device") + 1] == "cuda"
-    assert "--precision" not in cmd and "--threads" not in cmd  # unset: the service's own defaults
-    settings = settings_from_args(build_parser().parse_args(cmd))
-    assert (settings.backend.kind, settings.backend.device, settings.backend.precision) == ("torch", "cuda", "auto")
-    assert (settings.scheduling, settings.max_batch_images) == ("step", 16)
-
-    cfg, _, _ = parse_args(["--backend", "torch-bf16"])
-    assert server_settings(cfg)["precision"] == "bf16" and server_settings(cfg)["device"] is None
-    assert server_settings(parse_args([])[0]) == dict.fromkeys(
-        ("backend", "precision", "device", "threads", "max_batch_images")
-    )  # the CPU run's command is unchanged
-
-
-@pytest.mark.parametrize("bad", ["torhc", "torch-fp8", "cuda"])
-def test_an_unknown_backend_is_refused_before_any_server_starts(bad, capsys):
-    from bench.step_sched import parse_args
-
-    with pytest.raises(SystemExit):
-        parse_args(["--backend", bad])
-    assert "--backend" in capsys.readouterr().err
-
-
 def test_the_report_says_where_the_servers_ran_and_their_warm_up_profiles():
     doc = synthetic_doc()
     doc["ratios"] = ratios(doc)
@@ -102,12 +67,10 @@ def test_the_report_says_where_the_servers_ran_and_their_warm_up_profiles():
     )
 
 
-def test_the_plot_of_a_finished_run_is_drawn_from_its_step_json(tmp_path):
+def test_the_plot_of_a_finished_run_is_drawn_from_its_step_json(run_bench, tmp_path):
     """A GPU machine without matplotlib brings back step.json and step.md; the plot is drawn here."""
     import json
 
-    from bench.step_sched import main
-
     (tmp_path / "step.json").write_text(json.dumps(synthetic_doc()))
-    assert main(["--plot-from", str(tmp_path / "step.json")]) == 0
+    assert run_bench(["step-sched", "--plot-from", str(tmp_path / "step.json")]) == 0
     assert (tmp_path / "step-latency.png").stat().st_size > 1000

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
+from service.fakes import FakeDenoiser, fake_pipeline
 from service.server import serve
 from service.settings import load_settings
 

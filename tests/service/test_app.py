@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app, discover_bundles
-from service.backends.fake import fake_pipeline
+from service.fakes import fake_pipeline
 from service.settings import ServiceSettings, SettingsError
 
 

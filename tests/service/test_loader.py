@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.backends.base import BackendError, BackendSettings
-from service.backends.fake import fake_manifest
+from service.fakes import fake_manifest
 from service.loader import backend_label, denoiser_inputs, make_denoiser, resolve_precision
 from tests.defaults import student
 

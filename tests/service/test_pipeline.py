@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.errors import InvalidArgument
+from service.fakes import FakeDenoiser, fake_pipeline
 from service.pipeline import ImageJob
 
 

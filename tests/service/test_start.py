@@ -24,7 +24,7 @@ def test_the_package_metadata_builds_without_deprecation_warnings():
 
 def test_the_service_imports_and_builds_its_app_without_warnings():
     code = (
-        "from service.app import create_app; from service.backends.fake import fake_pipeline; "
+        "from service.app import create_app; from service.fakes import fake_pipeline; "
         "create_app(pipelines=[fake_pipeline()]).openapi()"
     )
     r = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import shapesworld as shapes
-from service.backends.fake import FakeTextEncoder, FakeTokenizer
+from service.fakes import FakeTextEncoder, FakeTokenizer
 from service.text import BundleTokenizer, PromptEncoder
 
 PROMPTS = [shapes.sample(3, i).caption for i in range(40)] + ["", "A RED  circle!", "word " * 60]

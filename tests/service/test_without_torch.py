@@ -40,7 +40,7 @@ assert not failed, failed
 
 from fastapi.testclient import TestClient
 from service.app import create_app
-from service.backends.fake import fake_pipeline
+from service.fakes import fake_pipeline
 from service.settings import ServiceSettings
 
 for scheduling in ("request", "step"):

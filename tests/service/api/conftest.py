@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.backends.fake import fake_pipeline
+from service.fakes import fake_pipeline
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
+from service.fakes import FakeDenoiser, fake_pipeline
 from tests.service.api.conftest import assert_error, serving
 from tests.service.engine.conftest import GatedDenoiser
 

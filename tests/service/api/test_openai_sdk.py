@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from service.app import create_app
-from service.backends.fake import fake_pipeline
+from service.fakes import fake_pipeline
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings
 from tests.service.api.conftest import default_pipelines

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
+from service.fakes import FakeDenoiser, fake_pipeline
 from tests.service.api.conftest import assert_error, serving
 
 

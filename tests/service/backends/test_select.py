@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from service.backends.base import BackendError, BackendSettings
-from service.backends.fake import FakeDenoiser, fake_manifest
 from service.backends.select import Candidate, choose, quality_allows, select_denoiser, time_interleaved
+from service.fakes import FakeDenoiser, fake_manifest
 
 ORT, OV32, OV16 = Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"), Candidate("openvino", "bf16")
 ORDER = [ORT, OV32, OV16]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.engine import Engine, EngineConfig
+from service.fakes import FakeDenoiser, fake_pipeline
 
 
 class GatedDenoiser(FakeDenoiser):
@@ -76,10 +76,10 @@ def ticket(model: str, n: int = 1, steps: int = 4, seed: int = 0, guidance: floa
 
 def context(*pipelines, max_batch_images: int = 8):
     """A scheduler's context over `pipelines` (default: two fake models), with its own queue and runner."""
-    from service.backends.fake import fake_pipeline
     from service.engine.queue import RequestQueue
     from service.engine.runner import Runner
     from service.engine.scheduler import SchedulerContext
+    from service.fakes import fake_pipeline
     from service.metrics import Metrics
 
     pipes = pipelines or (fake_pipeline("fake"), fake_pipeline("other"))

@@ -263,7 +263,7 @@ def test_admission_checks_the_model_and_the_job_before_queueing():
 
 def test_nothing_is_admitted_before_warm_up():
     async def scenario():
-        from service.backends.fake import fake_pipeline
+        from service.fakes import fake_pipeline
 
         engine = Engine([fake_pipeline()])
         await engine.start()
@@ -278,7 +278,7 @@ def test_nothing_is_admitted_before_warm_up():
 
 
 def test_duplicate_model_names_are_refused():
-    from service.backends.fake import fake_pipeline
+    from service.fakes import fake_pipeline
 
     with pytest.raises(ValueError, match="named 'x'"):
         Engine([fake_pipeline("x"), fake_pipeline("x")])

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from service.app import engine_config
-from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.engine import Engine, EngineConfig, GenerateRequest
 from service.engine.policy import DynamicBatchPolicy
 from service.engine.profile import BatchLimits, CostProfile, derive_limits, measure_costs
+from service.fakes import FakeDenoiser, fake_pipeline
 from service.settings import ServiceSettings
 
 

@@ -9,11 +9,11 @@ import contextlib
 import numpy as np
 import pytest
 
-from service.backends.fake import fake_pipeline
 from service.engine.policy import Decision, DynamicBatchPolicy
 from service.engine.profile import BatchLimits
 from service.engine.request_loop import RequestLoop
 from service.errors import BatchFailed
+from service.fakes import fake_pipeline
 from tests.service.engine.conftest import GatedDenoiser, context, ticket, wait_until
 
 

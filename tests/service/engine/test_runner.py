@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.engine.runner import Runner
+from service.fakes import FakeDenoiser, fake_pipeline
 from service.pipeline import ImageJob
 
 

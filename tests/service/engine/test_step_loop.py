@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.engine.profile import BatchLimits
 from service.engine.step_loop import StepLoop
 from service.errors import BatchFailed
+from service.fakes import FakeDenoiser, fake_pipeline
 from tests.service.engine.conftest import GatedDenoiser, context, ticket, wait_until
 
 

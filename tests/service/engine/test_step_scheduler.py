@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from service.backends.fake import FakeDenoiser, fake_pipeline
 from service.engine import BatchFailed, DeadlineExceeded, Engine, EngineConfig, GenerateRequest
 from service.engine.step_scheduler import StepBatch, select_admissions
+from service.fakes import FakeDenoiser, fake_pipeline
 from service.pipeline import ImageJob, Pipeline
 from tests.service.engine.conftest import GatedDenoiser, wait_until
 

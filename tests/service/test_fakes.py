@@ -1,10 +1,10 @@
-"""The fake backend (service.backends.fake) that the engine and HTTP tests run on."""
+"""The fake backend (service.fakes) that the engine and HTTP tests run on."""
 
 import numpy as np
 import pytest
 
 from service.backends.base import Denoiser
-from service.backends.fake import FakeDenoiser
+from service.fakes import FakeDenoiser
 
 
 def test_fake_backend_meets_the_contract():

@@ -1,4 +1,9 @@
-"""Fakes of the backend boundary for tests of everything above it (pipeline, engine, HTTP).
+"""Fakes of the backend boundary, and a real `Pipeline` over them, for what runs above it
+(the pipeline, engine and HTTP tests; `bench.sim_server`'s simulated denoiser).
+
+It sits beside `service.loader`, not among the backends: like the loader it builds pipelines, so
+it imports `service.pipeline` and `service.text`, both below it, and nothing in `service` imports
+it (an import-linter contract keeps `service.backends` from importing anything above it).
 
 The fake denoiser is a cheap deterministic function of (z, t, text, w), row by row, so a batch's
 images do not depend on their neighbours, with an optional sleep per call to model compute time
