@@ -2,7 +2,7 @@
 
 An architecture choice for the teacher is also a serving choice (every student inherits the
 network), so the teacher ablation reports each variant's cost beside its quality. Each model is
-exported with the project's export path (`distill.export.denoiser_onnx`, parity-checked) into a
+exported with the project's export path (`distill.export.bundle.denoiser_onnx`, parity-checked) into a
 scratch directory, and all sessions are timed in interleaved rounds (one timing of each model per
 round, medians over rounds), so a slow spell of a shared machine hits every variant alike.
 
@@ -39,8 +39,8 @@ def _session(path: Path, threads: int):
 
 def measure(models: list[Path], batch: int = 16, rounds: int = 7, threads: int = 1) -> dict[str, Any]:
     """{name: {params, gflop_per_eval, ort_ms_per_eval, ...}} for each packed model directory."""
-    from distill.checkpoint import load_denoiser
-    from distill.export import denoiser_onnx, example_inputs
+    from distill.export.bundle import denoiser_onnx, example_inputs
+    from distill.kit.checkpoint import load_denoiser
     from fewstep.bundle import denoiser_graph
     from fewstep.networks import count_params
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from distill.evaluate import machine
+    from distill.evaluation.evaluate import machine
 
     result = {**measure(args.models, args.batch, args.rounds, args.threads), "machine": machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
