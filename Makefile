@@ -75,7 +75,7 @@ results-teacher: $(STAMP)
 # The default students: each K's winner, shipped as its guidance-conditioned version (w in [1, 5],
 # the service's range), copied from the table's runs with their weights checked against the ones the
 # table measured. The decision is WINNERS, written by `fewstep eval distill-table`; its rule is in
-# distill/winners.py and the README ("The default model"). The committed students come from the GPU
+# distill/reports/winners.py and the README ("The default model"). The committed students come from the GPU
 # table (results/distill_gpu, `make results-distill-gpu`), the only one that trains conditioned
 # students at both K; WINNERS=results/distill_winners.json ships from the CPU table instead.
 # STUDENTS and DEFAULT_MODEL below, and the Dockerfile's, name the same students
@@ -147,7 +147,7 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # The service on CPU with the default bundles (built first if missing): http://127.0.0.1:8000/
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.
 # DEFAULT_MODEL is the model a request gets when it names none (the Dockerfile's
-# FEWSTEP_DEFAULT_MODEL must match; a test checks). The rule that picked it (distill/winners.py,
+# FEWSTEP_DEFAULT_MODEL must match; a test checks). The rule that picked it (distill/reports/winners.py,
 # README "The default model"): the fewest-step shipped student that no other shipped student beats by
 # a resolved paired interval, provided its one-object adherence is within 0.05 of the teacher's at the
 # teacher's served setting (16 steps); otherwise the teacher. The teacher stays served by name.

@@ -2,7 +2,7 @@
 
 An architecture choice for the teacher is also a serving choice (every student inherits the
 network), so the teacher ablation reports each variant's cost beside its quality. Each model is
-exported with the project's export path (`distill.export.denoiser_onnx`, parity-checked) into a
+exported with the project's export path (`distill.export.bundle.denoiser_onnx`, parity-checked) into a
 scratch directory, and all sessions are timed in interleaved rounds (one timing of each model per
 round, medians over rounds), so a slow spell of a shared machine hits every variant alike.
 
@@ -37,8 +37,8 @@ def _session(path: Path, threads: int):
 
 def measure(models: list[Path], batch: int = 16, rounds: int = 7, threads: int = 1) -> dict[str, Any]:
     """{name: {params, gflop_per_eval, ort_ms_per_eval, ...}} for each packed model directory."""
-    from distill.checkpoint import load_denoiser
-    from distill.export import denoiser_onnx, example_inputs
+    from distill.export.bundle import denoiser_onnx, example_inputs
+    from distill.kit.checkpoint import load_denoiser
     from fewstep.bundle import denoiser_graph
     from fewstep.networks import count_params
 
@@ -75,7 +75,7 @@ def measure(models: list[Path], batch: int = 16, rounds: int = 7, threads: int =
 
 def cost_table(models: list[Path], batch: int = 16, rounds: int = 7, threads: int = 1) -> dict[str, Any]:
     """`measure`'s figures with the machine they were taken on, each model's logged."""
-    from distill.evaluate import machine
+    from distill.evaluation.evaluate import machine
 
     result = {**measure(models, batch, rounds, threads), "machine": machine()}
     for name, row in result["models"].items():

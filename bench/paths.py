@@ -9,7 +9,7 @@ fp32 graphs only (`make_denoiser` refuses others) and a path has to pay before i
 - `onnxruntime-fp16`: the graph converted to fp16 with fp32 inputs and outputs
   (`onnxruntime.transformers.float16`);
 - `onnxruntime-fp32-legacy`: the bundle's torch weights exported with the *previous* export recipe
-  (`distill.export_recipe.LEGACY`: decomposed attention, opset 20), so the old graph and the new
+  (`distill.export.recipe.LEGACY`: decomposed attention, opset 20), so the old graph and the new
   one run side by side from one bundle (needs torch: the distill extra).
 OpenVINO paths (`openvino-fp32`, `openvino-bf16`) are native: the service serves them.
 Derived graphs are cached beside the bundles (`<bundles>/.cache/bench/`), keyed by the fp32
@@ -203,8 +203,8 @@ def legacy_graph(bundle: Path, manifest: Manifest) -> Path:
 
     from safetensors.torch import load_file
 
-    from distill.export import DenoiserGraph, export_onnx, onnx_parity
-    from distill.export_recipe import LEGACY
+    from distill.export.bundle import DenoiserGraph, export_onnx, onnx_parity
+    from distill.export.recipe import LEGACY
     from fewstep.config import UNetConfig
     from fewstep.networks import build_denoiser
 

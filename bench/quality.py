@@ -1,12 +1,12 @@
 """`fewstep bench quality`: the evaluator's figures for one backend and precision, seeds fixed.
 
 Images come from the serving path (`service.loader.load_pipeline`, `Pipeline.generate`) on the
-evaluation set of `distill.evaluate` (same prompts, same per-item seeds), so a reduced-precision
+evaluation set of `distill.evaluation.evaluate` (same prompts, same per-item seeds), so a reduced-precision
 row stands beside the fp32 row with identical noise and only the arithmetic differs. ONNX Runtime
 paths the service does not serve yet (int8, fp16 graphs, `bench.paths`) are loaded as fp32 and
 their denoiser swapped in.
 
-The row has the schema of `distill.evaluate` rows plus `backend` and `compute_precision` (the
+The row has the schema of `distill.evaluation.evaluate` rows plus `backend` and `compute_precision` (the
 arithmetic: fp32, bf16, int8; `precision` stays the evaluator's precision-recall figure), and two noise
 yardsticks to judge a difference by: `fd_bootstrap_sd` (FD over items resampled with
 replacement, generated and reference features together) and `adherence_se` (binomial standard
@@ -52,7 +52,7 @@ def load_bench_pipeline(bundle: Path, backend: str, precision: str, compile: boo
 
 
 def fd_bootstrap_sd(gen: np.ndarray, ref: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> float:
-    from distill.metrics import frechet_distance
+    from distill.evaluation.metrics import frechet_distance
 
     rng = np.random.default_rng(seed)
     vals = []
@@ -64,7 +64,7 @@ def fd_bootstrap_sd(gen: np.ndarray, ref: np.ndarray, n: int = BOOTSTRAP, seed: 
 
 def verdicts(evaluator, images: np.ndarray, items) -> np.ndarray:
     import shapesworld as shapes
-    from distill.evaluator import predict
+    from distill.evaluation.evaluator import predict
 
     pred, _ = predict(evaluator, images)
     return np.array([shapes.satisfies(p, e.spec)["all"] for p, e in zip(pred, items, strict=True)])
@@ -91,7 +91,7 @@ class QualityBenchConfig:
 
 def quality_row(cfg: QualityBenchConfig) -> dict[str, Any]:
     """Generate the evaluation set through the service pipeline, score it, write `<name>.json`."""
-    from distill.evaluate import (
+    from distill.evaluation.evaluate import (
         EVAL_SEED,
         EVAL_SET_VERSION,
         eval_set,
@@ -101,7 +101,7 @@ def quality_row(cfg: QualityBenchConfig) -> dict[str, Any]:
         reference_images,
         sha256_file,
     )
-    from distill.evaluator import load_evaluator
+    from distill.evaluation.evaluator import load_evaluator
     from service.pipeline import ImageJob
 
     bundle, backend, precision, compile = Path(cfg.bundle), cfg.backend, cfg.precision, cfg.compile

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from distill.distill_config import METHOD_NAMES, MM_ALT
+from distill.methods.config import METHOD_NAMES, MM_ALT
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
     import shapesworld as shapes
-    from distill.grid import save_grid
+    from distill.kit.grid import save_grid
 
     items = [shapes.sample(args.seed, i, args.mode) for i in range(args.n)]
     images = np.stack([shapes.render(it.scene, it.placements, args.resolution) for it in items])
@@ -28,8 +28,8 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from distill.config import load_config
-    from distill.train import train
+    from distill.kit.config import load_config
+    from distill.teacher.train import train
 
     cfg = load_config(args.preset, args.config, args.set)
     summary = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress, stop_at=args.stop_at)
@@ -47,7 +47,7 @@ def _pack(args: argparse.Namespace) -> int:
     import json
     import shutil
 
-    from distill.checkpoint import PACKED_CONFIG, PACKED_WEIGHTS, pack_model
+    from distill.kit.checkpoint import PACKED_CONFIG, PACKED_WEIGHTS, pack_model
 
     run = Path(args.run)
     if (run / PACKED_CONFIG).is_file() and (run / PACKED_WEIGHTS).is_file():  # already packed: re-estimate v
@@ -77,7 +77,7 @@ def _pack(args: argparse.Namespace) -> int:
 def _estimate_adam_v(out: Path, args: argparse.Namespace) -> None:
     import torch
 
-    from distill.adam_v import estimate_adam_v, second_moment_stats
+    from distill.teacher.adam_v import estimate_adam_v, second_moment_stats
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,8 +94,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError("--model is required (or use `fewstep eval train-evaluator`)")
     import torch
 
-    from distill.checkpoint import student_info
-    from distill.evaluate import evaluate, reusable
+    from distill.evaluation.evaluate import evaluate, reusable
+    from distill.kit.checkpoint import student_info
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,7 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from distill.compare import compare, load_side
+    from distill.evaluation.compare import compare, load_side
 
     if args.threads:
         import torch
@@ -158,7 +158,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _ceiling(args: argparse.Namespace) -> int:
-    from distill.evaluate import teacher_ceiling
+    from distill.evaluation.evaluate import teacher_ceiling
 
     for w in args.guidance:
         row = teacher_ceiling(
@@ -173,11 +173,11 @@ def _ceiling(args: argparse.Namespace) -> int:
 def _table(args: argparse.Namespace) -> int:
     import json
 
-    from distill.report import TEACHER_GRID, teacher_table
+    from distill.reports.tables import TEACHER_GRID, teacher_table
 
     grid = TEACHER_GRID
     if args.report_only:  # rebuild teacher.md and the plot from the JSON rows already written
-        from distill.report import table_rows_dir, write_table
+        from distill.reports.tables import table_rows_dir, write_table
 
         rows = [json.loads(p.read_text()) for p in sorted(table_rows_dir(args.out_dir).glob("*.json"))]
         if not rows:
@@ -207,7 +207,7 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def _guidance(args: argparse.Namespace) -> int:
-    from distill.report import guidance_sweep
+    from distill.reports.tables import guidance_sweep
 
     rows = guidance_sweep(
         args.model, tuple(args.weights), args.sampler, args.steps, args.n_images, args.out_dir,
@@ -219,10 +219,10 @@ def _guidance(args: argparse.Namespace) -> int:
 
 
 def _distill_table(args: argparse.Namespace) -> int:
-    from distill.distill_report import distill_table
+    from distill.reports.distill_table import distill_table
 
     students = [p.parent for d in args.students for p in sorted(Path(d).glob("**/config.json"))]
-    from distill.checkpoint import student_info
+    from distill.kit.checkpoint import student_info
 
     students = sorted({p for p in students if student_info(p) is not None})
     if not students:
@@ -237,7 +237,7 @@ def _distill_table(args: argparse.Namespace) -> int:
 
 
 def _ship_students(args: argparse.Namespace) -> int:
-    from distill.winners import ship
+    from distill.reports.winners import ship
 
     for path in ship(args.winners, args.out, allow_fixed_guidance=args.allow_fixed_guidance):
         log.info("shipped %s", path)
@@ -245,7 +245,7 @@ def _ship_students(args: argparse.Namespace) -> int:
 
 
 def _distill_guidance(args: argparse.Namespace) -> int:
-    from distill.distill_report import guidance_compare
+    from distill.reports.distill_table import guidance_compare
 
     guidance_compare(
         Path(args.student), args.teacher, tuple(args.weights), tuple(args.teacher_steps), args.n_images,
@@ -257,7 +257,7 @@ def _distill_guidance(args: argparse.Namespace) -> int:
 def _train_evaluator(args: argparse.Namespace) -> int:
     import torch
 
-    from distill.evaluator import EvaluatorConfig, train_evaluator
+    from distill.evaluation.evaluator import EvaluatorConfig, train_evaluator
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -279,7 +279,7 @@ def _evaluation_rows(files: list[str], model: Path) -> dict[str, dict]:
     one that quotes none (rows from before `model_sha256` was recorded are taken as they are)."""
     import json
 
-    from distill.checkpoint import weights_file
+    from distill.kit.checkpoint import weights_file
     from fewstep.bundle import sha256_file
 
     sha = sha256_file(weights_file(model)[0])
@@ -294,7 +294,7 @@ def _evaluation_rows(files: list[str], model: Path) -> dict[str, dict]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from distill.export import export_bundle
+    from distill.export.bundle import export_bundle
 
     evaluation = _evaluation_rows(args.evaluation, Path(args.model))
     manifest = export_bundle(
@@ -310,17 +310,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from distill.distill_config import load_distill_config
-    from distill.methods import distill
-    from distill.runloop import RunOptions
+    from distill.methods.config import load_distill_config
+    from distill.methods.registry import distill
+    from distill.methods.runloop import RunOptions
 
     # --method and --steps override the preset and the --config file only when given (their argparse
     # default is None), and --set overrides them all.
     given = [f"{key}={value}" for key, value in (("method", args.method), ("steps", args.steps)) if value is not None]
     cfg = load_distill_config(args.preset, args.config, [*given, *args.set])
     if args.budget_images is not None:
-        from distill.methods import METHODS
-        from distill.runloop import iters_for_budget
+        from distill.methods.registry import METHODS
+        from distill.methods.runloop import iters_for_budget
 
         iters = iters_for_budget(METHODS[cfg.method].run, cfg, args.budget_images)
         cfg = load_distill_config(args.preset, args.config, [*given, *args.set, f"iters={iters}"])
@@ -529,7 +529,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ss = ev_sub.add_parser(
         "ship-students",
-        help="copy each K's winner of the distillation table into models/students (distill/winners.py)",
+        help="copy each K's winner of the distillation table into models/students (distill/reports/winners.py)",
     )
     ss.add_argument("--winners", default="results/distill_winners.json", help="written by `fewstep eval distill-table`")
     ss.add_argument("--out", default="models/students")

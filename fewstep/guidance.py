@@ -89,3 +89,42 @@ def doubled_guidance(
     x_hat = _copy(x_cond)
     x_hat[rows] = guidance_combine(x_cond[rows], x_null, per_image_w(w[rows], x_cond))
     return x_hat
+
+
+def evaluations_per_image_step(network_input: bool, w: Any = None) -> int:
+    """Network evaluations per image per sampler step: 1 for a network that takes w as an input (a
+    distilled student) or at w = 1, else 2 (the conditional and null rows of one doubled batch).
+    With `w` None, the model's cost at a guided w. The one count of it for the service's cost
+    model and the offline side's evaluation rows."""
+    if network_input:
+        return 1
+    return 1 if w is not None and np.ndim(w) == 0 and float(w) == 1.0 else 2
+
+
+def guided_call(
+    call: Callable[..., Any],
+    z: Any,
+    t: Any,
+    text: tuple[Any, Any],
+    null: tuple[Any, Any] | None,
+    w: Any,
+    network_input: bool,
+) -> Any:
+    """x_hat^w for any network, the one dispatch the service's pipeline and the offline side's
+    guided denoiser share: a network with a guidance input takes w (one evaluation, `w` given in
+    the form the network takes); a teacher evaluates the doubled batch (`doubled_guidance`) for the
+    rows with w != 1 and the plain conditional prediction for the rest (all rows, for a scalar w),
+    so a w = 1 row is exactly what it would be alone. `null` None means no row is guided."""
+    states, mask = text
+    if network_input:
+        return call(z, t, states, mask, w)
+    if null is None:
+        return call(z, t, states, mask)
+    if np.ndim(w) == 0:
+        return call(z, t, states, mask) if float(w) == 1.0 else doubled_guidance(call, z, t, text, null, w)
+    rows = np.flatnonzero(np.asarray(w) != 1.0)
+    if rows.size == 0:
+        return call(z, t, states, mask)
+    if rows.size == len(w):
+        return doubled_guidance(call, z, t, text, null, w)
+    return doubled_guidance(call, z, t, text, null, w, rows=rows)

@@ -68,5 +68,5 @@ for row in "$OUT"/eval/*.json; do
   $FEWSTEP eval compare "$OUT/eval/base.json" "$row" --out-dir results/mm_ablation --name "base-vs-$name" \
     --no-progress > /dev/null
 done
-${PY:-.venv/bin/python} -m distill.ablation_report "$OUT" results/mm_ablation.md
+${PY:-.venv/bin/python} -m distill.reports.ablation "$OUT" results/mm_ablation.md
 cp "$OUT"/eval/*.json results/mm_ablation/   # the rows, in the evaluation schema

@@ -60,5 +60,5 @@ if [ ! -f "$OUT/eval/init-k4.json" ]; then
   OMP_NUM_THREADS=1 $FEWSTEP eval --model models/teacher --sampler ancestral --steps 4 --guidance 1 \
     --n-images "$EVAL_IMAGES" --threads 1 --name init-k4 --out-dir "$OUT/eval" --no-progress > "$OUT/init-k4.log" 2>&1
 fi
-${PY:-.venv/bin/python} -m distill.ablation_report --length "$OUT" results/mm_length.md
+${PY:-.venv/bin/python} -m distill.reports.ablation --length "$OUT" results/mm_length.md
 mkdir -p results/mm_length && cp "$OUT"/eval/*.json "$OUT"/eval/*.summary results/mm_length/

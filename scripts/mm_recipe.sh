@@ -65,4 +65,4 @@ for row in "$OUT"/eval/*.json; do
   $FEWSTEP eval compare "$OUT/eval/base.json" "$row" --out-dir "$RESULTS" --name "base-vs-$name" --no-progress > /dev/null
 done
 cp "$OUT"/eval/*.json "$OUT"/eval/*.npz "$RESULTS"/ 2>/dev/null || cp "$OUT"/eval/*.json "$RESULTS"/
-${PY:-.venv/bin/python} -m distill.ablation_report "$OUT" results/mm_recipe.md
+${PY:-.venv/bin/python} -m distill.reports.ablation "$OUT" results/mm_recipe.md

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from distill.text import bundled_minilm_dir
+from distill.kit.text import bundled_minilm_dir
 from shapesworld.captions import CELL_WORDS, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
 
 TABLES = {"colour": COLOUR_WORDS, "shape": SHAPE_WORDS, "size": SIZE_WORDS, "position": CELL_WORDS}

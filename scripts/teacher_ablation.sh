@@ -11,8 +11,8 @@
 #   ft-xattn32  cross-attention at 32x32 too (the UNet's full resolution)
 # Batch 32, lr 3e-4, STEPS each, one CPU thread per run, JOBS side by side; each run is packed and
 # scored at 16 ancestral steps, w = 3, on EVAL_IMAGES prompts of the evaluation set; the committed
-# teacher itself is the `start` row. Then the serving cost of each (python -m bench.model_cost) and
-# the table (python -m distill.teacher_report).
+# teacher itself is the `start` row. Then the serving cost of each (fewstep bench model-cost) and
+# the table (python -m distill.reports.teacher).
 #
 #   scripts/teacher_ablation.sh       # about 45 minutes on 2 idle cores
 #
@@ -62,4 +62,4 @@ fi
 models=()
 for d in "$OUT"/*/model; do models+=("$d"); done
 $PY -m fewstep_cli bench model-cost "${models[@]}" --out "$OUT/cost.json"
-$PY -m distill.teacher_report "$OUT" results/teacher_ablation.md
+$PY -m distill.reports.teacher "$OUT" results/teacher_ablation.md

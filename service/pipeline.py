@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fewstep.bundle import Manifest
-from fewstep.guidance import doubled_guidance
+from fewstep.guidance import evaluations_per_image_step, guided_call
 from fewstep.images import to_uint8
 from fewstep.rng import SeededNoise, check_seed
 from fewstep.sampler import SAMPLERS
@@ -69,7 +69,7 @@ class Pipeline:
     @property
     def evaluations_per_image_step(self) -> int:
         """Network evaluations per image per step (guidance doubles it for a teacher)."""
-        return 1 if self.manifest.guidance.network_input else 2
+        return evaluations_per_image_step(self.manifest.guidance.network_input)
 
     def check(self, job: ImageJob) -> None:
         """Raise `InvalidArgument` naming the domain field (`steps`, `guidance`, ...) if `job` cannot run."""
@@ -129,9 +129,5 @@ class Pipeline:
         """
         states, mask, null = cond
         run = self.denoiser
-        if self.manifest.guidance.network_input:
-            return chunked(run, run.max_batch, z, t, states, mask, w)
-        guided = np.flatnonzero(w != 1.0) if null is not None else np.zeros(0, np.int64)
-        if guided.size == 0:
-            return chunked(run, run.max_batch, z, t, states, mask)
-        return doubled_guidance(partial(chunked, run, run.max_batch), z, t, (states, mask), null, w, rows=guided)
+        network_input = self.manifest.guidance.network_input
+        return guided_call(partial(chunked, run, run.max_batch), z, t, (states, mask), null, w, network_input)

@@ -1,7 +1,7 @@
 """Prompts to text states: the bundle's tokenizer (`tokenizers`) and text-encoder backend, with a cache.
 
 Tokenization pads and truncates to the manifest's `max_tokens`, exactly as training did
-(`distill.text.TextEncoder`: Hugging Face tokenizer, padding="max_length"), so a prompt's token
+(`distill.kit.text.TextEncoder`: Hugging Face tokenizer, padding="max_length"), so a prompt's token
 states are the ones the denoiser was trained on. States at padded positions are zeroed (training
 stored only the valid rows); the network masks them anyway, so this only keeps both sides equal.
 

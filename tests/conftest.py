@@ -12,8 +12,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def minilm():
-    from distill.config import TextConfig
-    from distill.text import TextEncoder
+    from distill.kit.config import TextConfig
+    from distill.kit.text import TextEncoder
 
     return TextEncoder(TextConfig(max_tokens=28))
 
@@ -60,7 +60,7 @@ def make_packed_model(
     import torch
     from safetensors.torch import save_file
 
-    from distill.config import load_config
+    from distill.kit.config import load_config
     from fewstep.networks import build_denoiser
 
     overrides = [f"text.encoder={encoder_dir}", f"model.text_dim={text_dim}", "text.max_tokens=16", *overrides]
@@ -84,7 +84,7 @@ def make_packed_model(
 @pytest.fixture(scope="session")
 def onnx_cache(tmp_path_factory):
     """One text-encoder graph cache for the whole session. Export caches that graph by the encoder's
-    weights hash (`distill.export.text_encoder_onnx`), and every tiny model here shares
+    weights hash (`distill.export.bundle.text_encoder_onnx`), and every tiny model here shares
     `tiny_bert_dir`'s encoder: one export of it (several seconds on a CI core) instead of one per
     test that exports a bundle."""
     return tmp_path_factory.mktemp("onnx-cache")
@@ -93,7 +93,7 @@ def onnx_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_bert_dir, onnx_cache):
     """A real bundle (ONNX graphs, tokenizer, manifest) of a tiny random teacher: steps 2, 4."""
-    from distill.export import export_bundle
+    from distill.export.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     model = make_packed_model(root / "models" / "tiny", tiny_bert_dir)
@@ -104,7 +104,7 @@ def tiny_bundle(tmp_path_factory, tiny_bert_dir, onnx_cache):
 @pytest.fixture(scope="session")
 def tiny_student_bundle(tmp_path_factory, tiny_bert_dir, onnx_cache):
     """A tiny random student (guidance scale as a network input): steps 1, 2."""
-    from distill.export import export_bundle
+    from distill.export.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     model = make_packed_model(root / "models" / "tiny-student", tiny_bert_dir, guidance_input=True, seed=1)

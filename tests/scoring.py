@@ -20,12 +20,12 @@ EVALUATOR_DIR = ROOT / "models" / "evaluator"
 
 def evaluation_items(n: int) -> list[Any]:
     """The first `n` in-distribution evaluation items (caption, seed) of the 500-item evaluation set."""
-    eval_set = pytest.importorskip("distill.eval_set", reason="the evaluation set is the offline side's")
+    eval_set = pytest.importorskip("distill.evaluation.eval_set", reason="the evaluation set is the offline side's")
     return eval_set.eval_set(500)[:n]
 
 
 def evaluation_set_version() -> int:
-    eval_set = pytest.importorskip("distill.eval_set", reason="the evaluation set is the offline side's")
+    eval_set = pytest.importorskip("distill.evaluation.eval_set", reason="the evaluation set is the offline side's")
     return int(eval_set.EVAL_SET_VERSION)
 
 
@@ -34,7 +34,7 @@ def _predict(images: np.ndarray) -> list[Any]:
     pytest.importorskip("torch", reason="the evaluator runs on torch")
     if not (EVALUATOR_DIR / "manifest.json").is_file():
         pytest.skip("no committed evaluator in models/evaluator")
-    from distill.evaluator import load_evaluator, predict
+    from distill.evaluation.evaluator import load_evaluator, predict
 
     evaluator, _ = load_evaluator(EVALUATOR_DIR)
     predicted, _ = predict(evaluator, images)
@@ -44,7 +44,7 @@ def _predict(images: np.ndarray) -> list[Any]:
 def served_adherence(images: np.ndarray, n: int) -> float:
     """Overall adherence of `images` drawn for the first `n` evaluation items (the evaluation's metric)."""
     predicted = _predict(images)
-    from distill.evaluate import adherence
+    from distill.evaluation.evaluate import adherence
 
     return float(adherence(predicted, evaluation_items(n))["overall"])
 

@@ -1,4 +1,4 @@
-"""The students the project ships are the distillation table's winners (`distill.winners`): the
+"""The students the project ships are the distillation table's winners (`distill.reports.winners`): the
 committed decision (the Makefile's WINNERS, which `make students` ships from), the committed weights,
 the Makefile's STUDENTS and DEFAULT_MODEL and the Dockerfile's build arguments all name the same
 models."""

@@ -13,9 +13,9 @@ def test_served_images_match_the_torch_sampler_on_the_default_teacher(default_bu
     """The ONNX Runtime pipeline against the evaluation path (torch model, torch text encoder,
     the same fewstep sampler and seeds): final images at most 2/255 apart."""
     import shapesworld as shapes
-    from distill.checkpoint import load_denoiser
-    from distill.denoise import GuidedDenoiser, encode_cond
-    from distill.text import TextEncoder
+    from distill.kit.checkpoint import load_denoiser
+    from distill.kit.guidance import GuidedDenoiser, encode_cond
+    from distill.kit.text import TextEncoder
     from fewstep.images import to_uint8
     from fewstep.rng import SeededNoise
     from fewstep.sampler import ancestral_sample

@@ -2,9 +2,9 @@ import logging
 import os
 import sys
 
-from distill.distill_config import load_distill_config
-from distill.methods import distill
-from distill.runloop import RunOptions
+from distill.methods.config import load_distill_config
+from distill.methods.registry import distill
+from distill.methods.runloop import RunOptions
 
 logging.basicConfig(level=logging.INFO)
 name, method, k, minutes, *extra = sys.argv[1:]

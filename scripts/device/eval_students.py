@@ -4,10 +4,10 @@ import sys
 import tarfile
 import time
 
-from distill.checkpoint import load_denoiser
-from distill.evaluate import eval_set, generate, reference_images, score
-from distill.evaluator import load_evaluator
-from distill.text import TextEncoder
+from distill.evaluation.evaluate import eval_set, generate, reference_images, score
+from distill.evaluation.evaluator import load_evaluator
+from distill.kit.checkpoint import load_denoiser
+from distill.kit.text import TextEncoder
 
 out = os.environ["OUT"]
 DEV = os.environ.get("DEV", "cuda")

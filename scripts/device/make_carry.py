@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save
 from transformers import AutoTokenizer
 
 import shapesworld as shapes
-from distill.text import bundled_minilm_dir
+from distill.kit.text import bundled_minilm_dir
 
 src, dst = bundled_minilm_dir(), Path(".gpu/minilm")
 dst.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 5 on a GPU, one call: step-level against request-level batching (python -m bench.step_sched)
+# Issue 5 on a GPU, one call: step-level against request-level batching (fewstep bench step-sched)
 # with both `fewstep serve` processes on the torch backend on CUDA. The CPU rows (BENCHMARKS.md)
 # found no batching gain on the CPU, so step-level scheduling was processor sharing there; on a GPU
 # an iteration of B images costs little more than one, which is the case step-level scheduling is

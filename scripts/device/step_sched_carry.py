@@ -50,7 +50,7 @@ def fp32_minilm(dst: Path) -> Path:
 
 def committed_graph_is_current() -> bool:
     """Whether export reuses models/teacher/denoiser.onnx (else it would rewrite a tracked file)."""
-    from distill.export_recipe import CURRENT
+    from distill.export.recipe import CURRENT
     from fewstep.bundle import sha256_file
 
     meta = json.loads((MODEL / "denoiser.onnx.json").read_text())
@@ -72,8 +72,8 @@ def leave_out_committed(bundle: Path) -> None:
 
 
 def main() -> int:
-    import distill.text
-    from distill.export import export_bundle
+    import distill.kit.text
+    from distill.export.bundle import export_bundle
 
     if not (MINILM / "model16.safetensors.gz").is_file():
         print(f"{MINILM} is missing: run scripts/device/make_carry.py first", file=sys.stderr)
@@ -83,7 +83,7 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         minilm = fp32_minilm(Path(tmp) / "minilm")
-        distill.text.bundled_minilm_dir = lambda: minilm  # the text config names "minilm"
+        distill.kit.text.bundled_minilm_dir = lambda: minilm  # the text config names "minilm"
         export_bundle(MODEL, Path(tmp) / "bundles" / NAME, steps=STEPS, cache_dir=Path(tmp) / "cache")
         shutil.rmtree(OUT, ignore_errors=True)
         OUT.mkdir(parents=True)

@@ -7,7 +7,7 @@
 sizes its run to the time it is given: it trains `PROBE_STEPS` steps on a provisional schedule,
 reads the measured steps per second (both variants already running side by side), and resumes
 with `steps` set so that the cosine decay ends when the time box `TRAIN_S` (counted from
-`T_START`) runs out. Only `steps` changes on that resume (`distill.train`: exact resume), so the
+`T_START`) runs out. Only `steps` changes on that resume (`distill.teacher.train`: exact resume), so the
 run is an ordinary `fewstep train` run of the resulting config.
 
 `finish` scores every variant and the starting teacher on the first `EVAL_N` prompts of the
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.checkpoint import load_denoiser, pack_model, read_state, resolve_checkpoint
-from distill.config import load_config
-from distill.train import train
+from distill.kit.checkpoint import load_denoiser, pack_model, read_state, resolve_checkpoint
+from distill.kit.config import load_config
+from distill.teacher.train import train
 
 RUNS = Path(os.environ.get("RUNS", "/tmp/truns"))
 OUT = Path(os.environ.get("OUT", "/tmp/out"))
@@ -75,9 +75,9 @@ def cmd_train(name: str, overrides: list[str]) -> None:
 
 
 def _score(path: str, n: int) -> dict:
-    from distill.evaluate import eval_set, generate, reference_images, score
-    from distill.evaluator import load_evaluator
-    from distill.text import TextEncoder
+    from distill.evaluation.evaluate import eval_set, generate, reference_images, score
+    from distill.evaluation.evaluator import load_evaluator
+    from distill.kit.text import TextEncoder
 
     evaluator, _ = load_evaluator("models/evaluator")
     items = eval_set(n)
@@ -101,9 +101,9 @@ def _score(path: str, n: int) -> dict:
 def _parity(path: str) -> None:
     """fp32 samples of fixed prompts and seeds: the CPU must draw the same images from these weights."""
     import shapesworld as shapes
-    from distill.data import to_uint8
-    from distill.denoise import GuidedDenoiser, encode_cond
-    from distill.text import TextEncoder
+    from distill.kit.data import to_uint8
+    from distill.kit.guidance import GuidedDenoiser, encode_cond
+    from distill.kit.text import TextEncoder
     from fewstep.bundle import sha256_file
     from fewstep.rng import SeededNoise
     from fewstep.sampler import ancestral_sample

@@ -3,8 +3,8 @@ import os
 import sys
 import time
 
-from distill.config import load_config
-from distill.train import train
+from distill.kit.config import load_config
+from distill.teacher.train import train
 
 logging.basicConfig(level=logging.INFO)
 name, *ov = sys.argv[1:]

@@ -1,4 +1,4 @@
-"""The quality row: distill.evaluate's schema plus backend/precision, noise yardsticks, paired deltas."""
+"""The quality row: distill.evaluation.evaluate's schema plus backend/precision, noise yardsticks, paired deltas."""
 
 import json
 
@@ -13,7 +13,7 @@ def tiny_evaluator(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from distill.evaluator import Evaluator, EvaluatorConfig
+    from distill.evaluation.evaluator import Evaluator, EvaluatorConfig
 
     path = tmp_path_factory.mktemp("evaluator")
     cfg = EvaluatorConfig(resolution=16, width=8, feature_dim=16)
@@ -45,7 +45,7 @@ def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
     }  # fmt: skip
     assert keys <= set(fp32)
     assert fp32["backend"] == "torch" and fp32["compute_precision"] == "fp32"
-    assert 0 <= fp32["precision"] <= 1  # the evaluator's precision, as in distill.evaluate rows
+    assert 0 <= fp32["precision"] <= 1  # the evaluator's precision, as in distill.evaluation.evaluate rows
     assert fp32["nfe"] == 4 and fp32["n_images"] == 10
     assert fp32["fd_bootstrap_sd"] >= 0
     assert (tmp_path / "rows" / f"{fp32['name']}.json").is_file()
@@ -56,7 +56,7 @@ def test_quality_rows_fp32_then_bf16(tiny_bundle, tiny_evaluator, tmp_path):
     assert 0 <= v["same_verdict_share"] <= 1 and 0 <= v["max_abs_255"] <= 255
     # each row carries its intervals and a per-image sidecar, so the two paths pair in `eval compare`
     assert fp32["fd_ci"][0] <= fp32["fd"] <= fp32["fd_ci"][1]
-    from distill.compare import compare, load_side
+    from distill.evaluation.compare import compare, load_side
 
     a = load_side(tmp_path / "rows" / f"{fp32['name']}.json", progress=False)
     b = load_side(tmp_path / "rows" / f"{bf16['name']}.json", progress=False)

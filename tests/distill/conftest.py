@@ -14,7 +14,7 @@ N = 400  # images in the `items` and `reference` fixtures
 
 @pytest.fixture(scope="module")
 def evaluator():
-    from distill.evaluator import load_evaluator
+    from distill.evaluation.evaluator import load_evaluator
 
     model, _ = load_evaluator(EVALUATOR)
     return model
@@ -22,14 +22,14 @@ def evaluator():
 
 @pytest.fixture(scope="module")
 def items():
-    from distill.evaluate import eval_set
+    from distill.evaluation.evaluate import eval_set
 
     return eval_set(N)
 
 
 @pytest.fixture(scope="module")
 def reference(items):
-    from distill.evaluate import reference_images
+    from distill.evaluation.evaluate import reference_images
 
     return reference_images(items, 32)
 

@@ -39,7 +39,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
     always, silently overriding a --config file's method and steps."""
     import json
 
-    import distill.methods
+    import distill.methods.registry
 
     seen = []
 
@@ -47,7 +47,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
         seen.append(cfg)
         return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
 
-    monkeypatch.setattr(distill.methods, "distill", fake_distill)
+    monkeypatch.setattr(distill.methods.registry, "distill", fake_distill)
     config = tmp_path / "pd.json"
     config.write_text(json.dumps({"method": "pd", "steps": 4, "teacher_steps": 16}))
     base = ["distill", "--teacher", "t", "--out", str(tmp_path / "r"), "--preset", "tiny", "--config", str(config)]
@@ -62,7 +62,7 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
 
 
 def test_budget_images_sizes_the_run_in_training_images(monkeypatch, tmp_path):
-    import distill.methods
+    import distill.methods.registry
 
     seen = []
 
@@ -70,7 +70,7 @@ def test_budget_images_sizes_the_run_in_training_images(monkeypatch, tmp_path):
         seen.append(cfg)
         return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
 
-    monkeypatch.setattr(distill.methods, "distill", fake_distill)
+    monkeypatch.setattr(distill.methods.registry, "distill", fake_distill)
     base = ["distill", "--teacher", "t", "--out", str(tmp_path / "r"), "--preset", "tiny", "--set", "iters=999"]
     assert main([*base, "--budget-images", "80"]) == 0  # tiny: batch 4, mm-alt draws two batches an update
     assert seen[-1].iters == 10
@@ -87,7 +87,7 @@ def test_eval_samples_a_student_with_its_own_sampler_and_k_unless_given(tmp_path
     student under the ancestral sampler's default 32 steps measured nothing anyone serves)."""
     import json
 
-    import distill.evaluate
+    import distill.evaluation.evaluate
 
     student = tmp_path / "pd-k4"
     student.mkdir()
@@ -100,7 +100,7 @@ def test_eval_samples_a_student_with_its_own_sampler_and_k_unless_given(tmp_path
         return {"name": "x", "fd": 1.0, "kid": 0.0, "precision": 1.0, "recall": 1.0, "adherence": figs,
                 "seconds_per_image": 0.01}  # fmt: skip
 
-    monkeypatch.setattr(distill.evaluate, "evaluate", fake)
+    monkeypatch.setattr(distill.evaluation.evaluate, "evaluate", fake)
     assert main(["eval", "--model", str(student), "--n-images", "2", *given]) == 0
     assert seen == [expected]
 
@@ -108,7 +108,7 @@ def test_eval_samples_a_student_with_its_own_sampler_and_k_unless_given(tmp_path
 def test_eval_keeps_a_row_that_measured_the_same_thing_unless_fresh(tmp_path, monkeypatch):
     """`fewstep eval` reuses OUT_DIR/NAME.json when `reusable` accepts it (same weights, evaluator,
     settings, prompt set) and its bootstrap matches; `--fresh`, or other resamples, re-measures."""
-    import distill.evaluate
+    import distill.evaluation.evaluate
 
     row = {"name": "m", "fd": 1.0, "kid": 0.0, "precision": 1.0, "recall": 1.0, "seconds_per_image": 0.01,
            "adherence": {"overall": 0.5, "one_object": 0.6, "two_objects": 0.4, "held_out": 0.5},
@@ -123,8 +123,8 @@ def test_eval_keeps_a_row_that_measured_the_same_thing_unless_fresh(tmp_path, mo
         measured.append(args[:3])
         return row
 
-    monkeypatch.setattr(distill.evaluate, "reusable", fake_reusable)
-    monkeypatch.setattr(distill.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(distill.evaluation.evaluate, "reusable", fake_reusable)
+    monkeypatch.setattr(distill.evaluation.evaluate, "evaluate", fake_evaluate)
     model = str(tmp_path / "teacher")
     base = ["eval", "--model", model, "--steps", "16", "--out-dir", str(tmp_path)]
     assert main(base) == 0
@@ -140,8 +140,8 @@ def test_distill_table_names_the_command_given_by_regenerate(tmp_path, monkeypat
     `_write_table` writes quotes it."""
     import json
 
-    import distill.distill_report as report
-    from distill.distill_report import _write_table
+    import distill.reports.distill_table as report
+    from distill.reports.distill_table import _write_table
 
     run = tmp_path / "runs" / "mm-alt-k8" / "student"
     run.mkdir(parents=True)

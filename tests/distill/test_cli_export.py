@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.checkpoint import weights_file
 from distill.cli import _evaluation_rows
+from distill.kit.checkpoint import weights_file
 from fewstep.bundle import sha256_file
 
 TEACHER = Path(__file__).resolve().parents[2] / "models" / "teacher"

@@ -13,10 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from distill.checkpoint import load_denoiser  # noqa: E402
-from distill.data import to_uint8  # noqa: E402
-from distill.denoise import GuidedDenoiser, encode_cond  # noqa: E402
-from distill.text import TextEncoder  # noqa: E402
+from distill.kit.checkpoint import load_denoiser  # noqa: E402
+from distill.kit.data import to_uint8  # noqa: E402
+from distill.kit.guidance import GuidedDenoiser, encode_cond  # noqa: E402
+from distill.kit.text import TextEncoder  # noqa: E402
 from fewstep.bundle import sha256_file  # noqa: E402
 from fewstep.rng import SeededNoise  # noqa: E402
 from fewstep.sampler import ancestral_sample  # noqa: E402
