@@ -93,22 +93,22 @@ def onnx_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_bert_dir, onnx_cache):
     """A real bundle (ONNX graphs, tokenizer, manifest) of a tiny random teacher: steps 2, 4."""
-    from distill.export.bundle import export_bundle
+    from distill.export.bundle import ExportOptions, export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     model = make_packed_model(root / "models" / "tiny", tiny_bert_dir)
-    export_bundle(model, root / "tiny", steps=(2, 4), default_steps=2, cache_dir=onnx_cache, max_batch=8)
+    export_bundle(model, root / "tiny", ExportOptions(steps=(2, 4), default_steps=2, cache_dir=onnx_cache, max_batch=8))
     return root / "tiny"
 
 
 @pytest.fixture(scope="session")
 def tiny_student_bundle(tmp_path_factory, tiny_bert_dir, onnx_cache):
     """A tiny random student (guidance scale as a network input): steps 1, 2."""
-    from distill.export.bundle import export_bundle
+    from distill.export.bundle import ExportOptions, export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     model = make_packed_model(root / "models" / "tiny-student", tiny_bert_dir, guidance_input=True, seed=1)
-    export_bundle(model, root / "tiny-student", steps=(1, 2), cache_dir=onnx_cache, max_batch=8)
+    export_bundle(model, root / "tiny-student", ExportOptions(steps=(1, 2), cache_dir=onnx_cache, max_batch=8))
     return root / "tiny-student"
 
 

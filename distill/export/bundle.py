@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -276,24 +277,33 @@ def git_sha() -> str:
         return "unknown"
 
 
-def export_bundle(
-    model_path: str | Path,
-    out: str | Path,
-    name: str | None = None,
-    steps: Sequence[int] | None = None,
-    default_steps: int | None = None,
-    guidance: tuple[float, float, float] | None = None,
-    evaluation: dict[str, Any] | None = None,
-    cache_dir: str | Path | None = None,
-    max_batch: int = 64,
-    recipe: Recipe = CURRENT,
-) -> Manifest:
-    """Write a complete, verified bundle at `out` (replacing it atomically) and return its manifest.
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a model becomes a bundle (`fewstep export`'s flags, one field each; None: the model's own).
 
-    `guidance` is (min, default, max); a teacher's default 3.0 is the best w of results/guidance.md.
-    `recipe` is how the denoiser is lowered to ONNX (`distill.export.recipe`; recorded in the
-    manifest's `source.graph_recipe`).
-    """
+    name: the model name served (default: the bundle directory's name); steps: the supported step
+    counts (a student: its K; a teacher: 8 16 32 64); default_steps; guidance: (min, default, max)
+    (a student: its training range; a teacher's default 3.0 is the best w of results/guidance.md);
+    evaluation: results rows to record in the manifest; cache_dir: where the text encoder's graph is
+    cached (default: the bundle's parent/.cache); max_batch: the largest batch the graphs' engines
+    must support; recipe: how the denoiser is lowered to ONNX (`distill.export.recipe`, recorded in
+    the manifest's `source.graph_recipe`)."""
+
+    name: str | None = None
+    steps: Sequence[int] | None = None
+    default_steps: int | None = None
+    guidance: tuple[float, float, float] | None = None
+    evaluation: dict[str, Any] | None = None
+    cache_dir: str | Path | None = None
+    max_batch: int = 64
+    recipe: Recipe = CURRENT
+
+
+def export_bundle(model_path: str | Path, out: str | Path, options: ExportOptions = ExportOptions()) -> Manifest:
+    """Write a complete, verified bundle at `out` (replacing it atomically) and return its manifest."""
+    o = options
+    name, steps, default_steps, guidance = o.name, o.steps, o.default_steps, o.guidance
+    evaluation, cache_dir, max_batch, recipe = o.evaluation, o.cache_dir, o.max_batch, o.recipe
     model_path, out = Path(model_path), Path(out)
     model, cfg = load_denoiser(model_path)
     cfg: TrainConfig

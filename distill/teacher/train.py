@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from distill.kit.diffusion import denoising_loss
 from distill.kit.grid import save_grid
 from distill.kit.guidance import GuidedDenoiser, encode_cond
 from distill.kit.plots import plot_loss
-from distill.kit.runinfo import MetricsLog, sample_prompts, setup_distributed, weights_digest
+from distill.kit.runinfo import Dist, MetricsLog, sample_prompts, setup_distributed, weights_digest
 from distill.kit.text import NULL_CAPTION, TextEncoder
 from fewstep.networks import build_denoiser, count_params
 from fewstep.rng import SeededNoise
@@ -115,27 +116,21 @@ def _check_resume(out: Path, cfg: TrainConfig) -> bool:
     return True
 
 
-def train(
-    cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool = True, stop_at: int | None = None
-) -> dict[str, Any]:
-    """Train a teacher; returns the summary also written to `out/summary.json` (rank 0).
+@dataclass
+class _Run:
+    """One teacher run's networks, optimiser, RNG, position and text encoder (what `train` steps)."""
 
-    `stop_at` ends this run early at that step with a checkpoint (time-sliced or preemptible
-    training); a later call resumes it to `cfg.steps` on the same schedule.
-    """
-    out = Path(out)
-    d, device = setup_distributed(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    # Every check that can fail runs before anything is written.
-    resuming = resume and _check_resume(out, cfg)
-    check_source(cfg.data)
-    encoder = TextEncoder(cfg.text, device)
-    if encoder.dim != cfg.model.text_dim:
-        raise ConfigError(f"model.text_dim is {cfg.model.text_dim} but the text encoder gives {encoder.dim}")
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    state: TrainState
+    net: torch.nn.Module  # the network the loss runs through (DDP-wrapped under torchrun)
+    encoder: TextEncoder
+
+
+def _build(cfg: TrainConfig, out: Path, d: Dist, device: torch.device, resuming: bool, encoder: TextEncoder) -> _Run:
+    """The networks at step 0 (or warm-started, or resumed from out/checkpoint), identical on every rank."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_denoiser(cfg.model).to(device)
     if cfg.channels_last:
@@ -161,6 +156,84 @@ def train(
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[d.local_rank] if device.type == "cuda" else None
         )
+    return _Run(model, ema, opt, gen, state, net, encoder)
+
+
+def _step(
+    run: _Run, cfg: TrainConfig, batch: dict[str, Any], device: torch.device, autocast
+) -> tuple[float, float, float]:
+    """One optimisation step of the teacher on `batch` (condition dropout, t ~ U(0, 1), the loss of
+    `distill.kit.diffusion.denoising_loss`, clipping, AdamW, EMA). Returns (loss, gradient norm,
+    seconds spent encoding text)."""
+    state, gen = run.state, run.gen
+    b = len(batch["caption"])
+    drop = (torch.rand(b, generator=gen, device=device) < cfg.data.cond_dropout).tolist()
+    captions = [NULL_CAPTION if dr else c for c, dr in zip(batch["caption"], drop, strict=True)]
+    t_text = time.perf_counter()
+    states, mask = run.encoder.encode(captions)
+    text_s = time.perf_counter() - t_text
+    x = batch["image"].to(device)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    t = torch.rand(b, generator=gen, device=device)
+    eps = torch.randn(x.shape, generator=gen, device=device)
+    for g in run.opt.param_groups:
+        g["lr"] = cfg.optim.lr * lr_factor(state.step, cfg)
+    loss = denoising_loss(run.net, x, t, eps, states, mask, cfg.model.prediction, autocast)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip))
+    run.opt.step()
+    ema_update(run.ema, run.model, cfg.optim.ema_decay, state.step)
+    state.step += 1
+    return loss.item(), grad_norm, text_s
+
+
+def _summary(run: _Run, d: Dist, losses: list[float], wall_s: float) -> dict[str, Any]:
+    """What `train` returns and writes to summary.json: steps, loss, time, and whether every rank
+    ended with the same weights (DDP keeps them in sync; the digests prove it)."""
+    digests = [weights_digest(run.model)]
+    if d.world > 1:
+        gathered: list[Any] = [None] * d.world
+        dist.all_gather_object(gathered, digests[0])
+        digests = gathered
+    enc = run.encoder
+    return {
+        "steps": run.state.step,
+        "final_loss": float(np.mean(losses[-100:])) if losses else None,
+        "wall_s": wall_s,
+        "params": count_params(run.model),
+        "world_size": d.world,
+        "rank_weight_digests": digests,
+        "ranks_in_sync": len(set(digests)) == 1,
+        "skipped_images": run.state.extra.get("skipped", 0),
+        "text_cache_hit_rate": enc.hits / max(1, enc.hits + enc.misses),
+    }
+
+
+def train(
+    cfg: TrainConfig, out: str | Path, resume: bool = True, progress: bool = True, stop_at: int | None = None
+) -> dict[str, Any]:
+    """Train a teacher; returns the summary also written to `out/summary.json` (rank 0).
+
+    `stop_at` ends this run early at that step with a checkpoint (time-sliced or preemptible
+    training); a later call resumes it to `cfg.steps` on the same schedule.
+    """
+    out = Path(out)
+    d, device = setup_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    # Every check that can fail runs before anything is written.
+    resuming = resume and _check_resume(out, cfg)
+    check_source(cfg.data)
+    encoder = TextEncoder(cfg.text, device)
+    if encoder.dim != cfg.model.text_dim:
+        raise ConfigError(f"model.text_dim is {cfg.model.text_dim} but the text encoder gives {encoder.dim}")
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.model_dump_json(indent=2))
+    run = _build(cfg, out, d, device, resuming, encoder)
+    state = run.state
     metrics = MetricsLog(out) if d.main else None
     if metrics is not None and resuming:
         metrics.truncate_after(state.step)
@@ -179,29 +252,11 @@ def train(
             batch = next(loader)
             state.batch_index += 1
             state.extra["skipped"] = state.extra.get("skipped", 0) + int(batch["skipped"])
-            b = len(batch["caption"])
-            if b == 0:
+            if len(batch["caption"]) == 0:
                 continue
-            drop = (torch.rand(b, generator=gen, device=device) < cfg.data.cond_dropout).tolist()
-            captions = [NULL_CAPTION if dr else c for c, dr in zip(batch["caption"], drop, strict=True)]
-            t_text = time.perf_counter()
-            states, mask = encoder.encode(captions)
-            text_s += time.perf_counter() - t_text
-            x = batch["image"].to(device)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            t = torch.rand(b, generator=gen, device=device)
-            eps = torch.randn(x.shape, generator=gen, device=device)
-            for g in opt.param_groups:
-                g["lr"] = cfg.optim.lr * lr_factor(state.step, cfg)
-            loss = denoising_loss(net, x, t, eps, states, mask, cfg.model.prediction, autocast)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
-            opt.step()
-            ema_update(ema, model, cfg.optim.ema_decay, state.step)
-            state.step += 1
-            losses.append(loss.item())
+            loss, grad_norm, step_text_s = _step(run, cfg, batch, device, autocast)
+            text_s += step_text_s
+            losses.append(loss)
             bar.update(1)
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                 now = time.perf_counter()
@@ -209,7 +264,7 @@ def train(
                 row = {
                     "step": state.step,
                     "loss": float(np.mean(losses[-n:])),
-                    "lr": opt.param_groups[0]["lr"],
+                    "lr": run.opt.param_groups[0]["lr"],
                     "grad_norm": grad_norm,
                     "it_s": n / (now - t_window),
                     "text_share": text_s / (now - t_window),
@@ -220,29 +275,14 @@ def train(
                 if metrics is not None:
                     metrics.write(row)
             if d.main and (state.step % cfg.sample_every == 0 or state.step == cfg.steps):
-                write_samples(ema, encoder, cfg, out / "samples" / f"step{state.step:07d}.png", device)
+                write_samples(run.ema, encoder, cfg, out / "samples" / f"step{state.step:07d}.png", device)
             if d.main and (state.step % cfg.ckpt_every == 0 or state.step in (cfg.steps, end)):
                 state.extra["wall_s"] = wall_before + time.perf_counter() - t0
-                save_checkpoint(out / "checkpoint", cfg, state, model, ema, opt, gen)
+                save_checkpoint(out / "checkpoint", cfg, state, run.model, run.ema, run.opt, run.gen)
                 plot_loss(out / "metrics.jsonl", out / "loss.png")
     bar.close()
 
-    digests = [weights_digest(model)]
-    if d.world > 1:
-        gathered: list[Any] = [None] * d.world
-        dist.all_gather_object(gathered, digests[0])
-        digests = gathered
-    summary = {
-        "steps": state.step,
-        "final_loss": float(np.mean(losses[-100:])) if losses else None,
-        "wall_s": wall_before + time.perf_counter() - t0,
-        "params": count_params(model),
-        "world_size": d.world,
-        "rank_weight_digests": digests,
-        "ranks_in_sync": len(set(digests)) == 1,
-        "skipped_images": state.extra.get("skipped", 0),
-        "text_cache_hit_rate": encoder.hits / max(1, encoder.hits + encoder.misses),
-    }
+    summary = _summary(run, d, losses, wall_before + time.perf_counter() - t0)
     if d.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if metrics is not None:

@@ -73,7 +73,7 @@ def leave_out_committed(bundle: Path) -> None:
 
 def main() -> int:
     import distill.kit.text
-    from distill.export.bundle import export_bundle
+    from distill.export.bundle import ExportOptions, export_bundle
 
     if not (MINILM / "model16.safetensors.gz").is_file():
         print(f"{MINILM} is missing: run scripts/device/make_carry.py first", file=sys.stderr)
@@ -84,7 +84,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         minilm = fp32_minilm(Path(tmp) / "minilm")
         distill.kit.text.bundled_minilm_dir = lambda: minilm  # the text config names "minilm"
-        export_bundle(MODEL, Path(tmp) / "bundles" / NAME, steps=STEPS, cache_dir=Path(tmp) / "cache")
+        export_bundle(MODEL, Path(tmp) / "bundles" / NAME, ExportOptions(steps=STEPS, cache_dir=Path(tmp) / "cache"))
         shutil.rmtree(OUT, ignore_errors=True)
         OUT.mkdir(parents=True)
         dst = OUT / NAME

@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from distill.export.bundle import PARITY_TOL, export_bundle
+from distill.export.bundle import PARITY_TOL, ExportOptions, export_bundle
 from distill.export.recipe import CURRENT, LEGACY
 from fewstep.bundle import BundleError, load_manifest
 from tests.conftest import make_packed_model
@@ -47,13 +47,13 @@ def test_student_bundle_declares_w(tiny_student_bundle):
 @pytest.mark.slow  # tens of seconds of export or training: `make test-slow`
 def test_committed_graph_is_reused_until_the_weights_change(tmp_path, tiny_bert_dir):
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
-    export_bundle(model, tmp_path / "b1", steps=(2,), cache_dir=tmp_path / "cache")
+    export_bundle(model, tmp_path / "b1", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache"))
     side = json.loads((model / "denoiser.onnx.json").read_text())
     stamp = (model / "denoiser.onnx").stat().st_mtime_ns
-    export_bundle(model, tmp_path / "b2", steps=(2,), cache_dir=tmp_path / "cache")
+    export_bundle(model, tmp_path / "b2", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache"))
     assert (model / "denoiser.onnx").stat().st_mtime_ns == stamp  # reused, not re-exported
     make_packed_model(model, tiny_bert_dir, seed=5)  # new weights
-    m3 = export_bundle(model, tmp_path / "b3", steps=(2,), cache_dir=tmp_path / "cache")
+    m3 = export_bundle(model, tmp_path / "b3", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache"))
     side3 = json.loads((model / "denoiser.onnx.json").read_text())
     assert side3["weights_sha256"] != side["weights_sha256"]
     assert m3.files["denoiser.onnx"] == side3["graph_sha256"] != side["graph_sha256"]
@@ -64,7 +64,7 @@ def test_export_replaces_an_existing_bundle(tmp_path, tiny_bert_dir, onnx_cache)
     out = tmp_path / "b"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    export_bundle(model, out, steps=(2, 4), cache_dir=onnx_cache)
+    export_bundle(model, out, ExportOptions(steps=(2, 4), cache_dir=onnx_cache))
     assert not (out / "stale.txt").exists()
     assert sorted(load_manifest(out).steps) == [2, 4]
 
@@ -120,20 +120,22 @@ def test_the_bundle_graph_uses_fused_attention_and_no_masking_glue(tiny_bundle):
 def test_a_graph_of_another_recipe_is_not_reused(tmp_path, tiny_bert_dir):
     """A committed graph from before recipes (sidecar without one) is re-exported, not served."""
     model = make_packed_model(tmp_path / "model", tiny_bert_dir)
-    export_bundle(model, tmp_path / "b1", steps=(2,), cache_dir=tmp_path / "cache")
+    export_bundle(model, tmp_path / "b1", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache"))
     side_file = model / "denoiser.onnx.json"
     side = json.loads(side_file.read_text())
     assert side["recipe"] == CURRENT.key
     stale = {k: v for k, v in side.items() if k != "recipe"}  # what the committed sidecars looked like
     side_file.write_text(json.dumps(stale))
     stamp = (model / "denoiser.onnx").stat().st_mtime_ns
-    m = export_bundle(model, tmp_path / "b2", steps=(2,), cache_dir=tmp_path / "cache")
+    m = export_bundle(model, tmp_path / "b2", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache"))
     assert (model / "denoiser.onnx").stat().st_mtime_ns != stamp
     assert json.loads(side_file.read_text())["recipe"] == CURRENT.key
     assert m.source["graph_recipe"] == CURRENT.key
     # a benchmark's legacy export goes to scratch and leaves the committed graph alone
     stamp = (model / "denoiser.onnx").stat().st_mtime_ns
-    legacy = export_bundle(model, tmp_path / "b3", steps=(2,), cache_dir=tmp_path / "cache", recipe=LEGACY)
+    legacy = export_bundle(
+        model, tmp_path / "b3", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache", recipe=LEGACY)
+    )
     assert legacy.source["graph_recipe"] == "1" and "Softmax" in op_histogram(tmp_path / "b3" / "denoiser.onnx")
     assert (model / "denoiser.onnx").stat().st_mtime_ns == stamp
 

@@ -137,9 +137,9 @@ def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp
     with torch.no_grad():
         x = ddim_sample(GuidedDenoiser(student), 2, cond, 3.0, SeededNoise([1, 2], (3, 16, 16)), torch.zeros(1))
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
-    from distill.export.bundle import export_bundle
+    from distill.export.bundle import ExportOptions, export_bundle
 
-    m = export_bundle(out / "student", tmp_path / "bundle", cache_dir=onnx_cache)
+    m = export_bundle(out / "student", tmp_path / "bundle", ExportOptions(cache_dir=onnx_cache))
     assert m.sampler == "ddim" and sorted(m.steps) == [2] and m.guidance.network_input
 
 

@@ -56,7 +56,7 @@ def test_students_start_equal_to_the_teacher(teacher):
 @pytest.mark.slow  # 20-40 s each (export included): `make test-slow`, so the default suite stays under 15 minutes
 @pytest.mark.parametrize("method", ["mm-alt", "mm-param"])
 def test_a_short_distillation_writes_a_student_that_samples_and_exports(method, teacher, tmp_path):
-    from distill.export.bundle import export_bundle
+    from distill.export.bundle import ExportOptions, export_bundle
     from fewstep.bundle import load_manifest
     from fewstep.rng import SeededNoise
     from fewstep.sampler import ancestral_sample
@@ -75,7 +75,7 @@ def test_a_short_distillation_writes_a_student_that_samples_and_exports(method, 
         cond.states, cond.mask = torch.randn(2, 16, 32), torch.ones(2, 16, dtype=torch.bool)
         x = ancestral_sample(GuidedDenoiser(student), 2, cond, 3.0, SeededNoise([1, 2], (3, 16, 16)), torch.zeros(1))
     assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
-    m = export_bundle(tmp_path / "run" / "student", tmp_path / "bundle", cache_dir=tmp_path / "cache")
+    m = export_bundle(tmp_path / "run" / "student", tmp_path / "bundle", ExportOptions(cache_dir=tmp_path / "cache"))
     assert sorted(m.steps) == [2] and m.guidance.network_input
     assert (m.guidance.min, m.guidance.default, m.guidance.max) == (1.0, 3.0, 5.0)
     assert load_manifest(tmp_path / "bundle").name == "bundle"

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.cli import _evaluation_rows
+from distill.cli.export import _evaluation_rows
 from distill.kit.checkpoint import weights_file
 from fewstep.bundle import sha256_file
 
-TEACHER = Path(__file__).resolve().parents[2] / "models" / "teacher"
+TEACHER = Path(__file__).resolve().parents[3] / "models" / "teacher"
 
 
 def _row(tmp_path: Path, name: str, **extra) -> str:
