@@ -9,7 +9,7 @@
 # side by side; then EVAL_IMAGES-image evaluations at w = 3 and paired comparisons with the base
 # (`fewstep eval compare`, 95% intervals), and results/mm_recipe.md.
 #
-#   scripts/mm_recipe.sh                       # 7 runs of ~20 minutes, 2,000-image rows: ~1 h 40 on 2 cores
+#   scripts/mm_recipe.sh                       # 7 runs of ~30 minutes, 2,000-image rows: ~2 h on 2 cores
 #   ONLY="base warm" scripts/mm_recipe.sh      # a subset (the rest later; finished arms are kept)
 #   COMBINED="--set warm_start=100 ..." scripts/mm_recipe.sh   # adds the arm that combines the winners
 #
@@ -35,8 +35,8 @@ RUNS=(
   "snr-cap-both|--set data.p_two_objects=0.4 --set weighting=snr-cap --set aux_weighting=snr-cap --set snr_cap=5"
   "aux-lr-3x|$OLD --set aux_lr=0.0003"
   "mix-0.7|--set weighting=batch --set data.p_two_objects=0.7"
-  "lr-3x|$OLD --set lr=0.0003 --set aux_lr=0.0003"
   "base-seed1|$OLD --set seed=1 --set data.seed=2"
+  "lr-3x|$OLD --set lr=0.0003 --set aux_lr=0.0003"
 )
 if [ -n "${COMBINED:-}" ]; then RUNS+=("combined|$COMBINED"); fi
 
@@ -64,5 +64,5 @@ for row in "$OUT"/eval/*.json; do
   [ "$name" = base ] && continue
   $FEWSTEP eval compare "$OUT/eval/base.json" "$row" --out-dir "$RESULTS" --name "base-vs-$name" --no-progress > /dev/null
 done
-cp "$OUT"/eval/*.json "$OUT"/eval/*.npz "$RESULTS"/ 2>/dev/null || cp "$OUT"/eval/*.json "$RESULTS"/
-${PY:-.venv/bin/python} -m distill.reports.ablation "$OUT" results/mm_recipe.md
+cp "$OUT"/eval/*.json "$RESULTS"/   # the rows, in the evaluation schema (their .npz sidecars stay in runs/)
+${PY:-.venv/bin/python} -m distill.reports.recipe "$OUT" "$RESULTS" results/mm_recipe.md
