@@ -28,8 +28,17 @@ def _distill(args: argparse.Namespace) -> int:
         cfg = load_distill_config(args.preset, args.config, [*given, *args.set, f"iters={iters}"])
         log.info("--budget-images %d: %d iterations of %s at batch %d", args.budget_images, iters, cfg.method,
                  cfg.batch_size)  # fmt: skip
+    stop_at = args.stop_at
+    if args.stop_at_images is not None:
+        from distill.methods.registry import METHODS
+        from distill.methods.runloop import iters_for_budget
+
+        if stop_at is not None:
+            raise ValueError("give --stop-at or --stop-at-images, not both")
+        stop_at = iters_for_budget(METHODS[cfg.method].run, cfg, args.stop_at_images)
+        log.info("--stop-at-images %d: stop at iteration %d", args.stop_at_images, stop_at)
     options = RunOptions(
-        resume=not args.no_resume, progress=not args.no_progress, stop_at=args.stop_at,
+        resume=not args.no_resume, progress=not args.no_progress, stop_at=stop_at,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes, pack_unfinished=args.pack_unfinished,
     )  # fmt: skip
     summary = distill(cfg, args.teacher, args.out, options)
@@ -61,6 +70,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     di.add_argument("--no-resume", action="store_true")
     di.add_argument("--no-progress", action="store_true")
     di.add_argument("--stop-at", type=int, help="checkpoint and stop at this iteration (resume later)")
+    di.add_argument(
+        "--stop-at-images",
+        type=int,
+        help="checkpoint and stop at the first iteration that has drawn this many training images (a learning "
+        "curve's points at equal image passes across methods)",
+    )
     di.add_argument("--max-minutes", type=float, help="time box: checkpoint and stop after this long")
     di.add_argument("--pack-unfinished", action="store_true", help="pack the student even if the run stopped early")
     di.set_defaults(handler=_distill)

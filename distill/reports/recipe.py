@@ -164,9 +164,55 @@ def recipe_markdown(runs: Path, compare_dir: Path, ceiling: Path | None = None) 
 
 
 CEILING = Path("results/ceiling/teacher-ancestral-64-w3-n2000.json")
+SPREAD_ARMS = {BASE, "base-seed1"}  # the base and its second seed: reference points, never a change
+
+
+def _resolved(d: dict[str, Any]) -> int:
+    """+1 where the paired interval lies above 0, -1 below, 0 where it holds 0 (or is missing)."""
+    if not d or d.get("ci") is None:
+        return 0
+    lo, hi = d["ci"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def winning_arms(runs: Path, compare_dir: Path) -> list[str]:
+    """The arms that beat the base: resolved better on FD (lower) or overall adherence (higher) and
+    resolved worse on none of FD, adherence and grain (the grain is what separated moment matching
+    from the baselines), by the paired 95% intervals of `fewstep eval compare`."""
+    out = []
+    for name in sorted(load_arms(runs)):
+        path = compare_dir / f"base-vs-{name}.json"
+        if name in SPREAD_ARMS or not path.is_file():
+            continue
+        c = json.loads(path.read_text())
+        fd, adh, grain = -_resolved(c["fd"]), _resolved(c["adherence"]["overall"]), -_resolved(c["grain"])
+        if (fd > 0 or adh > 0) and min(fd, adh, grain) >= 0:
+            out.append(name)
+    return out
+
+
+def chosen_overrides(runs: Path, compare_dir: Path) -> list[str]:
+    """The chosen recipe as `--set key=value` overrides: the base arm's settings, with every winning
+    arm's changes applied over them (`winning_arms`). Bookkeeping keys are left out."""
+    arms = load_arms(runs)
+    base = arms[BASE]["config"]
+    recipe: dict[str, Any] = {}
+    for name in winning_arms(runs, compare_dir):
+        for item in changes(base, arms[name]["config"]).split(", "):
+            key, value = item.split("=", 1)
+            if key in recipe and recipe[key] != value:
+                raise ValueError(f"winning arms disagree on {key}: {recipe[key]} and {value}")
+            recipe[key] = value
+    keys = ("weighting", "aux_weighting", "snr_cap", "aux_lr", "lr", "aux_steps", "warm_start", "data.p_two_objects")
+    flat = {"data.p_two_objects": base["data"]["p_two_objects"], **{k: base.get(k) for k in keys if "." not in k}}
+    flat.update(recipe)
+    return [f"--set {k}={v}" for k, v in flat.items() if v is not None]
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--chosen":  # the recipe's overrides, for scripts/long_runs.sh
+        print(" ".join(chosen_overrides(Path(argv[1]), Path(argv[2]))))
+        return 0
     runs, compare_dir, md = Path(argv[0]), Path(argv[1]), Path(argv[2])
     md.write_text(recipe_markdown(runs, compare_dir, Path(argv[3]) if len(argv) > 3 else CEILING))
     return 0

@@ -64,10 +64,11 @@ def test_distill_takes_method_and_steps_from_the_config_file_unless_given(tmp_pa
 def test_budget_images_sizes_the_run_in_training_images(monkeypatch, tmp_path):
     import distill.methods.registry
 
-    seen = []
+    seen, seen_options = [], []
 
-    def fake_distill(cfg, *args, **kwargs):
+    def fake_distill(cfg, teacher, out, options=None):
         seen.append(cfg)
+        seen_options.append(options)
         return {"iters": 0, "wall_s": 0.0, "network_forward_images": 0, "finished": True}
 
     monkeypatch.setattr(distill.methods.registry, "distill", fake_distill)
@@ -76,6 +77,9 @@ def test_budget_images_sizes_the_run_in_training_images(monkeypatch, tmp_path):
     assert seen[-1].iters == 10
     assert main([*base, "--method", "pd", "--steps", "2", "--set", "teacher_steps=8", "--budget-images", "80"]) == 0
     assert seen[-1].iters == 20  # one batch an update
+    assert main([*base, "--budget-images", "80", "--stop-at-images", "40"]) == 0
+    assert seen_options[-1].stop_at == 5  # the first iteration that has drawn 40 images
+    assert main([*base, "--stop-at-images", "40", "--stop-at", "3"]) == 2  # one or the other
 
 
 @pytest.mark.parametrize(
