@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
+	results-distill-recipe long-runs results-long-runs \
 	results-default results-default-rows \
 	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
 
@@ -115,6 +116,24 @@ results-distill: $(STAMP)
 	FEWSTEP=$(VENV)/bin/fewstep OUT=runs/equal-wc METHODS="mm-alt" KS=8 MINUTES=$(TABLE_MINUTES) JOBS=1 \
 		TABLE=0 EXTRA="$(TABLE_WC)" scripts/equal_budget.sh
 	$(VENV)/bin/fewstep eval distill-table --students $(TABLE_STUDENTS) --n-images $(EVAL_IMAGES) --no-progress
+
+# results/mm_recipe.md: the moment-matching recipe chosen by a combined ablation at equal training
+# image passes (scripts/mm_recipe.sh: 7 mm-alt arms at K = 8 in the served form, 19,200 images each,
+# the base at two seeds; 2,000-image rows paired with the base; about 2 hours on 2 cores; finished
+# arms are kept).
+results-distill-recipe: $(STAMP)
+	FEWSTEP=$(VENV)/bin/fewstep PY=$(PY) scripts/mm_recipe.sh
+
+# The long runs at equal compute (scripts/long_runs.sh: the chosen recipe at K = 8 and 4 and the best
+# baseline at each K, 200,000 training images each), one SLICE_MINUTES slice a call, resuming from
+# models/long-runs/ (commit it after a slice); then results/long_runs.md and its plot.
+SLICE_MINUTES ?= 60
+long-runs: $(STAMP)
+	FEWSTEP=$(VENV)/bin/fewstep PY=$(PY) SLICE_MINUTES=$(SLICE_MINUTES) scripts/long_runs.sh
+	$(MAKE) results-long-runs
+
+results-long-runs: $(STAMP)
+	$(PY) -m distill.reports.long_runs runs/long results/long_runs.md
 
 # The table's other rows: mm-param at K = 8 and w = 3 (into runs/equal-w3, so the table above gains
 # its row), and the w = 1 pair, mm-alt and pd at K = 8, against the teacher's 64-step ceiling at w = 1
