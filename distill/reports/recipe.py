@@ -215,7 +215,10 @@ def chosen_overrides(runs: Path, compare_dir: Path) -> list[str]:
                 raise ValueError(f"winning arms disagree on {key}: {recipe[key]} and {value}")
             recipe[key] = value
     keys = ("weighting", "aux_weighting", "snr_cap", "aux_lr", "lr", "aux_steps", "warm_start", "data.p_two_objects")
-    flat = {"data.p_two_objects": base["data"]["p_two_objects"], **{k: base.get(k) for k in keys if "." not in k}}
+    flat = {
+        "data.p_two_objects": base.get("data", {}).get("p_two_objects"),
+        **{k: base.get(k) for k in keys if "." not in k},
+    }
     flat.update(recipe)
     return [f"--set {k}={v}" for k, v in flat.items() if v is not None]
 
