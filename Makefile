@@ -118,8 +118,8 @@ results-distill: $(STAMP)
 	$(VENV)/bin/fewstep eval distill-table --students $(TABLE_STUDENTS) --n-images $(EVAL_IMAGES) --no-progress
 
 # results/mm_recipe.md: the moment-matching recipe chosen by a combined ablation at equal training
-# image passes (scripts/mm_recipe.sh: 7 mm-alt arms at K = 8 in the served form, 19,200 images each,
-# the base at two seeds; 2,000-image rows paired with the base; about 2 hours on 2 cores; finished
+# image passes (scripts/mm_recipe.sh: 6 mm-alt arms at K = 8 in the served form, 19,200 images each,
+# the base at two seeds; 2,000-image rows paired with the base; about 1 h 45 on 2 cores; finished
 # arms are kept).
 results-distill-recipe: $(STAMP)
 	FEWSTEP=$(VENV)/bin/fewstep PY=$(PY) scripts/mm_recipe.sh

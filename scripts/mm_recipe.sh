@@ -9,7 +9,7 @@
 # side by side; then EVAL_IMAGES-image evaluations at w = 3 and paired comparisons with the base
 # (`fewstep eval compare`, 95% intervals), and results/mm_recipe.md.
 #
-#   scripts/mm_recipe.sh                       # 7 runs of ~30 minutes, 2,000-image rows: ~2 h on 2 cores
+#   scripts/mm_recipe.sh                       # 6 runs of ~30 minutes, 2,000-image rows: ~1 h 45 on 2 cores
 #   ONLY="base warm" scripts/mm_recipe.sh      # a subset (the rest later; finished arms are kept)
 #   COMBINED="--set warm_start=100 ..." scripts/mm_recipe.sh   # adds the arm that combines the winners
 #
@@ -36,7 +36,6 @@ RUNS=(
   "aux-lr-3x|$OLD --set aux_lr=0.0003"
   "mix-0.7|--set weighting=batch --set data.p_two_objects=0.7"
   "base-seed1|$OLD --set seed=1 --set data.seed=2"
-  "lr-3x|$OLD --set lr=0.0003 --set aux_lr=0.0003"
 )
 if [ -n "${COMBINED:-}" ]; then RUNS+=("combined|$COMBINED"); fi
 
