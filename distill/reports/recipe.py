@@ -158,12 +158,13 @@ def recipe_markdown(runs: Path, compare_dir: Path, ceiling: Path | None = None) 
     winners = winning_arms(runs, compare_dir)
     text += (
         "\n**The chosen recipe** (`python -m distill.reports.recipe --chosen`, what `scripts/long_runs.sh` trains): "
-        "the base with the changes of every arm that dominates it (resolved better on at least one of FD, "
-        "adherence and grain, resolved worse on none): "
-        + (", ".join(winners) if winners else "none, so the base recipe")
-        + ", i.e. `"
-        + " ".join(chosen_overrides(runs, compare_dir))
-        + "`.\n"
+        "the distillation defaults with the changes of every arm that dominates the base (resolved better on at "
+        "least one of FD, adherence and grain and resolved worse on none, a difference counting only where it "
+        "also exceeds the run-to-run spread above): "
+        + (", ".join(winners) if winners else "none, so the defaults")
+        + " (`"
+        + (" ".join(chosen_overrides(runs, compare_dir)) or "no overrides")
+        + "`).\n"
     )
     text += (
         "\n## Adherence by prompt form\n\nIn-distribution prompts, by objects named and whether a position "
@@ -177,50 +178,59 @@ CEILING = Path("results/ceiling/teacher-ancestral-64-w3-n2000.json")
 SPREAD_ARMS = {BASE, "base-seed1"}  # the base and its second seed: reference points, never a change
 
 
-def _resolved(d: dict[str, Any]) -> int:
-    """+1 where the paired interval lies above 0, -1 below, 0 where it holds 0 (or is missing)."""
+def _resolved(d: dict[str, Any], spread: dict[str, Any] | None = None) -> int:
+    """+1 where the paired interval lies above 0, -1 below, 0 where it holds 0 (or is missing), or
+    where the difference is no larger than the run-to-run spread of the same figure (`spread`: the
+    base paired with itself at another seed): the paired interval covers the evaluation's sampling
+    noise only, not training's."""
     if not d or d.get("ci") is None:
+        return 0
+    if spread and spread.get("diff") is not None and abs(d["diff"]) <= abs(spread["diff"]):
         return 0
     lo, hi = d["ci"]
     return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def _spread(compare_dir: Path) -> dict[str, Any] | None:
+    path = compare_dir / "base-vs-base-seed1.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def winning_arms(runs: Path, compare_dir: Path) -> list[str]:
     """The arms that dominate the base: resolved better on at least one of FD (lower), overall
     adherence (higher) and grain (lower: the grain is what separated moment matching from the
     baselines, and a target of its own) and resolved worse on none of them, by the paired 95%
-    intervals of `fewstep eval compare`."""
+    intervals of `fewstep eval compare`, a difference counting only where it also exceeds the
+    run-to-run spread (`_resolved`)."""
+    spread = _spread(compare_dir) or {"fd": None, "grain": None, "adherence": {"overall": None}}
     out = []
     for name in sorted(load_arms(runs)):
         path = compare_dir / f"base-vs-{name}.json"
         if name in SPREAD_ARMS or not path.is_file():
             continue
         c = json.loads(path.read_text())
-        fd, adh, grain = -_resolved(c["fd"]), _resolved(c["adherence"]["overall"]), -_resolved(c["grain"])
+        fd = -_resolved(c["fd"], spread["fd"])
+        adh = _resolved(c["adherence"]["overall"], spread["adherence"]["overall"])
+        grain = -_resolved(c["grain"], spread["grain"])
         if max(fd, adh, grain) > 0 and min(fd, adh, grain) >= 0:
             out.append(name)
     return out
 
 
 def chosen_overrides(runs: Path, compare_dir: Path) -> list[str]:
-    """The chosen recipe as `--set key=value` overrides: the base arm's settings, with every winning
-    arm's changes applied over them (`winning_arms`). Bookkeeping keys are left out."""
+    """The chosen recipe as `--set key=value` overrides of the distillation config's defaults: the
+    changes of every winning arm (`winning_arms`). A setting no arm resolved keeps its default
+    (the base arm pinned the earlier recipe's values only to be the reference)."""
     arms = load_arms(runs)
     base = arms[BASE]["config"]
-    recipe: dict[str, Any] = {}
+    recipe: dict[str, str] = {}
     for name in winning_arms(runs, compare_dir):
         for item in changes(base, arms[name]["config"]).split(", "):
             key, value = item.split("=", 1)
             if key in recipe and recipe[key] != value:
                 raise ValueError(f"winning arms disagree on {key}: {recipe[key]} and {value}")
             recipe[key] = value
-    keys = ("weighting", "aux_weighting", "snr_cap", "aux_lr", "lr", "aux_steps", "warm_start", "data.p_two_objects")
-    flat = {
-        "data.p_two_objects": base.get("data", {}).get("p_two_objects"),
-        **{k: base.get(k) for k in keys if "." not in k},
-    }
-    flat.update(recipe)
-    return [f"--set {k}={v}" for k, v in flat.items() if v is not None]
+    return [f"--set {k}={v}" for k, v in recipe.items()]
 
 
 def main(argv: list[str]) -> int:
