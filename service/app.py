@@ -27,6 +27,7 @@ from service.api import openai as openai_routes
 from service.api.auth import KeyChecker
 from service.api.middleware import ServiceMiddleware
 from service.engine import Engine, EngineConfig
+from service.engine.slo import SloConfig
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings, SettingsError
@@ -116,6 +117,20 @@ def engine_config(settings: ServiceSettings) -> EngineConfig:
         profile_budget_s=settings.batch_profile_budget_s,
         tuned_profile_budget_s=settings.tuning_profile_budget_s,
         scheduling=settings.scheduling,
+        slo=slo_config(settings),
+    )
+
+
+def slo_config(settings: ServiceSettings) -> SloConfig:
+    """The controller's settings (`FEWSTEP_SLO__*`) in the engine's terms (seconds)."""
+    s = settings.slo
+    return SloConfig(
+        objective_s=None if s.p99_ms is None else s.p99_ms / 1000,
+        headroom=s.headroom,
+        pressure_start=s.pressure_start,
+        recovery_half_life_s=s.recovery_s,
+        shed=s.shed,
+        default_hint=s.quality,
     )
 
 

@@ -63,6 +63,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-images", type=int)
     p.add_argument("--max-wait-s", type=float)
     p.add_argument("--scheduling", choices=["request", "step"], help="batch whole requests or sampler steps")
+    p.add_argument(
+        "--slo-p99-ms",
+        type=float,
+        help="latency objective (FEWSTEP_SLO__P99_MS): requests hinted auto move to a cheaper model of the "
+        "family when predicted to finish later (docs/slo.md)",
+    )
     p.add_argument("--queue-limit-images", type=int)
     p.add_argument("--request-timeout-s", type=float)
     p.add_argument("--drain-timeout-s", type=float)
@@ -97,6 +103,8 @@ def settings_from_args(args: argparse.Namespace):
     backend = {k: v for k, v in backend.items() if v is not None}
     if backend:
         overrides["backend"] = backend
+    if getattr(args, "slo_p99_ms", None) is not None:
+        overrides["slo"] = {"p99_ms": args.slo_p99_ms}
     return load_settings(**overrides)
 
 

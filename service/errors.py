@@ -66,6 +66,13 @@ class QueueFull(EngineError):
         self.retry_after_s = retry_after_s
 
 
+class OverObjective(QueueFull):
+    """With `FEWSTEP_SLO__SHED`: even the fastest option this request may run on is predicted to
+    finish past the latency objective; try again after `retry_after_s` (a 429, like a full queue)."""
+
+    reason = "over_objective"
+
+
 class NotReady(EngineError):
     """Not warmed up yet, or draining after SIGTERM: admission is closed (`reason` says which)."""
 

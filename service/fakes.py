@@ -75,7 +75,10 @@ def fake_manifest(
     network_input: bool = False,
     max_tokens: int = 8,
     hidden: int = 4,
+    evaluation: dict | None = None,
 ) -> Manifest:
+    """A valid manifest of no real bundle; `evaluation` gives it evaluation rows (the latency
+    controller's quality per prompt class: `evaluation_row`)."""
     return Manifest(
         name=name,
         resolution=resolution,
@@ -87,7 +90,19 @@ def fake_manifest(
             "text_encoder": text_encoder_graph(max_tokens, hidden),
             "denoiser": denoiser_graph(resolution, 3, max_tokens, hidden, network_input),
         },
+        evaluation=evaluation or {},
     )
+
+
+def evaluation_row(steps: int, one_object: float, two_objects: float, guidance: float = 3.0) -> dict:
+    """One evaluation row as `fewstep eval` writes it, reduced to what the controller reads."""
+    overall = (one_object + two_objects) / 2
+    return {
+        "sampler": "ancestral",
+        "steps": steps,
+        "guidance": guidance,
+        "adherence": {"overall": overall, "one_object": one_object, "two_objects": two_objects},
+    }
 
 
 def fake_pipeline(name: str = "fake", denoiser: FakeDenoiser | None = None, **manifest_kw) -> Pipeline:

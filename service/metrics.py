@@ -4,6 +4,13 @@ Base units (seconds, images), histograms whose buckets reach past the 60 s defau
 client library's defaults stop at 10 s, which would put every slow request in +Inf), and labels
 with bounded values only: route templates (never raw paths), status codes, the names of loaded
 models (anything else is "unknown") and fixed rejection reasons. Prompts never become labels.
+
+The latency objective (`service.engine.slo`): `fewstep_slo_requests_total` and
+`fewstep_slo_violations_total` (finished requests, and those over the objective, by serving model:
+their ratio is what the alert watches), `fewstep_routing_total` (every admitted request by the
+model asked for, the model and steps serving it and the reason: anything but `as_asked` is a
+downgrade), the predicted and observed latency histograms (`fewstep_slo_predicted_seconds`,
+`fewstep_slo_latency_seconds`), the objective and the controller's pressure as gauges.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ REJECT_REASONS = (
     "deadline",
     "disconnected",
     "backend_error",
+    "over_objective",
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -101,6 +109,49 @@ class Metrics:
             ["model", "resolution", "steps", "backend", "guidance_in_network"],
             registry=r,
         )
+        self.slo_objective = Gauge(
+            "fewstep_slo_objective_seconds",
+            "The latency objective (FEWSTEP_SLO__P99_MS) in seconds; 0 when none is set.",
+            registry=r,
+        )
+        self.slo_requests = Counter(
+            "fewstep_slo_requests_total",
+            "Generation requests finished (answered, or past their deadline) while an objective is set.",
+            ["model"],
+            registry=r,
+        )
+        self.slo_violations = Counter(
+            "fewstep_slo_violations_total",
+            "Finished requests over the objective: queue + compute past it, or past their deadline.",
+            ["model"],
+            registry=r,
+        )
+        self.routing = Counter(
+            "fewstep_routing_total",
+            "Admitted requests by the model asked for, the model and steps serving them and why "
+            "(as_asked; downgrades: pressure, slo, unmet, fast).",
+            ["reason", "asked", "model", "steps"],
+            registry=r,
+        )
+        self.slo_predicted = Histogram(
+            "fewstep_slo_predicted_seconds",
+            "Latency (queue + compute) predicted at admission for the option chosen, by serving model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.slo_latency = Histogram(
+            "fewstep_slo_latency_seconds",
+            "Latency (queue + compute) observed in the engine, by serving model (beside the predicted).",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.slo_pressure = Gauge(
+            "fewstep_slo_pressure",
+            "The latency controller's pressure: 0 serves as asked; towards 1, quality is given up where cheapest.",
+            registry=r,
+        )
         for reason in REJECT_REASONS:  # export zeros so rate() and alerts see every series from the start
             self.rejected.labels(reason)
 
@@ -118,6 +169,28 @@ class Metrics:
             self.images.labels(p.name)
             self.in_flight_images.labels(p.name)
             self.batch_failures.labels(p.name)
+            self.slo_requests.labels(p.name)
+            self.slo_violations.labels(p.name)
+            self.routing.labels("as_asked", p.name, p.name, str(m.default_steps))
+            self.slo_predicted.labels(p.name)
+            self.slo_latency.labels(p.name)
+
+    def routed(
+        self, asked: str, model: str, steps: int, reason: str, predicted_s: float | None, pressure: float
+    ) -> None:
+        """An admitted request's routing (model names are the loaded ones; reasons a fixed set)."""
+        self.routing.labels(reason, asked, model, str(steps)).inc()
+        if predicted_s is not None:
+            self.slo_predicted.labels(model).observe(predicted_s)
+        self.slo_pressure.set(pressure)
+
+    def finished(self, model: str, latency_s: float | None, objective_s: float) -> None:
+        """A request finished on `model` after `latency_s` (None: past its deadline), held to `objective_s`."""
+        self.slo_requests.labels(model).inc()
+        if latency_s is not None:
+            self.slo_latency.labels(model).observe(latency_s)
+        if latency_s is None or latency_s > objective_s:
+            self.slo_violations.labels(model).inc()
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason if reason in REJECT_REASONS else "invalid").inc()

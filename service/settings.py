@@ -5,7 +5,8 @@ name (`_s` seconds, `_bytes`, `_images`). `load_settings` turns a validation fai
 `SettingsError` that names the environment variable at fault, so a bad deployment says which key
 to fix instead of printing a pydantic traceback.
 
-Nested backend settings use `__`: `FEWSTEP_BACKEND__KIND=onnxruntime`, `FEWSTEP_BACKEND__THREADS=2`.
+Nested backend settings use `__`: `FEWSTEP_BACKEND__KIND=onnxruntime`, `FEWSTEP_BACKEND__THREADS=2`;
+so do the latency objective's: `FEWSTEP_SLO__P99_MS=800` (`SloSettings`, docs/slo.md).
 Lists (`FEWSTEP_BUNDLES`, `FEWSTEP_API_KEYS`) take a JSON list or a comma-separated string.
 """
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fewstep.config import StrictModel
 from service.backends.base import BackendSettings
 
 ENV_PREFIX = "FEWSTEP_"
@@ -36,6 +38,37 @@ def _split_list(value: Any) -> Any:
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+class SloSettings(StrictModel):
+    """The latency objective and how the controller serves to it (`service.engine.slo`, docs/slo.md)."""
+
+    p99_ms: float | None = Field(
+        None,
+        gt=0,
+        description="the latency objective: at most 1% of requests slower than this (queue + compute, ms); "
+        "None = no objective (requests run on the model they name, as without the controller)",
+    )
+    quality: Literal["auto", "best", "fast"] | None = Field(
+        None,
+        description="the quality hint of a request that gives none: auto (the best model predicted to finish "
+        "within the objective), best (never downgraded), fast (the cheapest); None = auto with an objective, "
+        "best without",
+    )
+    headroom: float = Field(0.8, gt=0, le=1, description="the share of the objective a prediction may use")
+    pressure_start: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="at this share of the headroom target, the cheapest quality (the prompt classes that lose "
+        "least) starts to be given up; 1 = only when the asked model is predicted late",
+    )
+    recovery_s: float | None = Field(
+        None, gt=0, description="half-life of the controller's pressure once load falls; None = the objective"
+    )
+    shed: bool = Field(
+        False, description="refuse (429) a request that even the fastest model it may run on would finish late"
+    )
 
 
 class ServiceSettings(BaseSettings):
@@ -89,6 +122,7 @@ class ServiceSettings(BaseSettings):
         default_factory=list, description="accepted bearer keys; empty = no authentication"
     )
     warmup: bool = Field(True, description="run one batch per model and step count before /readyz turns ready")
+    slo: SloSettings = Field(default_factory=SloSettings, description="the latency objective (docs/slo.md)")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -98,6 +132,16 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @model_validator(mode="after")
+    def _objective_within_deadline(self) -> ServiceSettings:
+        p99_ms = self.slo.p99_ms
+        if p99_ms is not None and p99_ms >= 1000 * self.request_timeout_s:
+            raise ValueError(
+                f"FEWSTEP_SLO__P99_MS ({p99_ms:g} ms) must be below the request deadline FEWSTEP_REQUEST_TIMEOUT_S "
+                f"({self.request_timeout_s:g} s): a request past the deadline is answered 504, never late"
+            )
+        return self
 
     @field_validator("api_keys", mode="after")
     @classmethod
@@ -118,7 +162,10 @@ def load_settings(**overrides: Any) -> ServiceSettings:
     try:
         return ServiceSettings(**overrides)
     except ValidationError as e:
-        problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            f"{env_name(err['loc'])}: {err['msg']}" if err["loc"] else err["msg"].removeprefix("Value error, ")
+            for err in e.errors()
+        )  # an error of no one field (a rule across fields) names its variables in its message
         raise SettingsError(f"invalid service settings: {problems}") from None
     except ValueError as e:  # a list setting that is neither JSON nor comma-separated text
         raise SettingsError(f"invalid service settings: {e}") from None

@@ -1,6 +1,7 @@
 """`fewstep bench` against servers: HTTP under load, the LitServe peer, step-level scheduling, the
-start-up batch profile over repeated starts and a serving process's memory; and the two servers
-those benchmarks start as child processes (`sim-server`, `peer-server`), started as
+start-up batch profile over repeated starts, a serving process's memory and serving to a latency
+objective (`slo`: engines over simulated denoisers, in process); and the two servers those
+benchmarks start as child processes (`sim-server`, `peer-server`), started as
 `python -m fewstep_cli bench ...` so that there is one command line.
 
 Each handler turns its flags into the module's typed config and calls one function of the module.
@@ -124,6 +125,36 @@ def _memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slo(args: argparse.Namespace) -> int:
+    from bench.slo import SloBenchConfig, run_slo_bench
+    from bench.slo_report import markdown
+
+    cfg = SloBenchConfig(
+        bundles=tuple(args.bundles), curve=args.curve, objective_ms=args.objective_ms, loads=tuple(args.loads),
+        seconds=args.seconds, burst_ratio=args.burst_ratio, burst_share=args.burst_share, burst_s=args.burst_s,
+        one_object_share=args.one_object_share, thresholds=tuple(args.thresholds), dilation=args.dilation,
+        max_batch_images=args.max_batch_images, scheduling=args.scheduling, headroom=args.headroom,
+        pressure_start=args.pressure_start, seed=args.seed, servers=tuple(args.servers or ()), backend=args.backend,
+        device=args.device, profile_budget_s=args.profile_budget_s,
+    )  # fmt: skip
+    out = Path(args.out)
+    if args.report_only:  # the figures again from the outcomes a run kept
+        from bench.slo import load, save
+        from bench.slo_report import analyse, plot
+
+        doc = load(out)
+        doc["analysis"] = analyse(doc)
+        save(doc, out)
+        plot(doc, out)
+    else:
+        doc = run_slo_bench(cfg, out)
+    text = markdown(doc)
+    (out / "slo.md").write_text(text)
+    print(text)
+    print(f"wrote {out / 'slo.json'}, {out / 'outcomes.json.gz'}, {out / 'slo.md'} and {out / 'slo.png'}")
+    return 0
+
+
 def _sim_server(args: argparse.Namespace) -> int:
     from bench.sim_server import SimServerConfig, parse_cost, serve_simulated
 
@@ -188,6 +219,12 @@ def add_serving_commands(bsub: argparse._SubParsersAction) -> None:
         bsub.add_parser("batch-profile", help="spread of the warm-up batch profile's choice over repeated starts")
     )
     _add_memory(bsub.add_parser("memory", help="peak RSS of a serving process by bundles, text encoders shared or not"))
+    _add_slo(
+        bsub.add_parser(
+            "slo",
+            help="a latency objective on a bursty trace: fixed models, a static rule and the controller (simulated)",
+        )
+    )
     _add_sim_server(
         bsub.add_parser("sim-server", help="the real service over a denoiser that sleeps a given cost (step-sched)")
     )
@@ -309,6 +346,59 @@ def _add_memory(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per variant (the median is kept)")
     p.add_argument("--out", type=Path, default=Path("results/bench/memory.json"))
     p.set_defaults(handler=_memory)
+
+
+def _curve(text: str) -> str:
+    """A cost curve: a name of `bench.slo.CURVES` or FIXED_MS,PER_ROW_MS."""
+    from bench.slo import CURVES
+
+    return text if text in CURVES else _cost(text)
+
+
+def _add_slo(p: argparse.ArgumentParser) -> None:
+    from bench.slo import CURVES, SloBenchConfig
+
+    d = SloBenchConfig()
+    p.add_argument(
+        "--bundles", nargs="+", default=list(d.bundles), help="the family (manifests read; the first is asked)"
+    )
+    p.add_argument(
+        "--curve",
+        type=_curve,
+        default=d.curve,
+        help=f"the simulated cost per call: {', '.join(CURVES)} or FIXED_MS,PER_ROW_MS",
+    )
+    p.add_argument("--objective-ms", type=float, default=d.objective_ms, help="the p99 objective, in the curve's time")
+    p.add_argument(
+        "--loads", nargs="+", type=float, default=list(d.loads), help="mean loads, shares of the 8-step capacity"
+    )
+    p.add_argument("--seconds", type=float, default=d.seconds, help="trace length per load (curve time)")
+    p.add_argument("--burst-ratio", type=float, default=d.burst_ratio, help="burst rate over calm rate")
+    p.add_argument("--burst-share", type=float, default=d.burst_share, help="share of the time in bursts")
+    p.add_argument("--burst-s", type=float, default=d.burst_s, help="mean burst length (curve time)")
+    p.add_argument("--one-object-share", type=float, default=d.one_object_share)
+    p.add_argument(
+        "--thresholds", nargs="+", type=float, default=list(d.thresholds), help="static rules (x objective x capacity)"
+    )
+    p.add_argument("--dilation", type=float, default=d.dilation, help="run this many times slower than the curve")
+    p.add_argument("--max-batch-images", type=int, help="fixed batch bound (default: from the warm-up profile)")
+    p.add_argument("--scheduling", choices=["request", "step"], default=d.scheduling)
+    p.add_argument("--headroom", type=float, default=d.headroom)
+    p.add_argument("--pressure-start", type=float, default=d.pressure_start)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--profile-budget-s", type=float, default=d.profile_budget_s, help="the warm-up profile's budget per model"
+    )
+    p.add_argument("--servers", nargs="+", help="only these servers (fixed-8 fixed-4 rule-xM controller ...)")
+    p.add_argument(
+        "--backend", type=_step_backend, help="serve the bundles on this backend (torch, torch-bf16) instead of --curve"
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], help="with --backend: its device")
+    p.add_argument("--out", default="results/bench/slo_cpu", help="directory for slo.json, slo.md and slo.png")
+    p.add_argument(
+        "--report-only", action="store_true", help="recompute the figures, slo.md and the plot from slo.json"
+    )
+    p.set_defaults(handler=_slo)
 
 
 def _add_sim_server(p: argparse.ArgumentParser) -> None:

@@ -5,8 +5,10 @@ Regenerate after editing:  .venv/bin/python deploy/grafana/dashboard.py > deploy
 checks that every metric a query names is one the live service exports.)
 
 Panels: request rate, errors and rejections, p50/p95/p99 latency, queue depth, batch size
-distribution, images per second, batch compute time, in-flight requests and readiness. The
-datasource is the provisioned Prometheus (uid `prometheus`, provisioning/datasources/).
+distribution, images per second, batch compute time, in-flight requests and readiness; and the
+latency objective (docs/slo.md): the share of requests over it, downgrades by reason and model,
+predicted against observed latency, and the controller's pressure. The datasource is the
+provisioned Prometheus (uid `prometheus`, provisioning/datasources/).
 """
 
 from __future__ import annotations
@@ -52,6 +54,77 @@ def quantile(q: float, ref: str) -> Target:
         f"(rate(fewstep_http_request_duration_seconds_bucket{{{GENERATE_ROUTES}}}[$__rate_interval])))"
     )
     return target(expr, f"p{round(q * 100)}", ref)
+
+
+def slo_quantile(metric: str, q: float, legend: str, ref: str) -> Target:
+    expr = f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket[$__rate_interval])))"
+    return target(expr, legend, ref)
+
+
+def slo_panels(y: int) -> list[TimeSeries]:
+    """The latency objective (FEWSTEP_SLO__P99_MS): empty while none is set."""
+    return [
+        timeseries(
+            "Latency objective: requests over it",
+            [
+                target(
+                    "sum(rate(fewstep_slo_violations_total[$__rate_interval])) "
+                    "/ sum(rate(fewstep_slo_requests_total[$__rate_interval]))",
+                    "over the objective",
+                    "A",
+                ),
+                target(
+                    'sum(rate(fewstep_routing_total{reason!="as_asked"}[$__rate_interval])) '
+                    "/ sum(rate(fewstep_routing_total[$__rate_interval]))",
+                    "moved to a cheaper model",
+                    "B",
+                ),
+            ],
+            "percentunit",
+            0,
+            y,
+            "Share of finished requests over the objective (a p99 objective allows 1%; the FewstepSloViolations "
+            "alert fires past it for 10 minutes), and share of admitted requests moved to a cheaper model.",
+        ),
+        timeseries(
+            "Downgrades by reason and model",
+            [
+                target(
+                    "sum by (reason, asked, model, steps) "
+                    '(rate(fewstep_routing_total{reason!="as_asked"}[$__rate_interval]))',
+                    "{{asked}} -> {{model}}@{{steps}} ({{reason}})",
+                    "A",
+                )
+            ],
+            "reqps",
+            WIDTH,
+            y,
+            "Requests served by another model than asked, per second: pressure (cheap quality given up under load), "
+            "slo (the asked model was predicted late), unmet (nothing fitted: the fastest), fast (the client's hint).",
+        ),
+        timeseries(
+            "Predicted and observed latency",
+            [
+                slo_quantile("fewstep_slo_predicted_seconds", 0.99, "p99 predicted at admission", "A"),
+                slo_quantile("fewstep_slo_latency_seconds", 0.99, "p99 observed", "B"),
+                target("max(fewstep_slo_objective_seconds) > 0", "objective", "C"),
+            ],
+            "s",
+            0,
+            y + HEIGHT,
+            "The controller's predicted latency (queue + compute) of the model it chose, against what the engine "
+            "observed, and the objective.",
+        ),
+        timeseries(
+            "Controller pressure",
+            [target("max(fewstep_slo_pressure)", "pressure", "A")],
+            "short",
+            WIDTH,
+            y + HEIGHT,
+            "0: every request is served as asked; rising towards 1, quality is given up where it costs least "
+            "(one-object prompts first); 1: every downgrade that buys time is taken.",
+        ),
+    ]
 
 
 def build() -> Dashboard:
@@ -206,6 +279,8 @@ def build() -> Dashboard:
             "Throughput by model, and the median backend time of one batch (all steps).",
         ),
     ]
+    y += HEIGHT
+    panels += slo_panels(y)
     return Dashboard(
         title="fewstep",
         uid="fewstep",

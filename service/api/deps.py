@@ -1,5 +1,5 @@
 """What routes share: the engine of the app, the default model, the JSON content-type check, prompt
-warnings, and disconnect-aware waiting."""
+warnings, the routing headers, and disconnect-aware waiting."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi import Request
 
 import shapesworld as shapes
 from service.api.errors import ApiError
+from service.api.schemas import RoutingInfo
 from service.engine import Engine
 from service.engine.types import GenerateResult
 
@@ -87,6 +88,46 @@ def warning_headers(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
     return {WARNING_HEADER: "; ".join(json.dumps(w)[1:-1] for w in warnings)}
+
+
+def routing_info(result: GenerateResult) -> RoutingInfo | None:
+    """The reply's `routing`: the model asked for, the one that served and why."""
+    r = result.routing
+    if r is None:
+        return None
+    return RoutingInfo(
+        quality=r.hint,
+        asked_model=r.asked.model,
+        asked_steps=r.asked.steps,
+        model=r.served.model,
+        steps=r.served.steps,
+        reason=r.reason,
+        prompt_class=r.prompt_class,
+        predicted_s=r.predicted_s,
+        objective_s=r.objective_s,
+    )
+
+
+def routing_headers(request: Request, result: GenerateResult) -> dict[str, str]:
+    """The routing as X-Fewstep-* headers (every route, PNG replies too); the HTTP metrics' `model`
+    label becomes the model that served the request."""
+    request.state.model = result.model
+    r = result.routing
+    if r is None:
+        return {}
+    headers = {
+        "X-Fewstep-Quality": r.hint,
+        "X-Fewstep-Asked-Model": r.asked.model,
+        "X-Fewstep-Asked-Steps": str(r.asked.steps),
+        "X-Fewstep-Model": r.served.model,
+        "X-Fewstep-Steps": str(r.served.steps),
+        "X-Fewstep-Route-Reason": r.reason,
+    }
+    if r.predicted_s is not None:
+        headers["X-Fewstep-Predicted-Seconds"] = f"{r.predicted_s:.6f}"
+    if r.objective_s is not None:
+        headers["X-Fewstep-Objective-Seconds"] = f"{r.objective_s:g}"
+    return headers
 
 
 def random_seed() -> int:

@@ -87,7 +87,11 @@ STATUS = {
 }
 NATIVE_FIELDS = {"guidance": "guidance_scale"}  # domain field -> request field of the native routes
 OPENAI_FIELDS = {"width": "size", "height": "size"}  # ... of /v1/images/generations
-_CODES = {"unknown_model": "model_not_found", "draining": "draining"}  # error.code by the error's reason
+_CODES = {
+    "unknown_model": "model_not_found",
+    "draining": "draining",
+    "over_objective": "over_objective",
+}  # error.code by the error's reason
 
 
 def request_field(field: str, openai: bool = False) -> str:

@@ -5,7 +5,9 @@ keeps no image store to serve URLs from) and `model`. Errors use OpenAI's shape 
 (400 `invalid_request_error` naming `param` for any invalid parameter, 401 for a key, 404 for an
 unknown model, 429 when the queue is full), so the OpenAI SDKs raise their usual exceptions:
 `BadRequestError`, `AuthenticationError`, `NotFoundError`, `RateLimitError`. Prompt words outside
-the vocabulary come back in the `X-Fewstep-Warning` header (the body keeps OpenAI's shape).
+the vocabulary come back in the `X-Fewstep-Warning` header (the body keeps OpenAI's shape), and so
+does the routing under a latency objective (`quality`: auto, best or fast; the model asked for, the
+model that served and why in the X-Fewstep-* headers).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.api.deps import (
     prompt_warnings,
     random_seed,
     require_json,
+    routing_headers,
     until_disconnected,
     warning_headers,
 )
@@ -60,8 +63,10 @@ def build_router(keys: KeyChecker) -> APIRouter:
             n=body.n,
             width=width,
             height=height,
+            quality=body.quality,
         )
         result = await until_disconnected(request, engine.generate(job))
+        response.headers.update(routing_headers(request, result))
         encoded = await run_in_threadpool(encode_b64, result.images, "png")
         return OpenAIImagesResponse(created=int(time.time()), data=[OpenAIImage(b64_json=b) for b in encoded])
 

@@ -25,6 +25,8 @@ from service.api.deps import (
     prompt_warnings,
     random_seed,
     require_json,
+    routing_headers,
+    routing_info,
     until_disconnected,
     warning_headers,
 )
@@ -55,7 +57,7 @@ ERRORS = {
         413: "body too large",
         415: "a body sent as another Content-Type than application/json",
         422: "invalid field (named in error.param)",
-        429: "queue full (see Retry-After)",
+        429: "queue full, or (FEWSTEP_SLO__SHED) predicted past the latency objective (see Retry-After)",
         500: "backend error in this request's batch",
         503: "not ready or draining",
         504: "deadline passed",
@@ -127,7 +129,9 @@ GENERATE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"image/png": {}},
         "description": "JSON, or with Accept: image/png and n = 1 the PNG itself (seed and timings in "
         "X-Seed and X-*-Seconds headers). Prompt words outside the vocabulary are named in `warnings` "
-        "and the X-Fewstep-Warning header.",
+        "and the X-Fewstep-Warning header. The model asked for, the model and steps that served the "
+        "request and why are in `routing` and the X-Fewstep-Asked-Model, X-Fewstep-Model, X-Fewstep-Steps "
+        "and X-Fewstep-Route-Reason headers.",
     },
 }
 
@@ -149,11 +153,13 @@ async def generate(body: GenerateBody, request: Request) -> Response:
         negative_prompt=body.negative_prompt,
         width=body.width,
         height=body.height,
+        quality=body.quality,
     )
     result = await until_disconnected(request, engine.generate(job))
     timing_headers = {
         "X-Queue-Seconds": f"{result.queue_s:.6f}",
         "X-Compute-Seconds": f"{result.compute_s:.6f}",
+        **routing_headers(request, result),
         **warning_headers(warnings),
     }
     if wants_raw_png(request, body.n):
@@ -174,6 +180,7 @@ async def generate(body: GenerateBody, request: Request) -> Response:
         images=[GeneratedImage(b64=b, seed=s) for b, s in zip(encoded, result.seeds, strict=True)],
         timings=Timings(queue_s=result.queue_s, compute_s=result.compute_s, total_s=time.perf_counter() - start),
         batch_images=result.batch_images,
+        routing=routing_info(result),
         warnings=warnings,
     )
     return JSONResponse(response.model_dump(), headers=timing_headers)

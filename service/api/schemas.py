@@ -23,6 +23,15 @@ MAX_IMAGES = 8
 DEFAULT_PROMPT = shapes.EXAMPLE_PROMPTS[0]  # one object: what every default model draws right
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+Quality = Literal["auto", "best", "fast"]
+
+QUALITY_DESCRIPTION = (
+    "How the service may trade quality for latency (docs/slo.md): `auto` (the default when the deployment "
+    "sets a latency objective) serves the model asked for, or under load a cheaper model of the same family "
+    "predicted to finish within the objective, giving up least where the prompt loses least; `best` never "
+    "moves the request (it may wait, or get 429); `fast` takes the cheapest model. The reply says which "
+    "model and steps served it and why (`routing`, X-Fewstep-* headers)."
+)
 
 # Other names a request may use for a field: {alias: field}.
 FIELD_ALIASES = {"guidance": "guidance_scale"}
@@ -83,6 +92,7 @@ class GenerateBody(BaseModel):
     width: int | None = Field(None, ge=1, strict=True, description="must equal the model's resolution")
     height: int | None = Field(None, ge=1, strict=True, description="must equal the model's resolution")
     output_format: OutputFormat = "png"
+    quality: Quality | None = Field(None, description=QUALITY_DESCRIPTION)
 
     @model_validator(mode="before")
     @classmethod
@@ -94,6 +104,24 @@ class Timings(BaseModel):
     queue_s: float = Field(description="waiting for a batch")
     compute_s: float = Field(description="the batch's backend time")
     total_s: float = Field(description="receipt to encoded images")
+
+
+class RoutingInfo(BaseModel):
+    """What the request asked for, what served it and why: a downgrade is never silent."""
+
+    quality: Quality = Field(description="the hint applied (the request's, or the deployment's default)")
+    asked_model: str
+    asked_steps: int
+    model: str = Field(description="the model that served the request")
+    steps: int = Field(description="the step count it ran")
+    reason: Literal["as_asked", "pressure", "slo", "unmet", "fast"] = Field(
+        description="as_asked; or why it moved: pressure (the cheapest quality given up under load), slo (the "
+        "asked model was predicted past the objective), unmet (no model was predicted within it: the fastest), "
+        "fast (the hint)"
+    )
+    prompt_class: str = Field(description="one_object, two_objects or overall: the class its quality was read for")
+    predicted_s: float | None = Field(None, description="the predicted latency (queue + compute) at admission")
+    objective_s: float | None = Field(None, description="the deployment's latency objective (None: none set)")
 
 
 class GeneratedImage(BaseModel):
@@ -112,6 +140,7 @@ class GenerateResponse(BaseModel):
     images: list[GeneratedImage]
     timings: Timings
     batch_images: int = Field(description="images in the batch this request ran in")
+    routing: RoutingInfo | None = Field(None, description="the model asked for, the model served and why")
     warnings: list[str] = Field(
         default_factory=list, description="what the request asked for that the model may not draw (unknown words)"
     )
@@ -165,6 +194,9 @@ class OpenAIImageBody(BaseModel):
     size: str | None = Field(None, pattern=r"^\d+x\d+$", description="WIDTHxHEIGHT; only the model's resolution")
     response_format: Literal["b64_json"] = "b64_json"
     user: str | None = Field(None, max_length=256, description="accepted for compatibility; ignored")
+    quality: Quality | None = Field(
+        None, description=QUALITY_DESCRIPTION.replace("(`routing`, X-Fewstep-* headers)", "(X-Fewstep-* headers)")
+    )
 
 
 class OpenAIImage(BaseModel):

@@ -2,7 +2,7 @@
 `Engine.generate()` and the domain errors it raises (`service.errors`, re-exported here)."""
 
 from service.engine.engine import Engine, EngineConfig
-from service.engine.types import GenerateRequest, GenerateResult, ResolvedRequest
+from service.engine.types import GenerateRequest, GenerateResult, ResolvedRequest, Routing
 from service.errors import (
     BatchFailed,
     DeadlineExceeded,
@@ -10,6 +10,7 @@ from service.errors import (
     ErrorKind,
     InvalidArgument,
     NotReady,
+    OverObjective,
     QueueFull,
     UnknownModel,
 )
@@ -25,7 +26,9 @@ __all__ = [
     "GenerateResult",
     "InvalidArgument",
     "NotReady",
+    "OverObjective",
     "QueueFull",
     "ResolvedRequest",
+    "Routing",
     "UnknownModel",
 ]

@@ -14,6 +14,13 @@ modes.
 With `profile_max_batch` / `profile_max_wait` set, warm-up also times each model's batch cost per
 size and replaces the configured bounds with the derived ones (`service.engine.profile`).
 
+Every admitted request is routed (`service.engine.router`, over the pure `service.engine.slo`):
+with a latency objective (`slo`) and the hint `auto`, a request predicted to finish late on the
+option it asked for is served by a cheaper one of the family, where its prompt class loses least;
+`best` is never moved, `fast` takes the cheapest. With an objective the warm-up profile is always
+measured (the predictions need it), whether or not it sets the batch bounds. The result says what
+was asked, what served and why (`GenerateResult.routing`), and the metrics count it.
+
 States: starting (loaded, warming up) -> ready -> draining (SIGTERM: no admission, queued work
 still runs) -> stopped. Only `ready` admits.
 """
@@ -26,18 +33,28 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from service.engine.policy import BatchPolicy, DynamicBatchPolicy
 from service.engine.profile import BatchLimits, CostProfile, WaitRule, derive_limits, tuned_costs
 from service.engine.queue import RequestQueue, Ticket
 from service.engine.request_loop import RequestLoop
+from service.engine.router import Router
 from service.engine.runner import Runner
 from service.engine.scheduler import Scheduler, SchedulerContext
+from service.engine.slo import SloConfig
 from service.engine.step_loop import StepLoop
-from service.engine.types import GenerateRequest, GenerateResult, ResolvedRequest
-from service.errors import DeadlineExceeded, EngineError, InvalidArgument, NotReady, QueueFull, UnknownModel
+from service.engine.types import GenerateRequest, GenerateResult, ResolvedRequest, Routing
+from service.errors import (
+    DeadlineExceeded,
+    EngineError,
+    InvalidArgument,
+    NotReady,
+    OverObjective,
+    QueueFull,
+    UnknownModel,
+)
 from service.metrics import Metrics
 from service.pipeline import ImageJob, Pipeline
 from service.tuning import TuningCache
@@ -63,10 +80,16 @@ class EngineConfig:
     profile_settle_calls: int = 2  # untimed calls per new size before timing it (measure_costs)
     tuned_profile_budget_s: float = 20.0  # with a tuning cache: the profile's budget, once per machine
     scheduling: Literal["request", "step"] = "request"  # step: `service.engine.step_loop`
+    slo: SloConfig = field(default_factory=SloConfig)  # the latency objective (none by default) and the controller
 
     @property
     def profiled(self) -> bool:
         return self.profile_max_batch or self.profile_max_wait
+
+    @property
+    def needs_profile(self) -> bool:
+        """Warm-up measures the cost profile: for the bounds, or for the controller's predictions."""
+        return self.profiled or self.slo.objective_s is not None
 
 
 class Engine:
@@ -79,6 +102,7 @@ class Engine:
         metrics: Metrics | None = None,
         policy: BatchPolicy | None = None,
         tuning: TuningCache | None = None,
+        router: Router | None = None,
     ) -> None:
         if not pipelines:
             raise ValueError("the engine needs at least one pipeline")
@@ -100,6 +124,9 @@ class Engine:
         self.scheduler: Scheduler = (
             StepLoop(self.context) if self.config.scheduling == "step" else RequestLoop(self.context, self.policy)
         )
+        self.router = router or Router(self.pipelines, self.config.slo, self.config.max_batch_images)
+        self.context.on_compute = self.router.observe
+        self.metrics.slo_objective.set(self.config.slo.objective_s or 0.0)
         self._loop_task: asyncio.Task[None] | None = None
         self.state: State = "starting"
         self.failure: str | None = None
@@ -118,7 +145,7 @@ class Engine:
         try:
             if warm:
                 await self.runner.warm(list(self.pipelines.values()))
-                if self.config.profiled and isinstance(self.policy, DynamicBatchPolicy):
+                if self.config.needs_profile and isinstance(self.policy, DynamicBatchPolicy):
                     await self._profile_batching()
         except Exception as e:  # the service stays up and says why it is not ready
             log.exception("warm-up failed")
@@ -151,6 +178,7 @@ class Engine:
                 derived.max_wait_s if c.profile_max_wait else c.max_wait_s,
             )
             self.cost_profiles[name], self.batch_limits[name] = profile, chosen
+            self.router.use_profile(profile, chosen.max_batch_images)
             ms = ", ".join(f"{b}: {s * 1000:.1f}" for b, s in profile.seconds.items())
             log.info(
                 "batch profile %s at %d steps (ms per batch%s: %s): gain %.2f; max_batch_images %d, max_wait_s %.4f",
@@ -235,12 +263,18 @@ class Engine:
             self.metrics.reject(e.reason)
             raise
         self.metrics.in_flight.inc()
+        objective = self.config.slo.objective_s
         try:
             remaining = ticket.deadline - time.monotonic()
-            return await asyncio.wait_for(asyncio.shield(ticket.future), max(remaining, 0.0))
+            result = await asyncio.wait_for(asyncio.shield(ticket.future), max(remaining, 0.0))
+            if objective is not None:
+                self.metrics.finished(result.model, result.total_s, objective)
+            return result
         except TimeoutError:
             self._leave(ticket)
             self.metrics.reject("deadline")
+            if objective is not None:
+                self.metrics.finished(ticket.model, None, objective)
             raise DeadlineExceeded(
                 f"no result within the {self.config.request_timeout_s:g} s deadline "
                 f"({'computing' if ticket.started_at else 'still queued'})"
@@ -269,6 +303,7 @@ class Engine:
         )
 
     def _admit(self, request: GenerateRequest) -> Ticket:
+        self.router.hint(request)  # an invalid hint is refused before anything else is looked at
         resolved = self.resolve(request)
         pipeline = self.pipeline(resolved.model)
         jobs = resolved.jobs()
@@ -284,6 +319,16 @@ class Engine:
                 self._retry_after_s(queued + resolved.n, self.max_batch_images(resolved.model)),
             )
         now = time.monotonic()
+        routing = self.router.route(request, resolved, self.scheduler.backlog(now), now)
+        if routing.reject:
+            raise self._over_objective(routing)
+        if routing.downgraded:
+            resolved = self.router.served_request(request, resolved, routing.served)
+            jobs = resolved.jobs()
+        served = routing.served
+        self.metrics.routed(
+            routing.asked.model, served.model, served.steps, routing.reason, routing.predicted_s, routing.pressure
+        )
         ticket = Ticket(
             request=resolved,
             key=(resolved.model, resolved.steps),
@@ -292,9 +337,18 @@ class Engine:
             deadline=now + self.config.request_timeout_s,
             future=asyncio.get_running_loop().create_future(),
             jobs=jobs,
+            routing=routing,
         )
         self.queue.push(ticket)
         return ticket
+
+    def _over_objective(self, routing: Routing) -> OverObjective:
+        predicted, objective = routing.predicted_s or 0.0, routing.objective_s or 0.0
+        return OverObjective(
+            f"predicted to finish in {predicted:.3f} s on {routing.served}, past the {objective:g} s objective "
+            f"(the fastest option this request may run on; FEWSTEP_SLO__SHED refuses those)",
+            max(1.0, math.ceil(predicted - objective)),
+        )
 
     def _leave(self, ticket: Ticket) -> bool:
         """Drop a request whose caller left; True if it was still queued (it had not started)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.engine.types import GenerateResult, ResolvedRequest
+from service.engine.types import GenerateResult, ResolvedRequest, Routing
 from service.pipeline import ImageJob
 
 
@@ -34,6 +34,7 @@ class Ticket:
     future: asyncio.Future[GenerateResult]
     jobs: list[ImageJob]
     started_at: float | None = None
+    routing: Routing | None = None  # asked, served and why (`service.engine.router`)
 
     @property
     def model(self) -> str:
@@ -56,6 +57,7 @@ class Ticket:
                 compute_s=compute_s,
                 total_s=done - self.enqueued_at,
                 batch_images=batch_images,
+                routing=self.routing,
             )
         )
 

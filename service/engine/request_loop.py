@@ -24,6 +24,7 @@ from service.engine.policy import BatchPolicy, DynamicBatchPolicy
 from service.engine.profile import BatchLimits
 from service.engine.queue import Ticket
 from service.engine.scheduler import LoopState, SchedulerContext
+from service.engine.slo import Backlog, Work
 from service.errors import BatchFailed
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ class RequestLoop(LoopState):
             for k in self.ctx.pipelines[name].manifest.steps
         }
         self.policy = DynamicBatchPolicy(policy.max_batch_images, policy.max_wait_s, keyed)
+
+    def backlog(self, now: float) -> Backlog:
+        """The batch computing (and for how long) and the queue, in the controller's terms."""
+        running = tuple(Work(t.model, t.request.steps, t.images) for t in self._running)
+        started = min((t.started_at for t in self._running if t.started_at is not None), default=now)
+        queued = tuple(Work(t.model, t.request.steps, t.images) for t in self.ctx.queue.snapshot())
+        return Backlog("request", queued, running, max(0.0, now - started))
 
     async def run(self) -> None:
         queue = self.ctx.queue
@@ -96,6 +104,7 @@ class RequestLoop(LoopState):
                 t.fail(error)
         else:
             ctx.cost.observe(seconds)
+            ctx.computed(model, batch[0].request.steps, len(jobs), seconds)
             metrics.batch_size.labels(model).observe(len(jobs))
             metrics.batch_compute.labels(model).observe(seconds)
             metrics.images.labels(model).inc(len(jobs))

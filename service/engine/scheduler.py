@@ -9,18 +9,22 @@ out of that queue, runs them on the runner thread and settles their futures. Two
   batch between sampler steps.
 
 A scheduler gets a `SchedulerContext` (the queue, pipelines, runner, metrics and the batch-cost
-estimate it keeps up to date), never the engine itself, so neither imports the other.
+estimate it keeps up to date), never the engine itself, so neither imports the other. It reports
+every batch or iteration it computed through `SchedulerContext.computed` (the latency controller's
+cost model learns from it), and says what work is ahead of a new request through `backlog` (what
+the controller predicts completion times from).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.engine.profile import BatchLimits
 from service.engine.queue import RequestQueue, Ticket
 from service.engine.runner import Runner
+from service.engine.slo import Backlog
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 
@@ -45,6 +49,12 @@ class SchedulerContext:
     metrics: Metrics
     max_batch_images: int  # the configured bound; `Scheduler.use_limits` may set one per model
     cost: BatchCost = field(default_factory=BatchCost)
+    # (model, steps, images, seconds) of each batch computed (step level: steps=1, one iteration)
+    on_compute: Callable[[str, int, int, float], None] | None = None
+
+    def computed(self, model: str, steps: int, images: int, seconds: float) -> None:
+        if self.on_compute is not None:
+            self.on_compute(model, steps, images, seconds)
 
 
 class Scheduler(Protocol):
@@ -66,6 +76,10 @@ class Scheduler(Protocol):
 
     def use_limits(self, limits: Mapping[str, BatchLimits]) -> None:
         """Batch bounds per model (from the warm-up cost profile), replacing the configured ones."""
+        ...
+
+    def backlog(self, now: float) -> Backlog:
+        """The work ahead of a request admitted at `now` (monotonic seconds), queue included."""
         ...
 
 

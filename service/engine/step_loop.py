@@ -53,6 +53,7 @@ import numpy as np
 from service.engine.profile import BatchLimits
 from service.engine.queue import Ticket
 from service.engine.scheduler import LoopState, SchedulerContext
+from service.engine.slo import Backlog, Work
 from service.engine.step_scheduler import Iteration, StepBatch, select_admissions
 from service.errors import BatchFailed
 from service.pipeline import ImageJob
@@ -93,6 +94,7 @@ class _Outcome:
     owners: frozenset[Ticket] = frozenset()  # whose images the failed iteration held (with `error`)
     started: list[tuple[Ticket, float]] = field(default_factory=list)  # first image into the batch, when
     in_batch: dict[str, int] = field(default_factory=dict)  # each model's batch after the turn
+    remaining: dict[str, dict[int, int]] = field(default_factory=dict)  # per model: {steps left: images}
 
 
 class StepLoop(LoopState):
@@ -107,6 +109,7 @@ class StepLoop(LoopState):
         # Per model: images admitted (standing by or in the batch) and not yet seen retired or dropped.
         self.slots: dict[str, int] = dict.fromkeys(self.batches, 0)
         self.in_batch: dict[str, int] = dict.fromkeys(self.batches, 0)  # as the driver last reported
+        self.remaining: dict[str, dict[int, int]] = {name: {} for name in self.batches}  # likewise
         # The driver's: admitted images waiting for a slot in the batch, in admission order, and turns.
         self._standby: dict[str, deque[_Command]] = {name: deque() for name in self.batches}
         self._last_model: str | None = None
@@ -126,6 +129,27 @@ class StepLoop(LoopState):
     def max_batch_images(self, model: str) -> int:
         limits = self.limits.get(model)
         return limits.max_batch_images if limits else self.ctx.max_batch_images
+
+    def backlog(self, now: float) -> Backlog:
+        """Per model, the images in its batch by the steps they still need (as the driver last
+        reported) and those admitted but standing by; then the images not yet admitted."""
+        running: list[Work] = []
+        for model in self.batches:
+            in_batch = self.remaining.get(model, {})
+            running += [Work(model, left, n) for left, n in sorted(in_batch.items())]
+            mine = [
+                (p.ticket.request.steps, p.admitted - p.done) for p in self.progress.values() if p.ticket.model == model
+            ]
+            standby = sum(n for _, n in mine) - sum(in_batch.values())
+            if standby > 0:
+                running.append(Work(model, max(k for k, _ in mine), standby))
+        queued = []
+        for t in self.ctx.queue.snapshot():
+            p = self.progress.get(t)
+            waiting = t.images - (p.admitted if p else 0)
+            if waiting > 0:
+                queued.append(Work(t.model, t.request.steps, waiting))
+        return Backlog("step", tuple(queued), tuple(running))
 
     async def run(self) -> None:
         queue = self.ctx.queue
@@ -201,6 +225,7 @@ class StepLoop(LoopState):
         """An outcome from the driver, on the event loop: answer, fail, free slots, observe."""
         metrics = self.ctx.metrics
         self.in_batch.update(outcome.in_batch)
+        self.remaining.update(outcome.remaining)
         for ticket, at in outcome.started:  # its wait ends when its first image enters the batch
             if ticket.started_at is None:
                 ticket.started_at = at
@@ -222,6 +247,7 @@ class StepLoop(LoopState):
             metrics.step_iterations.labels(model).inc()
             metrics.step_iteration_seconds.labels(model).observe(outcome.seconds)
             metrics.batch_size.labels(model).observe(it.size)
+            self.ctx.computed(model, 1, it.size, outcome.seconds)
             steps = self.ctx.pipelines[model].manifest.default_steps
             self.ctx.cost.observe(outcome.seconds * steps)  # Retry-After: a full pass of the default step count
             for p in self.progress.values():
@@ -298,7 +324,7 @@ class StepLoop(LoopState):
         model = self._next_model()
         in_batch = {name: len(b) for name, b in self.batches.items()}
         if model is None:
-            return _Outcome(None, failed, None, None, 0.0, started=started, in_batch=in_batch)
+            return _Outcome(None, failed, None, None, 0.0, started=started, in_batch=in_batch, remaining=self._left())
         batch = self.batches[model]
         t0 = time.perf_counter()
         try:
@@ -310,9 +336,23 @@ class StepLoop(LoopState):
                 self._drop(owner)  # type: ignore[arg-type]  # and what of it still stands by
             in_batch[model] = len(batch)
             seconds = time.perf_counter() - t0
-            return _Outcome(model, failed, None, e, seconds, owners, started, in_batch)  # type: ignore[arg-type]
+            return _Outcome(model, failed, None, e, seconds, owners, started, in_batch, self._left())  # type: ignore[arg-type]
         in_batch[model] = len(batch)
-        return _Outcome(model, failed, iteration, None, time.perf_counter() - t0, started=started, in_batch=in_batch)
+        seconds = time.perf_counter() - t0
+        return _Outcome(
+            model, failed, iteration, None, seconds, started=started, in_batch=in_batch, remaining=self._left()
+        )
+
+    def _left(self) -> dict[str, dict[int, int]]:
+        """Per model, {steps still to run: images} of its batch (for the controller's backlog)."""
+        out: dict[str, dict[int, int]] = {}
+        for name, batch in self.batches.items():
+            counts: dict[int, int] = {}
+            for im in batch.images:
+                left = im.plan.steps - im.i
+                counts[left] = counts.get(left, 0) + 1
+            out[name] = counts
+        return out
 
     def _fill(self, model: str, failed: list[tuple[Ticket, Exception]], started: list[tuple[Ticket, float]]) -> None:
         """Move standby images into the model's batch while it has room, oldest first; a request

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.engine.slo import Hint, Option, Reason
 from service.pipeline import ImageJob
 
 
@@ -20,6 +21,8 @@ class GenerateRequest:
 
     `steps` and `guidance` left as None take the model's defaults; `width`/`height`, when given,
     must equal the model's resolution (the engine checks, so every route gets the same answer).
+    `quality` is the hint of the latency controller (`service.engine.slo`: auto, best or fast);
+    None takes the deployment's default (auto with an objective, best without).
     """
 
     model: str
@@ -31,10 +34,32 @@ class GenerateRequest:
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
+    quality: str | None = None
 
     @property
     def seeds(self) -> list[int]:
         return [self.seed + j for j in range(self.n)]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a request was routed (`service.engine.router`): the option it asked for, the one that
+    serves it and why, the prediction that decided it and the objective it was held to. Every reply
+    carries it, so no request is downgraded silently."""
+
+    hint: Hint
+    asked: Option
+    served: Option
+    reason: Reason
+    prompt_class: str
+    predicted_s: float | None = None
+    objective_s: float | None = None
+    pressure: float = 0.0
+    reject: bool = False
+
+    @property
+    def downgraded(self) -> bool:
+        return self.served != self.asked
 
 
 @dataclass(frozen=True)
@@ -75,3 +100,4 @@ class GenerateResult:
     compute_s: float
     total_s: float
     batch_images: int = field(default=0, metadata={"doc": "images in the batch this request ran in"})
+    routing: Routing | None = field(default=None, metadata={"doc": "asked, served and why (None: not routed)"})

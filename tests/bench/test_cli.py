@@ -26,6 +26,7 @@ COMMANDS = {
     "step-sched": [],
     "batch-profile": [],
     "memory": [],
+    "slo": [],
     "sim-server": ["--port", "8000", "--cost-ms", "14,0.09"],
     "peer-server": ["--bundle", "bundles/pd-k4"],
 }

@@ -36,6 +36,9 @@ def test_panels_cover_the_issue_and_use_the_provisioned_datasource():
         "Queue depth",
         "Batch size distribution",
         "Images / s",
+        "Latency objective: requests over it",
+        "Downgrades by reason and model",
+        "Predicted and observed latency",
     ):
         assert wanted in titles, wanted
     for panel in dashboard["panels"]:

@@ -37,5 +37,6 @@ def test_alert_rules_unit_tests_pass():
 def test_every_alert_the_issue_names_exists_and_is_tested():
     rules = (PROM / "rules/fewstep.yml").read_text()
     tests = (PROM / "tests/fewstep.test.yml").read_text()
-    for alert in ("FewstepDown", "FewstepHighLatencyP99", "FewstepHighErrorRatio", "FewstepQueueSaturated"):
+    alerts = ("FewstepDown", "FewstepHighLatencyP99", "FewstepHighErrorRatio", "FewstepQueueSaturated")
+    for alert in (*alerts, "FewstepSloViolations"):
         assert f"alert: {alert}" in rules and f"alertname: {alert}" in tests, alert

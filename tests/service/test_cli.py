@@ -49,3 +49,9 @@ def test_quiet_logging_keeps_third_party_loggers_at_warning():
     assert sum(type(f).__name__ == "ProbeFilter" for f in logging.getLogger("uvicorn.access").filters) == 1
     quiet_logging("info")  # idempotent
     assert sum(type(f).__name__ == "ProbeFilter" for f in logging.getLogger("uvicorn.access").filters) == 1
+
+
+def test_the_objective_flag_keeps_the_other_objective_settings_of_the_environment(monkeypatch):
+    monkeypatch.setenv("FEWSTEP_SLO__SHED", "true")
+    s = settings_from_args(build_parser().parse_args(["serve", "--slo-p99-ms", "750"]))
+    assert s.slo.p99_ms == 750 and s.slo.shed

@@ -43,3 +43,41 @@ def test_a_bad_value_names_its_variable(monkeypatch, var: str, value: str):
 def test_unknown_keyword_is_refused_by_name():
     with pytest.raises(SettingsError, match="FEWSTEP_MAX_BATCH"):
         load_settings(max_batch=4)
+
+
+def test_the_latency_objective_and_its_settings_come_from_nested_variables(monkeypatch):
+    from service.app import engine_config
+
+    assert load_settings().slo.p99_ms is None and engine_config(load_settings()).slo.objective_s is None
+    monkeypatch.setenv("FEWSTEP_SLO__P99_MS", "800")
+    monkeypatch.setenv("FEWSTEP_SLO__QUALITY", "best")
+    monkeypatch.setenv("FEWSTEP_SLO__SHED", "true")
+    slo = engine_config(load_settings()).slo
+    assert (slo.objective_s, slo.hint, slo.shed, slo.headroom) == (0.8, "best", True, 0.8)
+    assert engine_config(load_settings()).needs_profile  # predictions need the warm-up cost profile
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("FEWSTEP_SLO__P99_MS", "-5"),
+        ("FEWSTEP_SLO__P99_MS", "soon"),
+        ("FEWSTEP_SLO__QUALITY", "great"),
+        ("FEWSTEP_SLO__HEADROOM", "1.5"),
+        ("FEWSTEP_SLO__PRESSURE_START", "-0.1"),
+        ("FEWSTEP_SLO__RECOVERY_S", "0"),
+    ],
+)
+def test_a_bad_objective_setting_names_its_variable(monkeypatch, var: str, value: str):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        load_settings()
+
+
+def test_an_objective_past_the_request_deadline_is_refused_naming_both(monkeypatch):
+    monkeypatch.setenv("FEWSTEP_SLO__P99_MS", "5000")
+    monkeypatch.setenv("FEWSTEP_REQUEST_TIMEOUT_S", "5")
+    with pytest.raises(SettingsError, match=r"FEWSTEP_SLO__P99_MS.*FEWSTEP_REQUEST_TIMEOUT_S"):
+        load_settings()
+    with pytest.raises(SettingsError, match="FEWSTEP_SLO__TARGET"):
+        load_settings(slo={"target": 1})
