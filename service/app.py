@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 import fewstep
 from fewstep.bundle import MANIFEST
@@ -199,5 +200,53 @@ def create_app(settings: ServiceSettings | None = None, pipelines: Sequence[Pipe
     app.include_router(routes.build_router(keys))
     app.include_router(openai_routes.build_router(keys))
     docs.install(app)
-    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ServiceMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    add_cors(app, settings.cors_origins)
     return app
+
+
+# What a browser page on another origin may send: the API's methods, a JSON body and a key. The
+# headers it may read are the ones the routes set for clients (timings, routing, warnings).
+CORS_METHODS = ("GET", "POST")
+CORS_REQUEST_HEADERS = ("Authorization", "X-API-Key", "Content-Type", "Accept")
+CORS_EXPOSED_HEADERS = (
+    "Retry-After",
+    "X-Seed",
+    "X-Queue-Seconds",
+    "X-Compute-Seconds",
+    "X-Total-Seconds",
+    "X-Fewstep-Warning",
+    "X-Fewstep-Quality",
+    "X-Fewstep-Asked-Model",
+    "X-Fewstep-Asked-Steps",
+    "X-Fewstep-Model",
+    "X-Fewstep-Steps",
+    "X-Fewstep-Route-Reason",
+    "X-Fewstep-Predicted-Seconds",
+    "X-Fewstep-Objective-Seconds",
+)
+
+
+def add_cors(app: FastAPI, origins: Sequence[str]) -> None:
+    """Starlette's CORS middleware for `FEWSTEP_CORS_ORIGINS`; nothing when it is empty, so by
+    default a browser lets only pages of the service's own origin (the playground) call it.
+
+    Added last, so it is the outermost layer: a preflight (OPTIONS) is answered before the body
+    limits, the metrics and the routes see it, and a refusal carries no CORS headers at all.
+    Credentials (cookies) are not allowed: keys travel in headers, which a page must add itself."""
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=list(CORS_METHODS),
+        allow_headers=list(CORS_REQUEST_HEADERS),
+        expose_headers=list(CORS_EXPOSED_HEADERS),
+        allow_credentials=False,
+        max_age=600,
+    )

@@ -28,6 +28,7 @@ REJECT_REASONS = (
     "unauthorized",
     "unknown_model",
     "too_large",
+    "body_timeout",
     "queue_full",
     "not_ready",
     "draining",

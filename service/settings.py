@@ -7,7 +7,7 @@ to fix instead of printing a pydantic traceback.
 
 Nested backend settings use `__`: `FEWSTEP_BACKEND__KIND=onnxruntime`, `FEWSTEP_BACKEND__THREADS=2`;
 so do the latency objective's: `FEWSTEP_SLO__P99_MS=800` (`SloSettings`, docs/slo.md).
-Lists (`FEWSTEP_BUNDLES`, `FEWSTEP_API_KEYS`) take a JSON list or a comma-separated string.
+Lists (`FEWSTEP_BUNDLES`, `FEWSTEP_API_KEYS`, `FEWSTEP_CORS_ORIGINS`) take a JSON list or a comma-separated string.
 """
 
 from __future__ import annotations
@@ -118,6 +118,18 @@ class ServiceSettings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0, description="deadline of one request, queue and compute (504)")
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long accepted work may take to finish")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="longest a client may take to send a request body, from the end of its headers; slower "
+        "ones get 408 and their connection is closed (a trickling client cannot hold a connection open)",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins (scheme://host[:port]) whose browser pages may call the API across origins; "
+        "'*' = any; empty = no CORS headers (browsers allow same-origin calls only)",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="accepted bearer keys; empty = no authentication"
     )
@@ -128,7 +140,7 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
 
-    @field_validator("bundles", "api_keys", mode="before")
+    @field_validator("bundles", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -142,6 +154,19 @@ class ServiceSettings(BaseSettings):
                 f"({self.request_timeout_s:g} s): a request past the deadline is answered 504, never late"
             )
         return self
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        """An origin is what a browser sends in `Origin`: no path, no trailing slash (a typo there
+        would silently match nothing)."""
+        for origin in origins:
+            if origin == "*":
+                continue
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. https://app.example")
+        return origins
 
     @field_validator("api_keys", mode="after")
     @classmethod

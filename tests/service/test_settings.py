@@ -81,3 +81,27 @@ def test_an_objective_past_the_request_deadline_is_refused_naming_both(monkeypat
         load_settings()
     with pytest.raises(SettingsError, match="FEWSTEP_SLO__TARGET"):
         load_settings(slo={"target": 1})
+
+
+def test_cors_origins_and_the_body_timeout_come_from_the_environment(monkeypatch):
+    assert load_settings().cors_origins == [] and load_settings().body_timeout_s == 10.0
+    monkeypatch.setenv("FEWSTEP_CORS_ORIGINS", "https://app.example, http://localhost:5173")
+    monkeypatch.setenv("FEWSTEP_BODY_TIMEOUT_S", "2.5")
+    s = load_settings()
+    assert s.cors_origins == ["https://app.example", "http://localhost:5173"] and s.body_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("FEWSTEP_CORS_ORIGINS", "https://app.example/"),  # a trailing slash never equals a browser's Origin
+        ("FEWSTEP_CORS_ORIGINS", "app.example"),
+        ("FEWSTEP_CORS_ORIGINS", "ftp://app.example"),
+        ("FEWSTEP_BODY_TIMEOUT_S", "0"),
+        ("FEWSTEP_BODY_TIMEOUT_S", "forever"),
+    ],
+)
+def test_a_bad_cors_origin_or_body_timeout_names_its_variable(monkeypatch, var: str, value: str):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        load_settings()
