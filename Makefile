@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-slow lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
+.PHONY: install test test-slow docs lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
 	results-distill-recipe long-runs results-long-runs \
 	results-default results-default-rows \
 	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
@@ -26,6 +26,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# The documentation site (mkdocs.yml, docs/) into build/site; --strict: a broken link, a missing
+# page or a result plot that does not exist fails the build. The docs extra pins MkDocs.
+DOCS_STAMP := $(VENV)/.docs-$(shell cksum pyproject.toml | cut -d' ' -f1)
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	rm -f $(VENV)/.docs-*
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

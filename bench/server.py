@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Pool, RequestClass
+from fewstep.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,13 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     load = os.getloadavg()
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in load]}
+    # the commit, `-dirty` when the tree had uncommitted changes: a figure names the code behind it
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        **provenance(),
+    }
 
 
 @contextmanager

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from fewstep.bundle import (
     write_manifest,
 )
 from fewstep.networks import Denoiser
+from fewstep.provenance import git_revision
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
@@ -271,10 +271,8 @@ def export_time() -> datetime:
 
 
 def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The commit the export ran at, `-dirty` when the tree had uncommitted changes (`fewstep.provenance`)."""
+    return git_revision()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Run infrastructure every training run shares (teacher training and every distillation method):
-the process group under torchrun, the metrics log, the fixed prompts of the periodic sample grids
-and a weights digest. Kept out of `distill.teacher` so that the distillation methods need not
-import teacher training to log or sample.
+the process group under torchrun, the metrics log, the fixed prompts of the periodic sample grids,
+a weights digest and the run's provenance (the git commit, `-dirty` when the tree had uncommitted
+changes: `fewstep.provenance`, re-exported here so that runs record it the way results do).
+Kept out of `distill.teacher` so that the distillation methods need not import teacher training
+to log or sample.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ import torch.distributed as dist
 
 import shapesworld as shapes
 from distill.kit.config import ConfigError
+from fewstep.provenance import git_revision, provenance
+
+__all__ = [
+    "SAMPLE_SEED",
+    "Dist",
+    "MetricsLog",
+    "git_revision",
+    "provenance",
+    "sample_prompts",
+    "setup_distributed",
+    "weights_digest",
+]
 
 log = logging.getLogger(__name__)
 
