@@ -46,14 +46,15 @@ lint: $(STAMP)
 preview: $(STAMP)
 	$(VENV)/bin/fewstep data preview --out runs/preview.png
 
-# The default teacher (README, "The default teacher"): the composing teacher (models/teacher-compose,
+# The default teacher (docs/results/teacher.md): the composing teacher (models/teacher-compose,
 # preset shapes32-compose from models/teacher-v1, 4,000 CPU steps) trained on at batch 512 on a lent
 # GPU (scripts/device/teacher.sh, two time boxes; results/teacher-gpu/). On a CPU, `make teacher`
 # runs the equivalent single run, preset shapes32-bind (about 5 hours here), time-sliced:
 # `make teacher STOP_AT=N` checkpoints at step N and copies the checkpoint to models/teacher-run/
 # (commit it); a later `make teacher`, on this machine or a fresh clone, resumes from it exactly.
 # When training reaches its last step the EMA weights, config and fp32 Adam second moments are
-# packed into models/teacher. TEACHER_PRESET=shapes32-compose rebuilds the composing teacher.
+# packed into models/teacher, whatever the preset: TEACHER_PRESET=shapes32-compose reruns the
+# composing teacher's recipe into models/teacher too (models/teacher-compose is not touched).
 TEACHER_PRESET ?= shapes32-bind
 teacher: $(STAMP)
 	if [ ! -f runs/teacher/checkpoint/state.json ] && [ -f models/teacher-run/checkpoint/state.json ]; then \
@@ -87,7 +88,7 @@ results-teacher: $(STAMP)
 # The default students: each K's winner, shipped as its guidance-conditioned version (w in [1, 5],
 # the service's range), copied from the table's runs with their weights checked against the ones the
 # table measured. The decision is WINNERS, written by `fewstep eval distill-table`; its rule is in
-# distill/reports/winners.py and the README ("The default model"). The committed students come from the GPU
+# distill/reports/winners.py and docs/guides/distilling.md ("Shipping a student"). The committed students come from the GPU
 # table (results/distill_gpu, `make results-distill-gpu`), the only one that trains conditioned
 # students at both K; WINNERS=results/distill_winners.json ships from the CPU table instead.
 # STUDENTS and DEFAULT_MODEL below, and the Dockerfile's, name the same students
@@ -178,7 +179,7 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.
 # DEFAULT_MODEL is the model a request gets when it names none (the Dockerfile's
 # FEWSTEP_DEFAULT_MODEL must match; a test checks). The rule that picked it (distill/reports/winners.py,
-# README "The default model"): the fewest-step shipped student that no other shipped student beats by
+# docs/guides/distilling.md, "Shipping a student"): the fewest-step shipped student that no other shipped student beats by
 # a resolved paired interval, provided its one-object adherence is within 0.05 of the teacher's at the
 # teacher's served setting (16 steps); otherwise the teacher. The teacher stays served by name.
 # The backend is `auto` (as in the image): ONNX Runtime fp32 and OpenVINO fp32 / bf16 timed at
@@ -231,7 +232,7 @@ results-default: $(STAMP)
 # and the winners), then the above, then the teacher's tables (about 8 hours on 2 CPU cores, most of
 # it the table's runs; rows are reused by hash). The GPU table's runs need a GPU (scripts/device/):
 # with WINNERS at its default, run them and `make results-distill-gpu` before `make results-default`.
-# What the table's misses come from (README, "What the misses come from"): paired comparisons of rows
+# What the table's misses come from (docs/results/distillation.md, "What the misses come from"): paired comparisons of rows
 # the tables above measured, plus one student of the ablation (scripts/mm_ablation.sh's base run, the
 # table's recipe at 300 updates) scored at EVAL_IMAGES: mm-param against mm-alt at equal updates, the
 # GPU table's batch 256 against the CPU table's batch 32, and the ceiling against the best 4-step
@@ -257,7 +258,7 @@ results-all: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# ---- Deployment (Dockerfile, docker-compose.yml, deploy/; see the README's deployment section) ----
+# ---- Deployment (Dockerfile, docker-compose.yml, deploy/; see docs/guides/deploying.md) ----
 DOCKER_DIR := deploy/docker
 # Wheels for the image's platform (Debian bookworm or python:3.11-slim, x86_64), whatever the host.
 WHEEL_PLATFORM ?= --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
