@@ -7,8 +7,17 @@
 #   debootstrap: the local base image of the offline image builds (deploy/docker/build-base.sh).
 #   gdb:        the stacks of a test process that crashed (scripts/crash-report.sh, from .ci/run).
 # Each is optional for `make test`: the tests that need one skip with a reason when it is absent,
-# so a machine without root or without Debian still runs everything else.
+# so a machine without root or without Debian still runs everything else. This script, though,
+# exits non-zero whenever a tool is still missing when it is done (no apt-get, no root, a failed
+# install): .ci/run stops there instead of running a suite whose tests would skip.
 set -euo pipefail
+
+tools=(prometheus promtool chromium dockerd debootstrap gdb)
+still_missing() {
+    local t out=()
+    for t in "${tools[@]}"; do command -v "$t" >/dev/null 2>&1 || out+=("$t"); done
+    echo "${out[*]}"
+}
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -26,14 +35,14 @@ fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-system-deps: no apt-get; missing ${need[*]} (the tests that need them will skip)" >&2
-    exit 0
+    echo "install-system-deps: no apt-get; missing ${need[*]} (install them by hand)" >&2
+    exit 1
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-        echo "install-system-deps: not root and no sudo; missing ${need[*]} (their tests will skip)" >&2
-        exit 0
+        echo "install-system-deps: not root and no sudo; missing ${need[*]}" >&2
+        exit 1
     fi
 fi
 echo "install-system-deps: installing ${need[*]}"
@@ -43,3 +52,10 @@ $SUDO apt-get update -qq
 # Debian would start (prometheus.service, docker.service) are not started in a container without
 # systemd anyway.
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+
+missing="$(still_missing)"
+if [ -n "$missing" ]; then
+    echo "install-system-deps: installed ${need[*]}, but still missing: $missing" >&2
+    exit 1
+fi
+echo "install-system-deps: prometheus, promtool, chromium, dockerd, debootstrap and gdb are present"

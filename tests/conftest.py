@@ -1,13 +1,60 @@
-"""Shared fixtures: the real MiniLM encoder (loaded once) and a tiny random BERT built in the test."""
+"""Shared fixtures: the real MiniLM encoder (loaded once) and a tiny random BERT built in the test;
+and `require_tool` / `require_module` / `missing`, which the tests that need a system tool or an
+optional package call instead of skipping by hand.
+
+Without `FEWSTEP_REQUIRE_TOOLS` a missing tool skips the test with its reason, so `make test` runs
+everywhere; with `FEWSTEP_REQUIRE_TOOLS=1` (set by .ci/run, after installing the system packages)
+it fails the test instead, so CI cannot pass by skipping the end-to-end, Prometheus, Chromium and
+live-compose tests.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REQUIRE_TOOLS = "FEWSTEP_REQUIRE_TOOLS"
+
+
+def tools_required() -> bool:
+    """Whether a missing tool fails a test (FEWSTEP_REQUIRE_TOOLS=1/true/yes) instead of skipping it."""
+    value = os.environ.get(REQUIRE_TOOLS, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise pytest.UsageError(f"{REQUIRE_TOOLS}={value!r}: use 1 (missing tools fail tests) or 0 (they skip)")
+
+
+def missing(reason: str) -> NoReturn:
+    """What a test does when something it needs is absent: skip, or fail under FEWSTEP_REQUIRE_TOOLS=1."""
+    if tools_required():
+        pytest.fail(f"{reason} ({REQUIRE_TOOLS}=1: a missing tool fails the test instead of skipping it)")
+    pytest.skip(reason)
+
+
+def require_tool(name: str, reason: str) -> str:
+    """The path of executable `name`; `missing(reason)` when it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        missing(f"no `{name}`: {reason}")
+    return path
+
+
+def require_module(name: str, reason: str) -> ModuleType:
+    """`pytest.importorskip` that fails instead under FEWSTEP_REQUIRE_TOOLS=1."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"no Python package `{name}`: {reason}")
 
 
 @pytest.fixture(scope="session")

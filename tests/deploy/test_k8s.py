@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from service.settings import ENV_PREFIX, load_settings
+from tests.conftest import require_module
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy/k8s"
@@ -28,7 +29,7 @@ def by_kind() -> dict[tuple[str, str], dict]:
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(K8S)))
 def test_manifest_is_valid(path):
-    pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra)")
+    require_module("kubernetes_validate", "kubernetes-validate (dev extra) checks the manifests")
     cmd = [sys.executable, "-m", "kubernetes_validate", "--strict", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -51,7 +52,7 @@ def test_deployments_probe_limit_and_run_as_the_image_user(name, monkeypatch):
     assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001 and pod["spec"]["securityContext"]["runAsNonRoot"]
     assert ":" in c["image"] and not c["image"].endswith(":latest")
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     for key in list(os.environ):
         if key.startswith(ENV_PREFIX):
             monkeypatch.delenv(key)
@@ -99,3 +100,23 @@ def test_queue_depth_hpa_reads_the_metric_the_adapter_serves_and_the_service_exp
     assert metric == "fewstep_queue_depth_images"
     assert "fewstep_queue_depth_images" in (ROOT / "service/metrics.py").read_text()
     assert hpa["spec"]["scaleTargetRef"]["name"] == "fewstep"
+
+
+@pytest.mark.parametrize("name", ["fewstep", "fewstep-gpu"])
+def test_api_keys_come_from_a_required_secret_and_never_from_the_manifest(name):
+    (c,) = by_kind()[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    keys = env["FEWSTEP_API_KEYS"]
+    assert "value" not in keys, "a key written into the manifest is a key committed to git"
+    ref = keys["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("fewstep-api-keys", "keys")
+    assert ref.get("optional", False) is False  # no Secret: no pod, rather than an open service
+    # nothing else that looks like a credential is set in clear text
+    for e in c["env"]:
+        if any(word in e["name"] for word in ("KEY", "TOKEN", "PASSWORD", "SECRET")):
+            assert "valueFrom" in e, e["name"]
+    # the name the Deployments read is the one the README tells operators to create
+    assert "kubectl create secret generic fewstep-api-keys --from-literal=keys=" in (K8S / "README.md").read_text()
+    # and nothing in deploy/k8s creates it with a value
+    secrets = [d for p in MANIFESTS for d in docs(p) if d.get("kind") == "Secret"]
+    assert secrets == []

@@ -4,12 +4,13 @@ that printed nothing) is named by the core file it leaves: its thread's native a
 from __future__ import annotations
 
 import resource
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASH = """
@@ -26,8 +27,7 @@ def _allow_core() -> None:
 
 
 def test_a_crash_on_a_worker_thread_is_reported_with_its_python_frames(tmp_path):
-    if shutil.which("gdb") is None:
-        pytest.skip("gdb is not installed (scripts/install-system-deps.sh installs it)")
+    require_tool("gdb", "gdb prints the stacks (scripts/install-system-deps.sh installs it)")
     pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
     if pattern.startswith("|") or "/" in pattern:
         pytest.skip(f"cores go elsewhere on this machine (core_pattern {pattern!r}), not to the process's directory")

@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import missing, require_module, require_tool
 from tests.defaults import default_model as makefile_default_model
 from tests.scoring import evaluation_items, evaluation_set_version, predicted_scenes, served_adherence
 
@@ -125,8 +125,7 @@ def default_model(server: Server) -> dict:
 @pytest.fixture(scope="module")
 def prometheus(server: Server, tmp_path_factory) -> Iterator[str]:
     """A real Prometheus scraping the service every second; yields its HTTP API address."""
-    if shutil.which("prometheus") is None:
-        pytest.skip("Debian's `prometheus` is not installed (scripts/install-system-deps.sh)")
+    require_tool("prometheus", "Debian's prometheus scrapes the live service (scripts/install-system-deps.sh)")
     work = tmp_path_factory.mktemp("prometheus")
     target = urllib.parse.urlparse(server.url).netloc
     (work / "prometheus.yml").write_text(
@@ -234,7 +233,7 @@ def test_served_adherence_is_within_sampling_error_of_the_manifest(burst, defaul
 
 def test_prometheus_scrapes_and_answers_a_histogram_quantile(burst, prometheus_or_none):
     if prometheus_or_none is None:
-        pytest.skip("Debian's `prometheus` is not installed (scripts/install-system-deps.sh)")
+        missing("no `prometheus`: Debian's prometheus scrapes the live service (scripts/install-system-deps.sh)")
     query = (
         "histogram_quantile(0.9, sum by (le) "
         '(rate(fewstep_http_request_duration_seconds_bucket{route="/generate"}[10m])))'
@@ -252,12 +251,13 @@ def test_prometheus_scrapes_and_answers_a_histogram_quantile(burst, prometheus_o
 
 
 def test_promtool_check_metrics_on_a_live_scrape(burst, server: Server):
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool is not installed (scripts/install-system-deps.sh, package prometheus)")
+    require_tool("promtool", "promtool checks a live scrape (scripts/install-system-deps.sh, package prometheus)")
     scrape = httpx.get(f"{server.url}/metrics").text
     r = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True)
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
 
+
+CHROMIUM_REASON = "the pages are clicked through in headless Chromium (scripts/install-system-deps.sh)"
 
 # Chromium with nothing to reach but this machine: no background services, and every other
 # address sent to a proxy on a port where nothing listens (loopback bypasses proxies by default).
@@ -283,10 +283,8 @@ def expect(locator: Any) -> Any:
 def offline_page(server: Server) -> Iterator[tuple[Any, list[str]]]:
     """A headless Chromium page that can reach only the service; yields it with the list of the
     other URLs it tried (each refused: the test asserts the list stays empty)."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's `chromium` is not installed (scripts/install-system-deps.sh)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the `playwright` package (dev extra) is missing")
+    chromium = require_tool("chromium", CHROMIUM_REASON)
+    sync_api = require_module("playwright.sync_api", "playwright (dev extra) drives Chromium")
     elsewhere: list[str] = []
 
     def only_the_service(route) -> None:
@@ -366,10 +364,8 @@ def test_the_default_model_draws_the_playgrounds_default_prompt_right(server: Se
 
 
 def test_playground_in_headless_chromium(server: Server, tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's `chromium` is not installed (scripts/install-system-deps.sh)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the `playwright` package (dev extra) is missing")
+    chromium = require_tool("chromium", CHROMIUM_REASON)
+    sync_api = require_module("playwright.sync_api", "playwright (dev extra) drives Chromium")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         try:

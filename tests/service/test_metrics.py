@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import LATENCY_BUCKETS_S
+from tests.conftest import require_tool
 from tests.service.api.conftest import serving
 
 
@@ -54,7 +53,7 @@ def test_latency_buckets_reach_past_a_minute():
     assert 'le="60.0"' in scrape_after_traffic()
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing (scripts/install-system-deps.sh)")
 def test_promtool_check_metrics_reports_nothing():
+    require_tool("promtool", "promtool checks the exposition format (scripts/install-system-deps.sh)")
     r = subprocess.run(["promtool", "check", "metrics"], input=scrape_after_traffic(), capture_output=True, text=True)
     assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
