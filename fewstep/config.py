@@ -29,6 +29,9 @@ class UNetConfig(StrictModel):
     groups: int = Field(8, ge=1, description="GroupNorm groups; must divide every width")
     text_dim: int = Field(384, ge=1, description="hidden size of the text encoder's token states")
     guidance_input: bool = Field(False, description="take the guidance scale w as an input (students)")
+    step_size_input: bool = Field(
+        False, description="take the sampler's step size d = 1/K as an input (shortcut students, Frans et al. 2024)"
+    )
     prediction: Literal["v", "x", "eps"] = "v"
 
     @model_validator(mode="after")

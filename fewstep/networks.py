@@ -6,7 +6,10 @@ backgrounds and positions but not colours or shapes (measured here, see the deve
   embedding, so every ResBlock's FiLM sees the caption;
 - local: cross-attention to the token states at the lower resolutions.
 An optional guidance-scale input (students, Meng et al. 2023) adds an embedding of w to the same
-vector; its last layer is zero-initialised so a student starts exactly equal to its teacher.
+vector; its last layer is zero-initialised so a student starts exactly equal to its teacher. A
+shortcut student (Frans et al. 2024) also takes the step size d of the sampler it runs in (d = 1/K
+on the uniform K-step grid), embedded as log2(1/d) the same way and also zero-initialised, so one
+network serves every power-of-two K and still starts as its teacher.
 
 `Denoiser.predict_x` exposes x-prediction whatever the training parameterisation; the VP
 coefficients come from the same truncated cosine as `fewstep.schedule` (parity tested).
@@ -122,6 +125,10 @@ class UNet(nn.Module):
             self.w_mlp = nn.Sequential(nn.Linear(c0, emb), nn.SiLU(), nn.Linear(emb, emb))
             nn.init.zeros_(self.w_mlp[-1].weight)
             nn.init.zeros_(self.w_mlp[-1].bias)
+        if cfg.step_size_input:
+            self.d_mlp = nn.Sequential(nn.Linear(c0, emb), nn.SiLU(), nn.Linear(emb, emb))
+            nn.init.zeros_(self.d_mlp[-1].weight)
+            nn.init.zeros_(self.d_mlp[-1].bias)
         self.conv_in = nn.Conv2d(cfg.in_channels, c0, 3, padding=1)
 
         widths = [c0 * m for m in cfg.channel_mults]
@@ -159,7 +166,14 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def embed(self, t: torch.Tensor, states: torch.Tensor, mask: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    def embed(
+        self,
+        t: torch.Tensor,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        w: torch.Tensor | None,
+        d: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         e = self.t_mlp(sinusoidal(t * 1000.0, self.cfg.base_channels))
         m = mask.to(states.dtype)[..., None]
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -168,6 +182,12 @@ class UNet(nn.Module):
             if w is None:
                 raise ValueError("this network takes the guidance scale w as an input")
             e = e + self.w_mlp(sinusoidal(w * 100.0, self.cfg.base_channels))
+        if self.cfg.step_size_input:
+            if d is None:
+                raise ValueError("this network takes the sampler's step size d (1/K) as an input")
+            # log2(1/d) = log2 K: 0, 1, 2, ... for K = 1, 2, 4, ...; scaled like w so that
+            # neighbouring step counts are far apart in the sinusoidal features.
+            e = e + self.d_mlp(sinusoidal(-torch.log2(d.float()) * 100.0, self.cfg.base_channels))
         return e
 
     @staticmethod
@@ -200,8 +220,9 @@ class UNet(nn.Module):
         states: torch.Tensor,
         mask: torch.Tensor,
         w: torch.Tensor | None = None,
+        d: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        e = self.embed(t, states, mask, w)
+        e = self.embed(t, states, mask, w, d)
         h = self.conv_in(z)
         skips = [h]
         for i, level in enumerate(self.down):
@@ -239,8 +260,9 @@ class Denoiser(nn.Module):
         states: torch.Tensor,
         mask: torch.Tensor,
         w: torch.Tensor | None = None,
+        d: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        out = self.net(z, t, states, mask, w)
+        out = self.net(z, t, states, mask, w, d)
         alpha, sigma = (a.to(z.dtype)[:, None, None, None] for a in alpha_sigma_torch(t.float()))
         if self.cfg.prediction == "x":
             return out

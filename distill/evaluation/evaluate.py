@@ -80,7 +80,7 @@ def generate(
     shape = (cfg.in_channels, cfg.resolution, cfg.resolution)
     device = next(model.parameters()).device
     like = torch.zeros(1, device=device)
-    denoise = GuidedDenoiser(model)
+    denoise = GuidedDenoiser(model, steps)  # steps: a shortcut student runs at d = 1/steps
     out = []
     for i in tqdm(range(0, len(items), batch_size), disable=not progress, desc=f"{sampler} {steps} steps"):
         chunk = items[i : i + batch_size]

@@ -46,11 +46,20 @@ def guided(call, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: torch.Tens
 
 
 class GuidedDenoiser:
-    """`denoise(z, t, cond: TextCond, w)` returning the (guided) x prediction."""
+    """`denoise(z, t, cond: TextCond, w)` returning the (guided) x prediction.
 
-    def __init__(self, model: Denoiser) -> None:
+    A shortcut student (`cfg.step_size_input`) also takes the step size d of the sampler it runs
+    in: `GuidedDenoiser(model, steps=K)` feeds d = 1/K (the uniform K-step grid) with every call,
+    so the sampler's loop and its per-step update stay the one in `fewstep.sampler`."""
+
+    def __init__(self, model: Denoiser, steps: int | None = None) -> None:
         self.model = model
         self.evaluations = 0  # images evaluated through the network, guidance included
+        self.step_size = None
+        if model.cfg.step_size_input:
+            if steps is None:
+                raise ValueError("a shortcut student samples at a given K: GuidedDenoiser(model, steps=K)")
+            self.step_size = 1.0 / steps
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor, cond: TextCond, w: Any) -> torch.Tensor:
         n, network_input = z.shape[0], self.model.cfg.guidance_input
@@ -58,4 +67,11 @@ class GuidedDenoiser:
         self.evaluations += n + guided_rows
         w_in = batch_vector(np.asarray(w, np.float32), z) if network_input else w
         null = None if network_input or not guided_rows else (cond.null_states, cond.null_mask)
-        return guided_call(self.model, z, t, (cond.states, cond.mask), null, w_in, network_input)
+        call = self.model
+        if self.step_size is not None:
+            d = batch_vector(np.float32(self.step_size), z)
+
+            def call(z, t, states, mask, w=None):
+                return self.model(z, t, states, mask, w, d)
+
+        return guided_call(call, z, t, (cond.states, cond.mask), null, w_in, network_input)

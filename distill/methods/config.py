@@ -16,7 +16,8 @@ from distill.kit.config import ConfigError, ConfigKind, DataConfig, load
 from fewstep.config import StrictModel
 
 MM_ALT, MM_PARAM, PD, CD = "mm-alt", "mm-param", "pd", "cd"
-METHOD_NAMES = (MM_ALT, MM_PARAM, PD, CD)
+SHORTCUT, ADD = "shortcut", "add"
+METHOD_NAMES = (MM_ALT, MM_PARAM, PD, CD, SHORTCUT, ADD)
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 MM_METHODS = frozenset({MM_ALT, MM_PARAM})
 TEACHER_P_TWO_OBJECTS = 0.7  # distill.kit.config's composing and binding teacher presets
@@ -234,11 +235,63 @@ class CdConfig(DistillConfig):
         return self
 
 
+class ShortcutConfig(DistillConfig):
+    """shortcut: one student for every power-of-two K up to `steps` (Frans et al. 2024), trained by
+    self-consistency of its own steps (distill.methods.shortcut)."""
+
+    method: Literal["shortcut"] = SHORTCUT
+    steps: int = Field(8, ge=2, le=64, description="shortcut: the finest K (a power of two); the bundle serves "
+                                                   "every power of two up to it")  # fmt: skip
+    base_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="shortcut: share of each batch trained at the finest step size on the guided teacher's "
+        "x (the rest: self-consistency at the coarser sizes, drawn uniformly); None: every step size alike",
+    )
+
+    @model_validator(mode="after")
+    def _check_shortcut(self) -> ShortcutConfig:
+        if self.steps & (self.steps - 1):
+            raise ValueError(f"shortcut: steps ({self.steps}) must be a power of two (the finest K)")
+        return self
+
+
+class AddConfig(DistillConfig):
+    """add: adversarial diffusion distillation (Sauer et al. 2023) at K = 1-4: a distillation loss toward
+    the guided teacher plus a hinge loss from heads on the frozen teacher's features (distill.methods.adversarial)."""
+
+    method: Literal["add"] = ADD
+    steps: int = Field(1, ge=1, le=4, description="add: K, the student's steps (1 to 4)")
+    distill_weight: float = Field(1.0, ge=0, description="add: weight of the distillation loss")
+    adv_weight: float = Field(
+        0.1, ge=0, description="add: weight of the adversarial (generator hinge) loss after its warm-up"
+    )
+    adv_warmup: int = Field(
+        100, ge=0, description="add: student updates over which the adversarial weight ramps linearly from 0"
+    )
+    disc_lr: float = Field(1e-4, gt=0, description="add: the discriminator heads' Adam learning rate")
+    r1_weight: float = Field(
+        1e-2, ge=0, description="add: R1 penalty gamma / 2 |grad_f D(f_real)|^2 on the heads' real-image inputs"
+    )
+    disc_t_min: float = Field(0.05, gt=0, lt=1, description="add: lowest noise level t of the teacher features")
+    disc_t_max: float = Field(0.5, gt=0, lt=1, description="add: highest noise level t of the teacher features")
+    disc_channels: int = Field(64, ge=8, description="add: hidden channels of each discriminator head")
+
+    @model_validator(mode="after")
+    def _check_add(self) -> AddConfig:
+        if self.disc_t_min > self.disc_t_max:
+            raise ValueError(f"add: disc_t_min ({self.disc_t_min}) must not exceed disc_t_max ({self.disc_t_max})")
+        return self
+
+
 METHOD_CONFIGS: dict[str, type[DistillConfig]] = {
     MM_ALT: MmAltConfig,
     MM_PARAM: MmParamConfig,
     PD: PdConfig,
     CD: CdConfig,
+    SHORTCUT: ShortcutConfig,
+    ADD: AddConfig,
 }
 _METHOD = create_model("_Method", __config__=ConfigDict(extra="ignore"), method=(Method, MM_ALT))
 

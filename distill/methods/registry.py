@@ -6,6 +6,8 @@
               preconditioned training gradient                            (distill.methods.mm_param)
     pd        progressive distillation, halving the teacher's DDIM steps  (distill.methods.progressive)
     cd        consistency distillation on the teacher's DDIM grid         (distill.methods.consistency)
+    shortcut  shortcut model: one student for every power-of-two K        (distill.methods.shortcut)
+    add       adversarial diffusion distillation                         (distill.methods.adversarial)
 
 Every run class subclasses `distill.methods.runloop.RunBase` and is built as `run(cfg, teacher_path,
 device)`; the loop, checkpoints, run directory and packed student are `distill.methods.runloop.run_loop`'s,
@@ -20,23 +22,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.methods.adversarial import AddRun
 from distill.methods.config import (
+    ADD,
     CD,
     METHOD_NAMES,
     MM_ALT,
     MM_PARAM,
     PD,
+    SHORTCUT,
+    AddConfig,
     CdConfig,
     DistillConfig,
     MmAltConfig,
     MmParamConfig,
     PdConfig,
+    ShortcutConfig,
 )
 from distill.methods.consistency import ConsistencyRun
 from distill.methods.mm_alt import MmAltRun
 from distill.methods.mm_param import MmParamRun
 from distill.methods.progressive import ProgressiveRun
 from distill.methods.runloop import RunBase, RunOptions, run_loop
+from distill.methods.shortcut import ShortcutRun
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ METHODS: dict[str, Method] = {
         Method(MM_PARAM, MmParamRun, MmParamConfig, "moment matching through the teacher's training gradient"),
         Method(PD, ProgressiveRun, PdConfig, "progressive distillation (DDIM student)"),
         Method(CD, ConsistencyRun, CdConfig, "consistency distillation (DDIM student)"),
+        Method(SHORTCUT, ShortcutRun, ShortcutConfig, "shortcut model: every power-of-two K up to steps, one student"),
+        Method(ADD, AddRun, AddConfig, "adversarial diffusion distillation (teacher-feature discriminator), K = 1-4"),
     )
 }
 if tuple(METHODS) != METHOD_NAMES:  # a name without a run class, or a run class without a name

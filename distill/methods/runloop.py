@@ -258,7 +258,7 @@ def write_student_samples(
         was = student.training
         student.eval()
         x = SAMPLERS[sampler](
-            GuidedDenoiser(student), k, encode_cond(encoder, captions), w, noise, next(student.parameters())
+            GuidedDenoiser(student, k), k, encode_cond(encoder, captions), w, noise, next(student.parameters())
         )
         student.train(was)
     save_grid(path, to_uint8(x), captions, cols=8)
