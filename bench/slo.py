@@ -20,10 +20,12 @@ The trace (`bench.slo_trace`) is a two-state MMPP at several mean loads (a share
 model's capacity, its images/s at its max batch from the warm-up profile), over one- and
 two-object prompts. Latency counts from each request's scheduled arrival to its answer.
 
-Served quality is **predicted, not measured**: each answered request scores the adherence its
-serving model's evaluation row gives for its prompt class (the evaluator's figures on the 2,000
-evaluation prompts, carried in the bundles' manifests); the report says so beside every figure.
-Its intervals combine the trace (requests resampled) and the rows' own 95% intervals.
+Served quality is **measured** by the scoring pass (`bench.slo_score`, unless `--no-score`): every
+image a server answered with is rendered after the run on its serving model's real bundle (same
+prompt, seed, steps and guidance; the service's pipeline) and scored by the evaluator. Beside it
+stays the **prediction** the controller itself works from: each answered request scores the
+adherence its serving model's evaluation row gives for its prompt class (the evaluator's figures
+on the 2,000 evaluation prompts, carried in the bundles' manifests).
 
 `dilation` D runs everything D times slower than the curve (sleeps, arrivals, objective) and
 reports in the curve's time: the H200's rates are beyond what one Python process on two busy
@@ -53,6 +55,7 @@ from typing import Any
 from bench.defaults import STUDENT_K4, STUDENT_K8
 from bench.server import machine
 from bench.sim_server import parse_cost
+from bench.slo_score import ScoreConfig
 from bench.slo_trace import Arrival, Mmpp, make_trace, prompt_pools
 from service.engine import DeadlineExceeded, Engine, EngineConfig, GenerateRequest, QueueFull, Routing
 from service.engine.quality import prompt_class, quality_intervals, quality_rows
@@ -135,6 +138,9 @@ class Outcome:
     steps: int | None = None
     reason: str | None = None
     predicted_s: float | None = None  # curve time
+    prompt_id: int = -1  # the trace's prompt (`bench.slo_trace.Prompt.id`) and seed: what the scoring pass renders
+    seed: int = 0
+    guidance: float | None = None  # the serving model's (the request leaves it to the model)
 
 
 # --- the simulated family ------------------------------------------------------------------------
@@ -226,18 +232,19 @@ def engine_for(
 
 async def _one(engine: Engine, spec: ServerSpec, a: Arrival, scheduled: float, dilation: float) -> Outcome:
     request = GenerateRequest(spec.model, a.prompt, a.seed, quality=None if spec.threshold_images else spec.quality)
+    which = {"prompt_id": a.prompt_id, "seed": a.seed}
     try:
         r = await engine.generate(request)
     except QueueFull:
-        return Outcome(429, a.t, (time.perf_counter() - scheduled) / dilation, a.prompt_class, a.burst)
+        return Outcome(429, a.t, (time.perf_counter() - scheduled) / dilation, a.prompt_class, a.burst, **which)
     except DeadlineExceeded:
-        return Outcome(504, a.t, (time.perf_counter() - scheduled) / dilation, a.prompt_class, a.burst)
+        return Outcome(504, a.t, (time.perf_counter() - scheduled) / dilation, a.prompt_class, a.burst, **which)
     routing = r.routing
     assert routing is not None
     predicted = None if routing.predicted_s is None else routing.predicted_s / dilation
     return Outcome(
         200, a.t, (time.perf_counter() - scheduled) / dilation, a.prompt_class, a.burst, r.model, r.steps,
-        routing.reason, predicted,
+        routing.reason, predicted, guidance=r.guidance, **which,
     )  # fmt: skip
 
 
@@ -384,9 +391,24 @@ def family_quality(cfg: SloBenchConfig) -> dict[str, Any]:
     return {"adherence": rows, "adherence_ci": intervals}
 
 
-def run_slo_bench(cfg: SloBenchConfig, out: Path) -> dict[str, Any]:
-    from bench.slo_report import analyse, plot
+def report(doc: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The figures (with the scoring pass's verdicts where `out` has them), saved, and the plot."""
+    from bench.slo_markdown import plot
+    from bench.slo_report import analyse
+    from bench.slo_score import load_scores
 
+    doc["analysis"] = analyse(doc, load_scores(out))
+    save(doc, out)
+    try:
+        plot(doc, out)
+    except ImportError as e:  # a lent GPU machine may have no matplotlib: `--report-only` draws it here
+        log.warning("no plot (%s): run `fewstep bench slo --report-only --out %s` where matplotlib is", e, out)
+    return doc
+
+
+def run_slo_bench(cfg: SloBenchConfig, out: Path, score: ScoreConfig | None = None) -> dict[str, Any]:
+    """The simulated (or real) runs at every load, then, with `score`, the scoring pass over the
+    images served (`bench.slo_score`), then the figures."""
     out.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"config": asdict(cfg), "machine": machine(), "quality_rows": family_quality(cfg)}
     with tempfile.TemporaryDirectory() as scratch:
@@ -409,6 +431,7 @@ def run_slo_bench(cfg: SloBenchConfig, out: Path) -> dict[str, Any]:
         doc.update(profile=profile, capacity_images_per_s=cap, asked=asked.name, cheap=str(cheap))
         doc["servers"] = [asdict(s) for s in specs]
         pools = prompt_pools(256, cfg.seed)
+        doc["prompts"] = {"seed": cfg.seed, "captions": {p.id: p.caption for pool in pools.values() for p in pool}}
         doc["loads"] = []
         for load in cfg.loads:
             process = Mmpp(load * cap, cfg.burst_ratio, cfg.burst_share, cfg.burst_s)  # curve time
@@ -419,10 +442,8 @@ def run_slo_bench(cfg: SloBenchConfig, out: Path) -> dict[str, Any]:
             entry = {"load": load, "arrivals": len(trace), "wall_s": time.perf_counter() - t0, "servers": results}
             doc["loads"].append(entry)
             save(doc, out)  # after every load: a run cut short keeps what it finished
-    doc["analysis"] = analyse(doc)
-    save(doc, out)
-    try:
-        plot(doc, out)
-    except ImportError as e:  # a lent GPU machine may have no matplotlib: `--report-only` draws it here
-        log.warning("no plot (%s): run `fewstep bench slo --report-only --out %s` where matplotlib is", e, out)
-    return doc
+    if score is not None:
+        from bench.slo_score import score_run
+
+        score_run(doc, out, score)
+    return report(doc, out)

@@ -1,21 +1,30 @@
 """The figures of `fewstep bench slo`: per load and server, requests over the objective, latency
-percentiles, 429s and the served quality, with intervals; the issue's targets checked on them; the
-markdown report and the plot.
+percentiles, 429s and the served quality, with intervals; the issue's targets checked on them (the
+markdown report and the plot are `bench.slo_markdown`'s).
 
 Intervals are 95% block-bootstrap intervals: the trace is cut into blocks of `BLOCK_BURSTS` mean
 burst lengths and blocks are resampled (requests in one burst are not independent), so a violation
-share over a few bursts gets the wide interval it deserves. The served quality is **predicted from
-the evaluation rows** (each answered request scores its serving model's adherence for its prompt
-class); each resample also draws every row's figure from its own 95% interval (a normal of that
-width), so the interval covers the rows' uncertainty as well as the trace's. Comparisons between
-servers are paired: the same blocks and the same row draws on both sides.
+share over a few bursts gets the wide interval it deserves.
+
+The served quality comes two ways, side by side:
+
+- **measured** (with the scoring pass's verdicts, `bench.slo_score`): each answered request scores
+  1 if the evaluator reads its served image back as satisfying its prompt, else 0; the mean over
+  the answered requests, its interval the trace's block bootstrap. The targets are checked on it.
+- **predicted** from the evaluation rows (what the controller itself works from): each answered
+  request scores its serving model's adherence for its prompt class; each resample also draws every
+  row's figure from its own 95% interval (a normal of that width), so the interval covers the rows'
+  uncertainty as well as the trace's.
+
+Comparisons between servers are paired: the same blocks (and row draws) on both sides, so a
+difference between two servers that served most requests alike rests on the requests they served
+differently.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +35,9 @@ LEVEL = 0.95
 TARGET_FIXED_OVER = 0.10  # the load where fixed-8 puts more than this share over the objective ...
 TARGET_CONTROLLER_OVER = 0.01  # ... the controller keeps it under this
 PREDICTED = "predicted from the evaluation rows, not measured on the served images"
+MEASURED = "measured: every served image rendered on its serving model's bundle and scored by the evaluator"
+# (point, draws) keys of each quality basis in a server's figures
+BASIS = {"measured": ("measured", "_measured_draws"), "predicted": ("adherence", "_adherence_draws")}
 
 
 def _interval(values: np.ndarray) -> list[float] | None:
@@ -88,8 +100,27 @@ def _quality_key(o: dict[str, Any], quality: dict[str, Any]) -> tuple[str, str] 
     return (option, cls) if cls in row else None
 
 
+def _measured(outcomes: list[dict[str, Any]], verdicts: dict | None) -> np.ndarray:
+    """Per outcome, 1.0 / 0.0: the evaluator's verdict on the image served; NaN: none (not answered,
+    or not scored)."""
+    from bench.slo_score import outcome_key
+
+    out = np.full(len(outcomes), np.nan)
+    if verdicts:
+        for j, o in enumerate(outcomes):
+            k = outcome_key(o)
+            if k is not None and k in verdicts:
+                out[j] = float(verdicts[k])
+    return out
+
+
 def server_figures(
-    outcomes: list[dict[str, Any]], objective_s: float, quality: dict[str, Any], rs: Resampler, counts: np.ndarray
+    outcomes: list[dict[str, Any]],
+    objective_s: float,
+    quality: dict[str, Any],
+    rs: Resampler,
+    counts: np.ndarray,
+    verdicts: dict | None = None,
 ) -> dict[str, Any]:
     n = len(outcomes)
     ok = [o for o in outcomes if o["status"] == 200]
@@ -102,6 +133,9 @@ def server_figures(
         over_share = (counts @ (over * answered)) / (counts @ answered)
         q_draws = rs.quality_draws(keys)
         adherence = np.nansum(counts * q_draws, axis=1) / (counts @ served)
+        m = _measured(outcomes, verdicts)
+        scored = ~np.isnan(m)
+        measured = (counts @ np.nan_to_num(m)) / (counts @ scored)
     lat = [o["latency_s"] for o in ok]
     downgraded = [o for o in ok if o["reason"] not in (None, "as_asked")]
     by_class = {
@@ -124,6 +158,9 @@ def server_figures(
         "latency_s": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "max": max(lat, default=None)},
         "adherence": float(np.nanmean(q_point)) if served.any() else None,
         "adherence_ci": _interval(adherence),
+        "measured": float(np.nanmean(m)) if scored.any() else None,
+        "measured_ci": _interval(measured) if scored.any() else None,
+        "scored": int(scored.sum()),
         "downgraded": len(downgraded),
         "downgraded_share": len(downgraded) / max(1, len(ok)),
         "downgrades_by_class": by_class,
@@ -131,51 +168,119 @@ def server_figures(
         "served": dict(Counter(f"{o['model']}@{o['steps']}" for o in ok)),
         "observed_over_predicted": {"p50": _percentile(ratios, 50), "p90": _percentile(ratios, 90)},
         "_adherence_draws": adherence,
+        "_measured_draws": measured,
         "_over_draws": over_share,
     }
 
 
-def analyse(doc: dict[str, Any]) -> dict[str, Any]:
+def analyse(doc: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every load's figures, the paired comparisons and the targets. With `scores` (the scoring
+    pass's, `bench.slo_score.load_scores`) the targets are checked on the measured adherence, and a
+    run must have been scored whole; without, on the predicted."""
     cfg = doc["config"]
     objective = cfg["objective_ms"] / 1000
     quality = doc["quality_rows"]
+    verdicts = scores["verdicts"] if scores else None
+    basis = "measured" if verdicts else "predicted"
     loads = []
     for i, entry in enumerate(doc["loads"]):
         servers = entry["servers"]
         first = next(iter(servers.values()))["outcomes"]
         rs = Resampler([o["t"] for o in first], BLOCK_BURSTS * cfg["burst_s"], quality, cfg["seed"] + i)
         counts = rs.counts(len(first))
-        figures = {name: server_figures(s["outcomes"], objective, quality, rs, counts) for name, s in servers.items()}
+        figures = {
+            name: server_figures(s["outcomes"], objective, quality, rs, counts, verdicts) for name, s in servers.items()
+        }
         for name, s in servers.items():
             figures[name]["counted_downgrades"] = s["counted_downgrades"]
+            if verdicts and figures[name]["scored"] != figures[name]["answered"]:
+                raise ValueError(
+                    f"load {entry['load']:g}, {name}: {figures[name]['scored']} of {figures[name]['answered']} "
+                    "answered requests scored: finish the scoring pass (`fewstep bench slo --score-only`)"
+                )
         paired = {}
         if "controller" in figures:
             for other in figures:
-                if other == "controller":
-                    continue
-                d = figures["controller"]["_adherence_draws"] - figures[other]["_adherence_draws"]
-                point = (figures["controller"]["adherence"] or 0.0) - (figures[other]["adherence"] or 0.0)
-                paired[other] = {"adherence_diff": point, "adherence_diff_ci": _interval(d)}
-        rule = equal_violation_rule(figures)
+                if other != "controller":
+                    paired[other] = _paired(figures["controller"], figures[other])
+        rule = equal_violation_rule(figures, basis)
+        if rule is not None and basis == "measured":
+            predicted = equal_violation_rule(figures, "predicted")
+            assert predicted is not None
+            rule["predicted_diff"] = predicted["adherence_diff"]
+            rule["predicted_diff_ci"] = predicted["adherence_diff_ci"]
         for f in figures.values():
-            f.pop("_adherence_draws")
-            f.pop("_over_draws")
+            for k in [k for k in f if k.startswith("_")]:
+                f.pop(k)
         loads.append({
             "load": entry["load"], "arrivals": entry["arrivals"], "servers": figures, "controller_vs": paired,
             "rule_at_equal_violations": rule,
         })  # fmt: skip
-    return {"loads": loads, "targets": targets(loads), "quality_note": PREDICTED}
+    out = {
+        "loads": loads,
+        "basis": basis,
+        "targets": targets(loads, basis),
+        "quality_note": MEASURED if verdicts else PREDICTED,
+    }
+    if scores:
+        out["scoring"] = {
+            "identity": scores["identity"],
+            "stats": scores["stats"],
+            "by_option": measured_by_option(doc, verdicts or {}),
+        }
+    return out
 
 
-def equal_violation_rule(figures: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def _paired(c: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
+    """The controller minus another server, predicted and measured, on the same resamples."""
+    out = {
+        "adherence_diff": (c["adherence"] or 0.0) - (o["adherence"] or 0.0),
+        "adherence_diff_ci": _interval(c["_adherence_draws"] - o["_adherence_draws"]),
+    }
+    if c["measured"] is not None and o["measured"] is not None:
+        out["measured_diff"] = c["measured"] - o["measured"]
+        out["measured_diff_ci"] = _interval(c["_measured_draws"] - o["_measured_draws"])
+    return out
+
+
+def measured_by_option(doc: dict[str, Any], verdicts: dict) -> dict[str, dict[str, Any]]:
+    """Per served option and prompt class, the measured adherence over the distinct images served
+    (each once, whichever servers and loads served it) beside the row's figure: how well the rows
+    the controller decides from describe this trace's prompts."""
+    from bench.slo_score import outcome_key
+
+    classes: dict[tuple, str] = {}
+    for e in doc["loads"]:
+        for s in e["servers"].values():
+            for o in s["outcomes"]:
+                k = outcome_key(o)
+                if k is not None:
+                    classes[k] = o["prompt_class"]
+    groups: dict[str, dict[str, list[float]]] = {}
+    for k, cls in classes.items():
+        if k in verdicts:
+            groups.setdefault(f"{k[2]}@{k[3]}", {}).setdefault(cls, []).append(float(verdicts[k]))
+    rows = doc["quality_rows"]["adherence"]
+    return {
+        option: {
+            cls: {"images": len(v), "measured": float(np.mean(v)), "row": rows.get(option, {}).get(cls)}
+            for cls, v in sorted(by_class.items())
+        }
+        for option, by_class in sorted(groups.items())
+    }
+
+
+def equal_violation_rule(figures: dict[str, dict[str, Any]], basis: str = "predicted") -> dict[str, Any] | None:
     """The static rule at the controller's share over the objective, and the controller's adherence
-    against it (paired draws). The rules' thresholds trace a curve of (share over, adherence): a rule
-    as often over as the controller is taken as it is (the best of them); otherwise the curve is
-    interpolated between the two rules around the controller's share. Where every rule is over
-    less often, the comparison is against the latest of them and says so (`controller_later`)."""
+    (`basis`: measured or predicted) against it (paired draws). The rules' thresholds trace a curve
+    of (share over, adherence): a rule as often over as the controller is taken as it is (the best
+    of them); otherwise the curve is interpolated between the two rules around the controller's
+    share. Where every rule is over less often, the comparison is against the latest of them and
+    says so (`controller_later`)."""
+    key, draws_key = BASIS[basis]
     c = figures.get("controller")
     rules = sorted(
-        ((n, f) for n, f in figures.items() if n.startswith("rule-") and f["adherence"] is not None),
+        ((n, f) for n, f in figures.items() if n.startswith("rule-") and f[key] is not None),
         key=lambda nf: nf[1]["over_share"],
     )
     if c is None or not rules:
@@ -185,7 +290,7 @@ def equal_violation_rule(figures: dict[str, dict[str, Any]]) -> dict[str, Any] |
     below = [(n, f) for n, f in rules if f["over_share"] < x]
     above = [(n, f) for n, f in rules if f["over_share"] > x]
     if same:
-        name, f = max(same, key=lambda nf: nf[1]["adherence"])
+        name, f = max(same, key=lambda nf: nf[1][key])
         parts = [(name, f, 1.0)]
     elif below and above:
         (n0, f0), (n1, f1) = below[-1], above[0]
@@ -194,8 +299,8 @@ def equal_violation_rule(figures: dict[str, dict[str, Any]]) -> dict[str, Any] |
     else:
         name, f = above[0] if above else below[-1]
         parts = [(name, f, 1.0)]
-    adherence = sum(w * f["adherence"] for _, f, w in parts)
-    draws = sum(w * f["_adherence_draws"] for _, f, w in parts)
+    adherence = sum(w * f[key] for _, f, w in parts)
+    draws = sum(w * f[draws_key] for _, f, w in parts)
     traded = c["downgraded"] > 0 or any(f["downgraded"] > 0 for _, f, _ in parts)
     return {
         "rules": {n: w for n, _, w in parts},
@@ -203,13 +308,15 @@ def equal_violation_rule(figures: dict[str, dict[str, Any]]) -> dict[str, Any] |
         "controller_over": x,
         "controller_later": not above and not same,  # every rule was over less often
         "traded": traded,
-        "adherence_diff": c["adherence"] - adherence,
-        "adherence_diff_ci": _interval(c["_adherence_draws"] - draws),
+        "adherence_diff": c[key] - adherence,
+        "adherence_diff_ci": _interval(c[draws_key] - draws),
     }
 
 
-def targets(loads: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's four targets, each with its verdict and the figures it rests on."""
+def targets(loads: list[dict[str, Any]], basis: str = "predicted") -> dict[str, Any]:
+    """The issue's four targets, each with its verdict and the figures it rests on (the served
+    adherence of `basis`: measured or predicted)."""
+    diff = "measured_diff" if basis == "measured" else "adherence_diff"
     out: dict[str, Any] = {}
     low = loads[0]["servers"].get("controller") if loads else None
     if low is not None:
@@ -225,14 +332,16 @@ def targets(loads: list[dict[str, Any]]) -> dict[str, Any]:
         if "fixed-8" not in s or "controller" not in s or s["fixed-8"]["over_share"] <= TARGET_FIXED_OVER:
             continue
         vs4 = entry["controller_vs"].get("fixed-4", {})
-        ci = vs4.get("adherence_diff_ci")
+        ci = vs4.get(f"{diff}_ci")
         rows.append({
             "load": entry["load"],
             "fixed8_over": s["fixed-8"]["over_share"],
             "controller_over": s["controller"]["over_share"],
             "controller_over_ci": s["controller"]["over_share_ci"],
-            "adherence_vs_fixed4": vs4.get("adherence_diff"),
+            "adherence_vs_fixed4": vs4.get(diff),
             "adherence_vs_fixed4_ci": ci,
+            "predicted_vs_fixed4": vs4.get("adherence_diff"),
+            "predicted_vs_fixed4_ci": vs4.get("adherence_diff_ci"),
             "holds": s["controller"]["over_share"] < TARGET_CONTROLLER_OVER and bool(ci and ci[0] > 0),
         })  # fmt: skip
     # the target's load is the lowest where fixed-8 passes 10%; the rows above it are reported beside
@@ -269,165 +378,5 @@ def targets(loads: list[dict[str, Any]]) -> dict[str, Any]:
             if name.startswith("fixed-") and f["downgraded"]:
                 silent.append({"load": entry["load"], "server": name, "best_downgraded": f["downgraded"]})
     out["no_silent_downgrade"] = {"problems": silent, "holds": not silent}
+    out["basis"] = basis
     return out
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.1f}%"
-
-
-def _ci(ci: list[float] | None, pct: bool = False, digits: int = 3) -> str:
-    if not ci:
-        return ""
-    if pct:
-        return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-    return f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci[0] < 0 else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
-def _ms(x: float | None) -> str:
-    return "" if x is None else f"{1000 * x:.0f}"
-
-
-def markdown(doc: dict[str, Any]) -> str:
-    cfg, a = doc["config"], doc["analysis"]
-    if cfg.get("backend"):
-        what = f"the bundles on {cfg['backend']} ({cfg.get('device') or 'cpu'}), measured"
-        how = (
-            f"The bundles served on `{cfg['backend']}` ({cfg.get('device') or 'cpu'}), the servers one after another "
-            "on the device with the same trace"
-        )
-    else:
-        what = f"{cfg['curve']} cost curve, simulated"
-        how = (
-            f"Simulated denoiser (`bench.sim_server`'s sleep of `{cfg['curve']}` per call, "
-            f"dilation {cfg['dilation']:g}): the engine, batching and controller are the real ones, "
-            "the compute is a sleep"
-        )
-    lines = [
-        f"# Serving to a latency objective: `fewstep bench slo` ({what})",
-        "",
-        f"Objective p99 {cfg['objective_ms']:g} ms; {cfg['scheduling']}-level scheduling; the asked model "
-        f"`{doc['asked']}` ({doc['capacity_images_per_s']:.1f} images/s at its max batch), "
-        f"the cheapest `{doc['cheap']}`. "
-        f"MMPP arrivals: bursts at {cfg['burst_ratio']:g}x the calm rate, {100 * cfg['burst_share']:.0f}% of the time, "
-        f"{cfg['burst_s']:g} s long on average; {cfg['seconds']:g} s a load; one-object prompts "
-        f"{100 * cfg['one_object_share']:.0f}%. {how}. Machine: " + str(doc["machine"].get("cpu")) + ".",
-        "",
-        f"**Served adherence is {PREDICTED}** (each answered request scores its serving model's row for its "
-        "prompt class). Intervals: 95% block bootstrap over the trace, with the rows' own intervals drawn.",
-        "",
-        "Cost profile (ms per batch, curve time): "
-        + "; ".join(
-            f"{m}: "
-            + ", ".join(f"{b}: {ms:.1f}" for b, ms in p["ms_per_batch"].items())
-            + f" (max batch {p['max_batch_images']})"
-            for m, p in doc["profile"].items()
-        ),
-        "",
-    ]
-    for entry in a["loads"]:
-        lines += [
-            f"## Load {entry['load']:g} ({entry['arrivals']} arrivals)",
-            "",
-            "| server | answered | 429 | over objective | p50 ms | p99 ms | adherence (predicted) "
-            "| downgraded: 1-obj / 2-obj | controller minus it |",
-            "|---|---:|---:|---|---:|---:|---|---|---|",
-        ]
-        for name, f in entry["servers"].items():
-            bc = f["downgrades_by_class"]
-            vs = entry["controller_vs"].get(name)
-            vs_text = f"{vs['adherence_diff']:+.3f} {_ci(vs['adherence_diff_ci'])}" if vs else ""
-            lines.append(
-                f"| {name} | {f['answered']} | {f['rejected_429']} "
-                f"| {_pct(f['over_share'])} {_ci(f['over_share_ci'], True)} "
-                f"| {_ms(f['latency_s']['p50'])} | {_ms(f['latency_s']['p99'])} "
-                f"| {f['adherence']:.3f} {_ci(f['adherence_ci'])} "
-                f"| {bc['one_object']['downgraded']}/{bc['one_object']['answered']} / "
-                f"{bc['two_objects']['downgraded']}/{bc['two_objects']['answered']} | {vs_text} |"
-            )
-        lines.append("")
-    t = a["targets"]
-    lines += ["## Targets", ""]
-    if "low_load_as_asked" in t:
-        x = t["low_load_as_asked"]
-        lines.append(
-            f"- Low load ({x['load']:g}): the controller served {x['answered'] - x['downgraded']} of {x['answered']} "
-            f"requests as asked: **{'holds' if x['holds'] else 'missed'}**."
-        )
-    rows = t["burst_load"]["rows"]
-    if not rows:
-        lines.append(
-            f"- No load put fixed-8 over {100 * TARGET_FIXED_OVER:.0f}% of requests over the objective: not tested."
-        )
-    for i, r in enumerate(rows):
-        which = "the target's load, the lowest where fixed-8 passes 10%" if i == 0 else "a higher load, beside it"
-        lines.append(
-            f"- Load {r['load']:g} ({which}): fixed-8 {_pct(r['fixed8_over'])} over; "
-            f"controller {_pct(r['controller_over'])} "
-            f"{_ci(r['controller_over_ci'], True)} (target < {100 * TARGET_CONTROLLER_OVER:.0f}%), adherence "
-            f"{r['adherence_vs_fixed4']:+.3f} {_ci(r['adherence_vs_fixed4_ci'])} over fixed-4: "
-            f"**{'holds' if r['holds'] else 'missed'}**."
-        )
-    for r in t["vs_static_rule"]["rows"]:
-        rule = (
-            " and ".join(f"{n} ({w:.2f})" for n, w in r["rules"].items())
-            if len(r["rules"]) > 1
-            else next(iter(r["rules"]))
-        )
-        if not r["traded"]:
-            lines.append(f"- Load {r['load']:g}: neither the controller nor {rule} gave up any quality.")
-            continue
-        where = (
-            f"every rule was over less often ({rule}: {_pct(r['rule_over'])}; controller {_pct(r['controller_over'])})"
-            if r["controller_later"]
-            else f"the static rule at the controller's {_pct(r['controller_over'])} over the objective ({rule})"
-        )
-        verdict = ("holds" if r["holds"] else "missed") + ("" if r["resolved"] else " (not resolved)")
-        lines.append(
-            f"- Load {r['load']:g}: against {where}: adherence {r['adherence_diff']:+.3f} "
-            f"{_ci(r['adherence_diff_ci'])}: **{verdict}**."
-        )
-    silent = t["no_silent_downgrade"]
-    verdict = "holds" if silent["holds"] else "missed: " + str(silent["problems"])
-    lines.append(
-        "- No silent downgrade: every downgrade in the replies is counted in `fewstep_routing_total`, and `best` "
-        f"(fixed-8, fixed-4) was never moved: **{verdict}**."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def plot(doc: dict[str, Any], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    a = doc["analysis"]
-    names = list(a["loads"][0]["servers"]) if a["loads"] else []
-    loads = [e["load"] for e in a["loads"]]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name in names:
-        over = [e["servers"][name]["over_share"] * 100 for e in a["loads"]]
-        adh = [e["servers"][name]["adherence"] for e in a["loads"]]
-        style = "-" if name.startswith("controller") else ("--" if name.startswith("fixed") else ":")
-        axes[0].plot(loads, over, style, marker="o", label=name)
-        lo = [e["servers"][name]["adherence_ci"][0] for e in a["loads"]]
-        hi = [e["servers"][name]["adherence_ci"][1] for e in a["loads"]]
-        axes[1].plot(loads, adh, style, marker="o", label=name)
-        axes[1].fill_between(loads, lo, hi, alpha=0.12)
-    axes[0].axhline(1.0, color="grey", lw=0.8)
-    axes[0].set_ylim(bottom=0)
-    axes[0].set(xlabel="mean load (share of the 8-step capacity)", ylabel="% of requests over the objective",
-                title="Requests over the objective")  # fmt: skip
-    axes[0].set_yscale("symlog", linthresh=1.0)
-    axes[1].set(xlabel="mean load (share of the 8-step capacity)", ylabel="mean adherence of served images",
-                title="Served quality (predicted from the evaluation rows)")  # fmt: skip
-    axes[0].legend(fontsize=8)
-    cfg = doc["config"]
-    what = f"{cfg['backend']} (measured)" if cfg.get("backend") else f"{cfg['curve']} cost curve (simulated)"
-    fig.suptitle(f"fewstep bench slo: {what}, objective {cfg['objective_ms']:g} ms")
-    fig.tight_layout()
-    path = out / "slo.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -9,7 +9,10 @@ the bursts still run over it for seconds at a time: what a latency objective has
 what a plain Poisson load at the same mean never shows.
 
 Each arrival draws its prompt class (one object with probability `one_object_share`) and then a
-prompt of that class from a pool of distinct captions, and a seed. Pure and seeded: the same
+prompt of that class from a pool of distinct captions, and a seed. A prompt keeps its index in the
+shapes-world stream it was sampled from (`Prompt.id`), so the scoring pass (`bench.slo_score`) can
+read what the prompt asks for from the scene record (`prompt_spec`), as the evaluation does, rather
+than parse the caption back. Pure and seeded: the same
 configuration gives the same trace, which every server of a run replays. The loads of a run share
 their randomness (common random numbers): the same calm and burst periods, and arrivals that are one
 unit-rate Poisson stream mapped through the load's cumulative rate, so a higher load has the same
@@ -21,7 +24,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import shapesworld as shapes
 from service.engine.quality import prompt_class
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: int  # the index of its scene in the shapes-world stream of the pools' seed
+    caption: str
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class Arrival:
     prompt_class: str
     seed: int
     burst: bool  # arrived in the burst state
+    prompt_id: int = -1  # `Prompt.id` (-1: a prompt from elsewhere)
 
 
 @dataclass(frozen=True)
@@ -83,26 +94,39 @@ class Mmpp:
         return out
 
 
-def prompt_pools(count: int = 256, seed: int = 0) -> dict[str, list[str]]:
-    """Distinct shapes-world captions by prompt class (`one_object`, `two_objects`), `count` each."""
-    from shapesworld import sample
-
-    pools: dict[str, list[str]] = {"one_object": [], "two_objects": []}
+def prompt_pools(count: int = 256, seed: int = 0) -> dict[str, list[Prompt]]:
+    """Distinct shapes-world captions by prompt class (`one_object`, `two_objects`), `count` each,
+    each with its index in the stream `seed` (training captions, `shapes.sample`)."""
+    pools: dict[str, list[Prompt]] = {"one_object": [], "two_objects": []}
     seen: set[str] = set()
     i = 0
     while min(len(p) for p in pools.values()) < count and i < 200 * count:
-        caption = sample(seed, i).caption
+        caption = shapes.sample(seed, i).caption
         i += 1
         cls = prompt_class(caption)
         if caption in seen or cls not in pools or len(pools[cls]) >= count:
             continue
         seen.add(caption)
-        pools[cls].append(caption)
+        pools[cls].append(Prompt(i - 1, caption))
     return pools
 
 
+def prompt_spec(seed: int, prompt_id: int, caption: str) -> shapes.PromptSpec:
+    """What prompt `prompt_id` of the pools of `seed` asks for, from its scene record
+    (`shapes.spec_of`). `caption` is the one the trace served: a shapes world that no longer
+    samples it (its vocabulary or captioner changed since the run) is an error, not a silent
+    mismatch between the prompt served and the prompt scored."""
+    item = shapes.sample(seed, prompt_id)
+    if item.caption != caption:
+        raise ValueError(
+            f"prompt {prompt_id} of seed {seed} is now {item.caption!r}, but the run served {caption!r}: "
+            "the shapes world changed since the run; run the benchmark again"
+        )
+    return shapes.spec_of(item.scene, item.mentions, item.background_mentioned)
+
+
 def make_trace(
-    process: Mmpp, seconds: float, one_object_share: float, pools: dict[str, list[str]], seed: int
+    process: Mmpp, seconds: float, one_object_share: float, pools: dict[str, list[Prompt]], seed: int
 ) -> list[Arrival]:
     """The arrivals of one load level: MMPP times, each with a prompt of a drawn class and a seed
     (three streams from `seed`: the periods, the arrivals, their prompts; see the module docstring)."""
@@ -110,5 +134,6 @@ def make_trace(
     out = []
     for t, burst in process.times(seconds, states, points):
         cls = "one_object" if prompts.random() < one_object_share else "two_objects"
-        out.append(Arrival(t, prompts.choice(pools[cls]), cls, prompts.randrange(2**30), burst))
+        prompt = prompts.choice(pools[cls])
+        out.append(Arrival(t, prompt.caption, cls, prompts.randrange(2**30), burst, prompt.id))
     return out

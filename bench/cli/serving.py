@@ -127,7 +127,7 @@ def _memory(args: argparse.Namespace) -> int:
 
 def _slo(args: argparse.Namespace) -> int:
     from bench.slo import SloBenchConfig, run_slo_bench
-    from bench.slo_report import markdown
+    from bench.slo_markdown import markdown
 
     cfg = SloBenchConfig(
         bundles=tuple(args.bundles), curve=args.curve, objective_ms=args.objective_ms, loads=tuple(args.loads),
@@ -137,17 +137,23 @@ def _slo(args: argparse.Namespace) -> int:
         pressure_start=args.pressure_start, seed=args.seed, servers=tuple(args.servers or ()), backend=args.backend,
         device=args.device, profile_budget_s=args.profile_budget_s,
     )  # fmt: skip
+    from bench.slo_score import ScoreConfig
+
+    score = ScoreConfig(
+        evaluator=args.evaluator, backend=args.score_backend, device=args.score_device, threads=args.score_threads,
+        batch=args.score_batch,
+    )  # fmt: skip
     out = Path(args.out)
-    if args.report_only:  # the figures again from the outcomes a run kept
-        from bench.slo import load, save
-        from bench.slo_report import analyse, plot
+    if args.report_only or args.score_only:  # the figures again from the outcomes a run kept
+        from bench.slo import load, report
+        from bench.slo_score import score_run
 
         doc = load(out)
-        doc["analysis"] = analyse(doc)
-        save(doc, out)
-        plot(doc, out)
+        if args.score_only:  # the scoring pass alone, over a run made with --no-score (or cut short)
+            score_run(doc, out, score)
+        doc = report(doc, out)
     else:
-        doc = run_slo_bench(cfg, out)
+        doc = run_slo_bench(cfg, out, None if args.no_score else score)
     text = markdown(doc)
     (out / "slo.md").write_text(text)
     print(text)
@@ -398,6 +404,17 @@ def _add_slo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--report-only", action="store_true", help="recompute the figures, slo.md and the plot from slo.json"
     )
+    p.add_argument(
+        "--no-score", action="store_true", help="skip the scoring pass (served adherence predicted from the rows only)"
+    )
+    p.add_argument(
+        "--score-only", action="store_true", help="the scoring pass over the run in --out, then the figures again"
+    )
+    p.add_argument("--evaluator", default="models/evaluator", help="the evaluator that scores the served images")
+    p.add_argument("--score-backend", default="onnxruntime", help="the backend that renders the served images")
+    p.add_argument("--score-device", choices=["cpu", "cuda"], help="with a torch --score-backend: its device")
+    p.add_argument("--score-threads", type=int, help="CPU threads of the rendering backend (default: all)")
+    p.add_argument("--score-batch", type=int, default=32, help="images per render call")
     p.set_defaults(handler=_slo)
 
 
