@@ -38,6 +38,8 @@ on the device with the same trace (side by side they would share it).
     fewstep bench slo --curve cpu --objective-ms 1000 --out results/bench/slo_cpu
     fewstep bench slo --curve h200 --objective-ms 500 --dilation 5 --out results/bench/slo_h200
     fewstep bench slo --backend torch --device cuda --servers fixed-8 fixed-4 rule-x0.5 controller ...
+    fewstep bench slo --curve cpu ... --no-score          # the timing-sensitive replay alone, then
+    nice -n 10 fewstep bench slo --score-only --out ...   # the scoring pass at a low priority
 """
 
 from __future__ import annotations

@@ -46,8 +46,15 @@ def _quality_note(a: dict[str, Any]) -> list[str]:
         ]
     st, ident = a["scoring"]["stats"], a["scoring"]["identity"]
     options = ", ".join(f"{n:,} on {o}" for o, n in st.get("by_option", {}).items())
+    share = st.get("share", 1.0)
+    which = (
+        "every image a server answered with"
+        if share >= 1
+        else f"the images served for a seeded {100 * share:.0f}% of the requests (the same requests at every "
+        "server and load, picked by a hash of prompt and seed; the measured figures and their intervals are over them)"
+    )
     return [
-        f"**Served adherence measured**: every image a server answered with was rendered after the run on its "
+        f"**Served adherence measured**: {which} was rendered after the run on its "
         f"serving model's bundle (`{ident['backend']}`, the service's pipeline; same prompt, seed, steps and "
         f"guidance) and scored by the evaluator (1 if the scene it reads back satisfies the prompt): "
         f"{st['images']:,} distinct images ({options}), shared by the servers and loads that served them. "

@@ -181,6 +181,7 @@ def analyse(doc: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[s
     objective = cfg["objective_ms"] / 1000
     quality = doc["quality_rows"]
     verdicts = scores["verdicts"] if scores else None
+    share = float(scores["stats"].get("share", 1.0)) if scores else 1.0
     basis = "measured" if verdicts else "predicted"
     loads = []
     for i, entry in enumerate(doc["loads"]):
@@ -193,11 +194,13 @@ def analyse(doc: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[s
         }
         for name, s in servers.items():
             figures[name]["counted_downgrades"] = s["counted_downgrades"]
-            if verdicts and figures[name]["scored"] != figures[name]["answered"]:
-                raise ValueError(
-                    f"load {entry['load']:g}, {name}: {figures[name]['scored']} of {figures[name]['answered']} "
-                    "answered requests scored: finish the scoring pass (`fewstep bench slo --score-only`)"
-                )
+            if verdicts:
+                wanted = _to_score(s["outcomes"], share)
+                if figures[name]["scored"] != wanted:
+                    raise ValueError(
+                        f"load {entry['load']:g}, {name}: {figures[name]['scored']} of the {wanted} answered "
+                        "requests to score were scored: finish the scoring pass (`fewstep bench slo --score-only`)"
+                    )
         paired = {}
         if "controller" in figures:
             for other in figures:
@@ -229,6 +232,13 @@ def analyse(doc: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[s
             "by_option": measured_by_option(doc, verdicts or {}),
         }
     return out
+
+
+def _to_score(outcomes: list[dict[str, Any]], share: float) -> int:
+    """How many of these outcomes the scoring pass scores: the answered requests in its share."""
+    from bench.slo_score import outcome_key, selected
+
+    return sum(1 for o in outcomes if (k := outcome_key(o)) is not None and selected(k[0], k[1], share))
 
 
 def _paired(c: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:

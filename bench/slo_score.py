@@ -11,7 +11,11 @@ evaluator's predicted scene checked against what the prompt asks, read from the 
 
 Renders are keyed by (prompt, seed, model, steps, guidance), so servers and loads share them (the
 loads of a run replay one stream of prompts and seeds, and most servers serve most requests on the
-same model): a run of seven servers at five loads renders each prompt at most once per model. The
+same model): a run of seven servers at five loads renders each prompt at most once per model.
+Where that is still too many images for the machine (the H200 curve's thousands of requests a load
+on this CPU), `share` scores a seeded sample of the requests instead: a stable hash of (prompt,
+seed) picks them, so the same requests are scored at every server and load and the comparisons
+stay paired; the intervals, over the sampled requests, widen accordingly. The
 verdicts are kept in `served_scores.json.gz` beside the outcomes, with what they were measured by
 (the evaluator's and the bundles' hashes, the backend); a later pass reuses the verdicts of the same
 identity and renders only what is missing, and `--report-only` reads them back.
@@ -24,6 +28,7 @@ and the evaluator in models/evaluator.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import time
@@ -53,10 +58,13 @@ class ScoreConfig:
     device: str | None = None  # with a torch backend: 'cpu' or 'cuda'
     threads: int | None = None  # CPU intra-op threads (None: the backend's default, all cores)
     batch: int = 32  # images per render call
+    share: float = 1.0  # the share of the requests scored (`selected`); 1: every one
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise ValueError(f"--score-batch must be at least 1, not {self.batch}")
+        if not 0 < self.share <= 1:
+            raise ValueError(f"--score-share must be in (0, 1], not {self.share}")
 
 
 @dataclass(frozen=True)
@@ -85,10 +93,21 @@ def outcome_key(o: dict[str, Any]) -> Key | None:
     return (int(o["prompt_id"]), int(o["seed"]), str(o["model"]), int(o["steps"]), float(o["guidance"]))
 
 
-def served_keys(doc: dict[str, Any]) -> list[Key]:
-    """Every distinct image the run's servers answered with, over all loads (sorted: a stable order)."""
+def selected(prompt_id: int, seed: int, share: float) -> bool:
+    """Whether the request of (prompt, seed) is among the scored `share`: a stable hash of both, so the
+    same requests at every server and load (the k-th arrival has the same prompt and seed at every
+    load), whatever order they come in."""
+    if share >= 1:
+        return True
+    digest = hashlib.blake2b(f"{prompt_id}:{seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+def served_keys(doc: dict[str, Any], share: float = 1.0) -> list[Key]:
+    """Every distinct image the run's servers answered with among the scored `share` of the requests,
+    over all loads (sorted: a stable order)."""
     keys = {k for e in doc["loads"] for s in e["servers"].values() for o in s["outcomes"] if (k := outcome_key(o))}
-    return sorted(keys)
+    return sorted(k for k in keys if selected(k[0], k[1], share))
 
 
 def captions(doc: dict[str, Any]) -> tuple[int, dict[int, str]]:
@@ -149,16 +168,18 @@ def score_served(
     *,
     known: dict[Key, bool] | None = None,
     batch: int = 32,
+    share: float = 1.0,
     checkpoint: Any = None,
     progress: bool = True,
 ) -> tuple[dict[Key, bool], dict[str, Any]]:
-    """Render and judge every served image of `doc` not in `known`; ({key: verdict}, stats).
+    """Render and judge every served image of `doc` (of the requests in `share`) not in `known`;
+    ({key: verdict}, stats).
 
     `checkpoint(verdicts)`, if given, is called after every batch (the caller saves them)."""
     from tqdm import tqdm
 
     seed, text = captions(doc)
-    keys = served_keys(doc)
+    keys = served_keys(doc, share)
     wanted = set(keys)
     verdicts = {k: v for k, v in (known or {}).items() if k in wanted}
     missing = [k for k in keys if k not in verdicts]
@@ -185,6 +206,7 @@ def score_served(
         "rendered": len(missing),
         "reused": len(keys) - len(missing),
         "seconds": round(time.perf_counter() - t0, 1),
+        "share": share,
         "by_option": dict(sorted(_count_options(keys).items())),
     }
     return verdicts, stats
@@ -271,9 +293,11 @@ def score_run(doc: dict[str, Any], out: Path, cfg: ScoreConfig) -> dict[str, Any
     judge = EvaluatorJudge(cfg.evaluator)
 
     def checkpoint(verdicts: dict[Key, bool]) -> None:
-        save_scores(out, ident, verdicts, {"partial": True})
+        save_scores(out, ident, verdicts, {"partial": True, "share": cfg.share})
 
-    verdicts, stats = score_served(doc, renderer, judge, known=known, batch=cfg.batch, checkpoint=checkpoint)
+    verdicts, stats = score_served(
+        doc, renderer, judge, known=known, batch=cfg.batch, share=cfg.share, checkpoint=checkpoint
+    )
     stats |= {"config": asdict(cfg), "evaluator_accuracy": judge.manifest.get("accuracy")}
     save_scores(out, ident, verdicts, stats)
     return {"identity": ident, "stats": stats, "verdicts": verdicts}

@@ -141,7 +141,7 @@ def _slo(args: argparse.Namespace) -> int:
 
     score = ScoreConfig(
         evaluator=args.evaluator, backend=args.score_backend, device=args.score_device, threads=args.score_threads,
-        batch=args.score_batch,
+        batch=args.score_batch, share=args.score_share,
     )  # fmt: skip
     out = Path(args.out)
     if args.report_only or args.score_only:  # the figures again from the outcomes a run kept
@@ -415,6 +415,12 @@ def _add_slo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-device", choices=["cpu", "cuda"], help="with a torch --score-backend: its device")
     p.add_argument("--score-threads", type=int, help="CPU threads of the rendering backend (default: all)")
     p.add_argument("--score-batch", type=int, default=32, help="images per render call")
+    p.add_argument(
+        "--score-share",
+        type=float,
+        default=1.0,
+        help="score this share of the requests (seeded: the same ones at every load)",
+    )
     p.set_defaults(handler=_slo)
 
 

@@ -170,9 +170,31 @@ def test_an_unfinished_scoring_pass_is_an_error():
         analyse(doc, scores)
 
 
-def test_score_config_rejects_an_empty_batch():
+def test_score_config_rejects_an_empty_batch_or_share():
     with pytest.raises(ValueError, match="--score-batch"):
         score.ScoreConfig(batch=0)
+    with pytest.raises(ValueError, match="--score-share"):
+        score.ScoreConfig(share=0.0)
+
+
+def test_a_share_scores_the_same_requests_at_every_server_and_load():
+    picked = [score.selected(p, s, 0.25) for p in range(40) for s in range(100)]
+    assert sum(picked) / len(picked) == pytest.approx(0.25, abs=0.03)
+    assert picked == [score.selected(p, s, 0.25) for p in range(40) for s in range(100)]  # stable
+    doc = scored_doc()
+    verdicts, stats = score_served(doc, FakeRenderer(), judge_by_steps(8), share=0.3, progress=False)
+    assert 0 < len(verdicts) < 2 * N and stats["share"] == 0.3
+    assert all(score.selected(k[0], k[1], 0.3) for k in verdicts)
+    a = analyse(doc, {"identity": {}, "stats": stats, "verdicts": verdicts})
+    busy = a["loads"][1]["servers"]
+    chosen = sum(
+        score.selected(o["prompt_id"], o["seed"], 0.3) for o in doc["loads"][1]["servers"]["fixed-8"]["outcomes"]
+    )
+    assert busy["fixed-8"]["scored"] == busy["controller"]["scored"] == chosen < N
+    assert busy["fixed-8"]["measured"] == 1.0 and busy["fixed-4"]["measured"] == 0.0
+    verdicts.pop(next(iter(verdicts)))
+    with pytest.raises(ValueError, match="--score-only"):
+        analyse(doc, {"identity": {}, "stats": stats, "verdicts": verdicts})
 
 
 def test_score_only_over_a_saved_run(tmp_path, run_bench, monkeypatch):
