@@ -69,15 +69,19 @@ async def require_json(request: Request) -> None:
         )
 
 
-def prompt_warnings(prompt: str, negative_prompt: str | None = None) -> list[str]:
-    """What the reply warns about: prompt words outside the shapes-world vocabulary (never a refusal:
-    the model still runs, but it draws noise for what it never saw)."""
+def prompt_warnings(prompt: str, negative_prompt: str | None = None, model: str | None = None) -> list[str]:
+    """What the reply warns about: prompt words `model` does not draw (never a refusal: the model
+    still runs, but it draws noise for what it never learnt). The words it draws are the measured
+    listing (`shapesworld.measured_vocabulary`, the same list `GET /info` gives); a vocabulary word left out
+    of it ('crimson') comes with the word the model does draw ('red')."""
+    listed = shapes.listed_vocabulary(model)
     warnings = []
     for field, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
-        unknown = shapes.unknown_words(text) if text else []
+        unknown = shapes.unlisted_words(text, listed) if text else []
         if unknown:
+            named = [f"{w} (write {shapes.canonical_of(w)!r})" if shapes.canonical_of(w) else w for w in unknown]
             warnings.append(
-                f"{field}: words outside the model's vocabulary: {', '.join(unknown)} "
+                f"{field}: words outside the model's vocabulary: {', '.join(named)} "
                 "(the model draws noise for them; GET /info lists the vocabulary)"
             )
     return warnings

@@ -52,12 +52,13 @@ def build_router(keys: KeyChecker) -> APIRouter:
     async def images_generations(body: OpenAIImageBody, request: Request, response: Response) -> OpenAIImagesResponse:
         """OpenAI-compatible image generation (b64_json only)."""
         engine = get_engine(request)
-        response.headers.update(warning_headers(prompt_warnings(body.prompt)))
+        model = model_name(request, engine, body.model)
+        response.headers.update(warning_headers(prompt_warnings(body.prompt, model=model)))
         width = height = None
         if body.size is not None:
             width, height = (int(v) for v in body.size.split("x"))
         job = GenerateRequest(
-            model=model_name(request, engine, body.model),
+            model=model,
             prompt=body.prompt,
             seed=random_seed(),
             n=body.n,

@@ -141,10 +141,11 @@ async def generate(body: GenerateBody, request: Request) -> Response:
     start = time.perf_counter()
     check_acceptable(request, body.n)
     engine = get_engine(request)
-    warnings = prompt_warnings(body.prompt, body.negative_prompt)
+    model = model_name(request, engine, body.model)
+    warnings = prompt_warnings(body.prompt, body.negative_prompt, model=model)
     seed = random_seed() if body.seed is None else body.seed
     job = GenerateRequest(
-        model=model_name(request, engine, body.model),
+        model=model,
         prompt=body.prompt,
         seed=seed,
         n=body.n,
@@ -224,7 +225,7 @@ async def info(request: Request) -> ServiceInfo:
         models=list(engine.pipelines) if engine is not None else [],
         default_prompt=DEFAULT_PROMPT,
         example_prompts=list(shapes.EXAMPLE_PROMPTS),
-        vocabulary=shapes.vocabulary(),
+        vocabulary=shapes.listed_vocabulary(request.app.state.default_model),
     )
 
 

@@ -38,8 +38,10 @@ FIELD_ALIASES = {"guidance": "guidance_scale"}
 
 
 def vocabulary_markdown() -> str:
-    """The prompt vocabulary as one Markdown line per category (for the OpenAPI descriptions)."""
-    return "\n".join(f"- {category}: {', '.join(words)}" for category, words in shapes.vocabulary().items())
+    """The canonical words as one Markdown line per category (for the OpenAPI descriptions): every
+    model draws them; the other words a model draws are measured (`GET /info`), and reading that
+    file is left to the app, not to this module's import."""
+    return "\n".join(f"- {category}: {', '.join(words)}" for category, words in shapes.canonical_words().items())
 
 
 PROMPT_DESCRIPTION = (
@@ -47,7 +49,8 @@ PROMPT_DESCRIPTION = (
     "shapes, each with an optional size and position, and an optional background, e.g. "
     f"{DEFAULT_PROMPT!r}. Words outside the vocabulary are not refused, but the model draws noise "
     "for them; the reply names them in `warnings` and the `X-Fewstep-Warning` header.\n\n"
-    "Vocabulary (GET /info lists it as JSON):\n" + vocabulary_markdown()
+    "Vocabulary (the words every model draws; GET /info lists, as JSON, every word the default model "
+    "draws, synonyms included):\n" + vocabulary_markdown()
 )
 
 
@@ -217,4 +220,7 @@ class ServiceInfo(BaseModel):
     models: list[str]
     default_prompt: str = Field(description="a prompt every default model draws right")
     example_prompts: list[str]
-    vocabulary: dict[str, list[str]] = Field(description="the words a prompt may use, by category")
+    vocabulary: dict[str, list[str]] = Field(
+        description="the words the default model draws, by category: the canonical words and the synonyms measured "
+        "to draw at >= 0.85x their canonical word (results/vocabulary); other words get a warning"
+    )

@@ -133,6 +133,28 @@ def test_prompt_words_outside_the_vocabulary_are_warned_about_not_refused():
     assert clean.json()["warnings"] == [] and "x-fewstep-warning" not in clean.headers
 
 
+def test_a_vocabulary_word_the_model_is_not_measured_to_draw_is_warned_about_with_its_canonical_word():
+    """'crimson' is a word of the shapes world, but the served models draw it (measured) like noise:
+    the warning names it and the word the model does draw."""
+    import shapesworld as shapes
+    from shapesworld.measured_vocabulary import alternatives
+
+    listed = shapes.listed_vocabulary("fake")  # not a measured model: the words every measured model draws
+    unlisted = [x for x in alternatives() if x.word not in listed[x.category] and x.category == "colours"]
+    if not unlisted:
+        pytest.skip("every colour word is listed for every measured model")
+    x = unlisted[0]
+    kept = next((w for w in listed["colours"] if shapes.canonical_of(w) != w), None)
+    with serving() as client:
+        body = client.post("/generate", json={"prompt": f"a {x.word} circle", "seed": 1}).json()
+        fine = client.post("/generate", json={"prompt": f"a {kept or 'red'} circle", "seed": 1}).json()
+        openai = client.post("/v1/images/generations", json={"prompt": f"a {x.word} circle"})
+    (warning,) = body["warnings"]
+    assert f"{x.word} (write '{x.canonical}')" in warning
+    assert fine["warnings"] == []  # a listed synonym (where one is) is not warned about
+    assert x.word in openai.headers["x-fewstep-warning"]
+
+
 def test_a_warning_header_stays_ascii_whatever_the_prompt():
     with serving() as client:
         r = client.post("/generate", json={"prompt": "a red circle ☃ naïve"})
@@ -146,7 +168,10 @@ def test_info_gives_the_default_model_the_vocabulary_and_prompts_that_work():
     with serving(default_model="student") as client:
         info = client.get("/info").json()
     assert info["default_model"] == "student" and info["models"] == ["fake", "student"]
-    assert info["vocabulary"] == shapes.vocabulary()
+    # the measured listing (shapesworld/measured_vocabulary.json) of the default model; "student" is not a
+    # measured model, so it gets the words every measured model draws
+    assert info["vocabulary"] == shapes.listed_vocabulary("student")
+    assert all(w in info["vocabulary"][c] for c, words in shapes.canonical_words().items() for w in words)
     assert info["example_prompts"] == list(shapes.EXAMPLE_PROMPTS)
     assert info["default_prompt"] in info["example_prompts"]
     assert shapes.unknown_words(info["default_prompt"]) == []
