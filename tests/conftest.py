@@ -121,8 +121,8 @@ def make_packed_model(
             p.add_(0.05 * torch.randn_like(p))
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path / "model.safetensors")
-    # Adam second moments (what `fewstep pack` keeps for mm-param's preconditioner), fp16 like pack.
-    adam_v = {k: (1e-6 + 1e-4 * torch.rand_like(p)).half() for k, p in model.named_parameters()}
+    # Adam second moments (what `fewstep pack` keeps for mm-param's preconditioner), fp32 like pack.
+    adam_v = {k: (1e-6 + 1e-4 * torch.rand_like(p)).float() for k, p in model.named_parameters()}
     save_file(adam_v, path / "adam_v.safetensors")
     (path / "config.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "step": 0}))
     return path

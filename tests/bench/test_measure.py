@@ -38,7 +38,20 @@ def test_denoiser_flops_per_image_is_batch_independent():
     assert one["per_op_per_image"]["convolution"] > 0
 
 
-def test_matmul_peak_and_median_time():
+def test_matmul_peak():
     assert matmul_peak("fp32", 64, repeats=1) > 0
     assert matmul_peak("bf16", 64, repeats=1) > 0
-    assert median_time(lambda: None, repeats=3) >= 0
+
+
+def test_median_time_is_the_median_of_the_timed_calls_after_the_warm_up(monkeypatch):
+    """On a fake clock: the warm-up call (1 s) is not timed, and of 0.5, 0.1 and 0.3 s the median is kept."""
+    import bench.measure as measure
+
+    now = [0.0]
+    durations = iter([1.0, 0.5, 0.1, 0.3])
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: now[0])
+
+    def call() -> None:
+        now[0] += next(durations)
+
+    assert median_time(call, repeats=3, warmup=1) == pytest.approx(0.3)

@@ -11,6 +11,7 @@ import pytest
 from service.backends.base import BackendError, BackendSettings
 from service.backends.select import Candidate, choose, quality_allows, select_denoiser, time_interleaved
 from service.fakes import FakeDenoiser, fake_manifest
+from tests.service.backends.conftest import NO_OPENVINO
 
 ORT, OV32, OV16 = Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"), Candidate("openvino", "bf16")
 ORDER = [ORT, OV32, OV16]
@@ -196,6 +197,46 @@ def test_auto_on_a_real_bundle_serves_an_allowed_path_and_labels_it(tiny_bundle)
     settings = _settings(auto_candidates=("onnxruntime-fp32", "openvino-fp32"), auto_batch_images=2)
     p = load_pipeline(tiny_bundle, settings)
     assert p.backend in ("auto:onnxruntime-fp32", "auto:openvino-fp32")
+    images = p.generate([ImageJob("a red circle", 1, 2, 3.0)])
+    assert images.shape == (1, p.manifest.resolution, p.manifest.resolution, p.manifest.channels)
+
+
+class _Slowed:
+    """A real denoiser whose every call costs `delay_s` more: a machine where that path is slow."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        import time
+
+        time.sleep(self.delay_s)
+        return self.inner(*args, **kwargs)
+
+
+@NO_OPENVINO
+@pytest.mark.parametrize(("slow", "expected"), [("onnxruntime", OV32), ("openvino", ORT)])
+def test_load_pipeline_auto_serves_the_path_that_is_fastest_here(tiny_bundle, monkeypatch, slow, expected):
+    """The whole wiring (load_pipeline -> select_denoiser_for -> the real backends) on a real bundle,
+    on a fake machine where one runtime is 50 ms a call slower: the served path is the other one,
+    whichever it is. A selector that always served ONNX Runtime (or always OpenVINO) fails one case."""
+    import service.loader as loader
+    from service.pipeline import ImageJob
+
+    real = loader.make_denoiser
+
+    def make(bundle, manifest, settings):
+        den = real(bundle, manifest, settings)
+        return _Slowed(den, 0.05) if settings.kind == slow else den
+
+    monkeypatch.setattr(loader, "make_denoiser", make)
+    settings = _settings(auto_candidates=("onnxruntime-fp32", "openvino-fp32"), auto_batch_images=2)
+    p = loader.load_pipeline(tiny_bundle, settings, warmup=())
+    assert p.backend == f"auto:{expected.label}" and p.identity["path"] == expected.label
+    assert not isinstance(p.denoiser, _Slowed)  # the fast one, not the slowed wrapper
     images = p.generate([ImageJob("a red circle", 1, 2, 3.0)])
     assert images.shape == (1, p.manifest.resolution, p.manifest.resolution, p.manifest.channels)
 
