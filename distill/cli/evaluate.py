@@ -31,12 +31,14 @@ def _eval(args: argparse.Namespace) -> int:
     row = None if args.fresh else reusable(Path(args.out_dir) / f"{name}.json", *settings, args.evaluator, True)
     if row is not None and (row.get("bootstrap") or {}).get("resamples", 0) != args.resamples:
         row = None
+    if row is not None and args.analytic and "adherence_analytic" not in row:
+        row = None  # the second judge reads the images, which a row does not keep
     if row is not None:
         log.info("%s: reusing the row already measured for these weights and settings (--fresh re-measures)", name)
     else:
         row = evaluate(
             *settings, name, args.out_dir, args.evaluator, args.batch_size,
-            progress=not args.no_progress, resamples=args.resamples,
+            progress=not args.no_progress, resamples=args.resamples, analytic=args.analytic,
         )  # fmt: skip
     a, ci = row["adherence"], row.get("adherence_ci", {})
 
@@ -53,6 +55,13 @@ def _eval(args: argparse.Namespace) -> int:
         with_ci(a["one_object"], ci.get("one_object")), with_ci(a["two_objects"], ci.get("two_objects")),
         with_ci(a["held_out"], ci.get("held_out")), 1000 * row["seconds_per_image"],
     )  # fmt: skip
+    if "adherence_analytic" in row:
+        a2, ci2 = row["adherence_analytic"], row.get("adherence_analytic_ci", {})
+        log.info(
+            "%s: adherence by the analytic judge %s (1 obj %s, 2 obj %s); its scene accuracy on the renders %.3f",
+            row["name"], with_ci(a2["overall"], ci2.get("overall")), with_ci(a2["one_object"], ci2.get("one_object")),
+            with_ci(a2["two_objects"], ci2.get("two_objects")), row["analytic_reader_accuracy"]["scene"],
+        )  # fmt: skip
     return 0
 
 
@@ -174,6 +183,12 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     ev.add_argument("--batch-size", type=int, default=250)
     ev.add_argument("--threads", type=int, help="torch CPU threads")
     ev.add_argument("--resamples", type=int, default=500, help="bootstrap resamples for the 95%% intervals (0: none)")
+    ev.add_argument(
+        "--analytic",
+        action="store_true",
+        help="also score adherence with the second, independent judge (distill.evaluation.analytic: a classical "
+        "reader of the image written from the shapes world's specification; adherence_analytic in the row)",
+    )
     ev.add_argument(
         "--fresh", action="store_true", help="re-measure even if OUT_DIR/NAME.json measured these weights and settings"
     )

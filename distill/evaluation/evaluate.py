@@ -368,9 +368,12 @@ def evaluate(
     batch_size: int = 250,
     progress: bool = True,
     resamples: int = RESAMPLES,
+    analytic: bool = False,
 ) -> dict[str, Any]:
     """Generate, score, and write `out_dir/<name>.json`, its per-image sidecar `out_dir/<name>.npz`
-    and `out_dir/<name>.png`."""
+    and `out_dir/<name>.png`. With `analytic`, the row also holds adherence by the second,
+    independent judge (`distill.evaluation.analytic`: `adherence_analytic`, its intervals and the
+    reader's accuracy on this row's renders) and its sidecar `out_dir/<name>.analytic.npz`."""
     if sampler not in SAMPLER_NAMES:
         raise ValueError(f"--sampler must be one of {SAMPLER_NAMES}, got {sampler!r}")
     evaluator, ev_manifest = load_evaluator(evaluator_path)
@@ -414,6 +417,12 @@ def evaluate(
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if analytic:
+        from distill.evaluation.analytic import second_judge
+
+        figures_2, per_image_2 = second_judge(per_image, images, ref, items, resamples)
+        row.update(figures_2, per_image_analytic=f"{name}.analytic.npz")
+        per_image_2.save(out_dir / f"{name}.analytic.npz")
     per_image.save(out_dir / f"{name}.npz")
     (out_dir / f"{name}.json").write_text(json.dumps(row, indent=2))
     k = min(GRID_IMAGES, len(items))
