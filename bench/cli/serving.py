@@ -161,6 +161,34 @@ def _slo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from bench.soak import SoakChecks, SoakConfig, markdown, soak
+
+    env = {}
+    for item in args.set or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("FEWSTEP_"):
+            raise SystemExit(f"--set {item!r}: give FEWSTEP_NAME=VALUE")
+        env[key] = value
+    cfg = SoakConfig(
+        bundles=tuple(args.bundles), mix=tuple(args.mix), minutes=args.minutes, load=args.load, rate=args.rate,
+        window_s=args.window_s, sample_s=args.sample_s, capacity_clients=args.capacity_clients,
+        capacity_s=args.capacity_s, prompts=args.prompts, seed=args.seed, threads=args.threads, backend=args.backend,
+        env=env, checks=SoakChecks(),
+    )  # fmt: skip
+    command = (
+        shlex.join(["fewstep", "bench", "soak", *sys.argv[sys.argv.index("soak") + 1 :]]) if "soak" in sys.argv else ""
+    )
+    doc = soak(cfg, Path(args.out), args.machine, command)
+    print(markdown(doc))
+    name = doc["machine"]["name"]
+    print(f"wrote {Path(args.out) / (name + '.json')} and {name}.md")
+    return 0 if all(c["ok"] for c in doc["checks"].values()) or not args.strict else 1
+
+
 def _sim_server(args: argparse.Namespace) -> int:
     from bench.sim_server import SimServerConfig, parse_cost, serve_simulated
 
@@ -229,6 +257,11 @@ def add_serving_commands(bsub: argparse._SubParsersAction) -> None:
         bsub.add_parser(
             "slo",
             help="a latency objective on a bursty trace: fixed models, a static rule and the controller (simulated)",
+        )
+    )
+    _add_soak(
+        bsub.add_parser(
+            "soak", help="a real server at 70%% of its capacity for 30 minutes: RSS growth, latency drift, errors"
         )
     )
     _add_sim_server(
@@ -422,6 +455,30 @@ def _add_slo(p: argparse.ArgumentParser) -> None:
         help="score this share of the requests (seeded: the same ones at every load)",
     )
     p.set_defaults(handler=_slo)
+
+
+def _add_soak(p: argparse.ArgumentParser) -> None:
+    from bench.soak import SoakConfig
+
+    d = SoakConfig()
+    p.add_argument("--bundles", nargs="+", default=list(d.bundles), help="what the server loads (make serve's)")
+    p.add_argument("--mix", nargs="+", default=list(d.mix), help="request classes, as `fewstep bench http --mix`")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="length of the loaded phase")
+    p.add_argument("--load", type=float, default=d.load, help="Poisson arrivals at this share of the measured capacity")
+    p.add_argument("--rate", type=float, help="requests/s instead (no capacity phase)")
+    p.add_argument("--window-s", type=float, default=d.window_s, help="latency percentiles per window of this length")
+    p.add_argument("--sample-s", type=float, default=d.sample_s, help="server RSS and CPU sampled this often")
+    p.add_argument("--capacity-clients", type=int, default=d.capacity_clients, help="closed-loop clients for capacity")
+    p.add_argument("--capacity-s", type=float, default=d.capacity_s, help="seconds of the capacity phase")
+    p.add_argument("--prompts", type=int, default=d.prompts, help="distinct shapes-world captions in the mix")
+    p.add_argument("--threads", type=int, help="the server's backend intra-op threads (default: all cores)")
+    p.add_argument("--backend", default=d.backend, help="'auto' (as make serve), a kind or a 'kind-precision' path")
+    p.add_argument("--set", nargs="*", metavar="FEWSTEP_NAME=VALUE", help="more settings for the server")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--machine", help="the results' file name (default: CPU model and cores, e.g. amd-epyc-7b13-2c)")
+    p.add_argument("--out", default="results/soak", help="directory for <machine>.json, <machine>.md and the log")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a check (rule of thumb) is not met")
+    p.set_defaults(handler=_soak)
 
 
 def _add_sim_server(p: argparse.ArgumentParser) -> None:

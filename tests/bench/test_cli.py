@@ -27,6 +27,7 @@ COMMANDS = {
     "batch-profile": [],
     "memory": [],
     "slo": [],
+    "soak": [],
     "sim-server": ["--port", "8000", "--cost-ms", "14,0.09"],
     "peer-server": ["--bundle", "bundles/pd-k4"],
 }
