@@ -4,6 +4,9 @@
 #                                                        TensorRT engines on first start, then serves
 # Stages run in file order with the classic builder (DOCKER_BUILDKIT=0 builds every stage before the
 # target), so the GPU stage comes last and a CPU build never touches the CUDA base.
+# Every Python package comes from the locks `make` installs (requirements/serve.lock for the service,
+# requirements/export.lock for the bundles stage): pinned, hashed (pip --require-hashes) and complete
+# (--no-deps: the lock is the whole list).
 #
 # Build arguments:
 #   BASE_IMAGE       the Python 3.11 base of the CPU stages (pinned; an offline build passes a local
@@ -11,10 +14,11 @@
 #   GPU_BASE_IMAGE   the CUDA runtime base of the GPU stage (pinned)
 #   PIP_OPTIONS      extra pip options; offline: "--no-index" (then every wheel comes from
 #                    deploy/docker/wheelhouse/, filled on the host by `make wheelhouse`)
-#   BUNDLES_SOURCE   export:  a build stage installs torch (CPU build) + the distill extra, pinned
-#                             by deploy/docker/requirements-export.lock, and exports the committed
-#                             weights (models/) into bundles (needs PyPI and TORCH_INDEX, or, with
-#                             PIP_OPTIONS=--no-index, the wheels of `make wheelhouse-export`)
+#   BUNDLES_SOURCE   export:  a build stage installs torch (CPU build) and the exporter, pinned and
+#                             hashed by requirements/export.lock (what `make bundles` installs), and
+#                             exports the committed weights (models/) into bundles (needs PyPI and
+#                             TORCH_INDEX, or, with PIP_OPTIONS=--no-index, the wheels of
+#                             `make wheelhouse-export`)
 #                    context: copy bundles made on the host by `make docker-bundles` (no torch in the
 #                             build at all; what CI and air-gapped builds use)
 #   STUDENTS         the student bundles served beside the teacher (default "mm-alt-k8 pd-k4"; the
@@ -23,14 +27,14 @@ ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------------------------------------
-# builder: the service's virtual environment (the base install: no torch), versions from the lock.
+# builder: the service's virtual environment (the base install: no torch), the serving lock.
 FROM ${BASE_IMAGE} AS builder
 ARG PIP_OPTIONS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 COPY deploy/docker/wheelhouse/ /wheelhouse/
-COPY deploy/docker/requirements.lock /tmp/requirements.lock
+COPY requirements/serve.lock /tmp/serve.lock
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse -r /tmp/requirements.lock
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} --require-hashes --no-deps --find-links /wheelhouse -r /tmp/serve.lock
 COPY pyproject.toml README.md /src/
 COPY fewstep/ /src/fewstep/
 COPY fewstep_cli/ /src/fewstep_cli/
@@ -62,7 +66,7 @@ ARG PIP_OPTIONS=""
 ARG BUNDLES_SOURCE=export
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG STUDENTS="mm-alt-k8 pd-k4"
-COPY deploy/docker/requirements-export.lock /tmp/requirements-export.lock
+COPY requirements/export.lock /tmp/export.lock
 COPY deploy/docker/wheelhouse-export/ /wheelhouse-export/
 COPY models/teacher/ /src/models/teacher/
 COPY models/students/ /src/models/students/
@@ -79,8 +83,8 @@ RUN set -eu; \
         done; \
     elif [ "$BUNDLES_SOURCE" = export ]; then \
         python3 -m venv /opt/export; \
-        /opt/export/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse-export --extra-index-url "$TORCH_INDEX" \
-            -r /tmp/requirements-export.lock; \
+        /opt/export/bin/pip install ${PIP_OPTIONS} --require-hashes --no-deps --find-links /wheelhouse-export \
+            --extra-index-url "$TORCH_INDEX" -r /tmp/export.lock; \
         /opt/export/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src; \
         cd /src && HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model models/teacher --out /bundles/teacher \
             --evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json; \
@@ -148,7 +152,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
 COPY deploy/docker/wheelhouse/ /wheelhouse/
-COPY deploy/docker/requirements.lock /tmp/requirements.lock
+COPY requirements/serve.lock /tmp/serve.lock
 COPY pyproject.toml README.md /src/
 COPY fewstep/ /src/fewstep/
 COPY fewstep_cli/ /src/fewstep_cli/
@@ -156,15 +160,17 @@ COPY shapesworld/ /src/shapesworld/
 COPY service/ /src/service/
 COPY distill/ /src/distill/
 COPY bench/ /src/bench/
-# The lock minus onnxruntime (onnxruntime-gpu provides the same module), plus the GPU packages.
+# The serving lock, then onnxruntime swapped for onnxruntime-gpu (the same module) beside the GPU
+# packages (pinned by the ARGs above; pip resolves what they add).
 RUN python3 -m venv /opt/venv \
- && grep -v '^onnxruntime==' /tmp/requirements.lock > /tmp/requirements-gpu.lock \
- && /opt/venv/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse -r /tmp/requirements-gpu.lock \
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} --require-hashes --no-deps --find-links /wheelhouse -r /tmp/serve.lock \
+ && /opt/venv/bin/pip uninstall -y -q onnxruntime \
+ && /opt/venv/bin/pip install ${PIP_OPTIONS} --find-links /wheelhouse \
         "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" "tensorrt-cu12==${TENSORRT_VERSION}" \
         "cuda-python==${CUDA_PYTHON_VERSION}" \
  && /opt/venv/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src \
  && /opt/venv/bin/pip uninstall -y -q setuptools \
- && rm -rf /src /wheelhouse /tmp/requirements*.lock \
+ && rm -rf /src /wheelhouse /tmp/serve.lock \
  && groupadd --system --gid 10001 fewstep \
  && useradd --system --uid 10001 --gid fewstep --home-dir /var/lib/fewstep --create-home fewstep \
  && mkdir -p /var/cache/fewstep/trt && chown fewstep:fewstep /var/cache/fewstep/trt

@@ -1,23 +1,82 @@
 # fewstep: the two set-up commands are `make serve` (main job) and `make test`.
+#
+# Three virtual environments, each installed from its own lock (requirements/*.lock: every package
+# pinned and hashed; `make lock` regenerates them), so that each holds only what its job needs:
+#   .venv         development: everything (make test, lint, training, distillation, benchmarks)
+#   .venv-serve   `make serve`: the service alone (ONNX Runtime, OpenVINO, FastAPI); no torch, no test tools
+#   .venv-export  `make bundles`: torch and the ONNX exporter, made only where a bundle must be built
+# The Docker build and CI install from the same locks (the Dockerfile with pip, CI through `make test`).
 PYTHON ?= python3
 VENV ?= .venv
+SERVE_VENV ?= .venv-serve
+EXPORT_VENV ?= .venv-export
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# A venv is reinstalled when its lock or pyproject.toml (the project's own entry points) changes.
+lockkey = $(shell cat $(1) pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(call lockkey,requirements/dev.lock)
+SERVE_STAMP := $(SERVE_VENV)/.installed-$(call lockkey,requirements/serve.lock)
+EXPORT_STAMP := $(EXPORT_VENV)/.installed-$(call lockkey,requirements/export.lock)
 
-.PHONY: install test test-slow docs lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
+# uv installs the locks: seconds from its cache, where pip takes about a minute for the serving set
+# alone (results/install/). uv itself is pinned and hashed by requirements/tools.lock and installed
+# once per machine, beside uv's own cache (UV_DIR), with the pip that comes with PYTHON (22.3 or newer).
+CACHE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+UV_DIR ?= $(CACHE_HOME)/fewstep/uv-$(shell cksum < requirements/tools.lock | cut -d' ' -f1)
+UV := $(UV_DIR)/bin/uv
+# torch's CPU build (torch==2.13.0+cpu in the locks): the file on disk on this project's machines
+# (TORCH_WHEELS); elsewhere set TORCH_WHEELS to a folder holding that wheel, or UV_EXTRA_INDEX_URL to
+# the PyTorch CPU index (the Dockerfile's TORCH_INDEX). Plain torch==2.13.0 is a CUDA build of GBs.
+TORCH_WHEELS ?= /opt/wheels
+UV_TORCH := $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install install-serve install-export lock test test-slow docs lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
 	results-distill-recipe long-runs results-long-runs \
 	results-default results-default-rows \
-	docker-lock wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy
+	wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy first-image
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, pinned to the CPU build this project is tested with (a local file here);
-	# pyproject's range accepts it, so the editable install below adds no other torch.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[distill,dev]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+$(UV): requirements/tools.lock
+	$(PYTHON) -m venv --without-pip --clear $(UV_DIR)
+	$(PYTHON) -m pip --python $(UV_DIR)/bin/python install --quiet --require-hashes --no-deps -r requirements/tools.lock
+	touch $@
+
+# $(call venv,DIR,LOCK,HOW): DIR (created by uv if missing) gets LOCK's packages (`install --no-deps`
+# adds them, keeping what a developer added by hand; `sync` makes the venv exactly the lock), then
+# fewstep itself, editable, built by the lock's setuptools. No dependency resolution: the lock is the
+# whole list.
+define venv
+	test -x $(1)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(1)
+	$(UV) pip $(3) --quiet --python $(1)/bin/python --require-hashes $(UV_TORCH) $(2)
+	$(UV) pip install --quiet --python $(1)/bin/python --no-deps --no-build-isolation -e .
+	rm -f $(1)/.installed-*
+	touch $@
+endef
+
+$(STAMP): requirements/dev.lock pyproject.toml | $(UV)
+	$(call venv,$(VENV),requirements/dev.lock,install --no-deps)
+
+$(SERVE_STAMP): requirements/serve.lock pyproject.toml | $(UV)
+	$(call venv,$(SERVE_VENV),requirements/serve.lock,sync)
+
+$(EXPORT_STAMP): requirements/export.lock pyproject.toml | $(UV)
+	$(call venv,$(EXPORT_VENV),requirements/export.lock,sync)
+
+install-serve: $(SERVE_STAMP)
+install-export: $(EXPORT_STAMP)
+
+# The locks, for Linux x86_64 and Python 3.11.7 or newer 3.11 (this machine, its images: 3.11.14). The serving
+# and export sets are resolved within the development set's pins, so the three agree on every
+# version; an existing lock's pins are kept unless UPGRADE=1 (then: the newest within pyproject's ranges).
+LOCK := $(UV) pip compile --quiet --generate-hashes --python-version 3.11.7 --python-platform x86_64-manylinux_2_28 \
+	$(UV_TORCH) --no-emit-find-links --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+LOCK_PYPROJECT := -c requirements/constraints.txt --excludes requirements/excludes.txt pyproject.toml requirements/build.in
+lock: | $(UV)
+	mkdir -p build
+	$(LOCK) $(LOCK_PYPROJECT) requirements/dev.in --extra distill --extra dev --extra docs -o requirements/dev.lock
+	grep -E '^[a-z0-9]' requirements/dev.lock | sed 's/ .*//' > build/dev-pins.txt
+	$(LOCK) -c build/dev-pins.txt $(LOCK_PYPROJECT) -o requirements/serve.lock
+	$(LOCK) -c build/dev-pins.txt $(LOCK_PYPROJECT) --extra export -o requirements/export.lock
+	$(LOCK) requirements/tools.in -o requirements/tools.lock
 
 install: $(STAMP)
 
@@ -165,15 +224,24 @@ results-distill-extra: $(STAMP)
 # Serving bundles from the committed weights: ONNX graphs (the denoiser graph is committed beside
 # its weights and reused while they match; the text encoder graph is generated from the installed
 # package), tokenizer and a hashed manifest. Rebuilt when the weights or this recipe change.
+# Exported in the export venv, installed only when a bundle is out of date (a recursive make, not a
+# prerequisite, so that up-to-date bundles never install torch). The text encoder graph (90 MB, the
+# slowest part of an export) is kept once per machine in EXPORT_CACHE, keyed by the encoder's
+# weights and torch's version, so that every clone on the machine gets the same file, and so the
+# same bundle hashes, which the tuning cache below is keyed by.
 STUDENTS := mm-alt-k8 pd-k4
+EXPORT_CACHE ?= $(CACHE_HOME)/fewstep/export
+EXPORT := $(EXPORT_VENV)/bin/fewstep export --cache-dir $(EXPORT_CACHE)
 bundles: bundles/teacher/manifest.json $(foreach m,$(STUDENTS),bundles/$(m)/manifest.json)
 
-bundles/teacher/manifest.json: $(STAMP) models/teacher/model.safetensors models/teacher/config.json
-	$(VENV)/bin/fewstep export --model models/teacher --out bundles/teacher --evaluation results/teacher/ancestral-16.json
+bundles/teacher/manifest.json: models/teacher/model.safetensors models/teacher/config.json
+	$(MAKE) --no-print-directory install-export
+	$(EXPORT) --model models/teacher --out bundles/teacher --evaluation results/teacher/ancestral-16.json
 
 # Students serve exactly their K and guidance range (from their packed config).
-bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/students/%/config.json
-	$(VENV)/bin/fewstep export --model models/students/$* --out bundles/$* --evaluation results/students/$*.json
+bundles/%/manifest.json: models/students/%/model.safetensors models/students/%/config.json
+	$(MAKE) --no-print-directory install-export
+	$(EXPORT) --model models/students/$* --out bundles/$* --evaluation results/students/$*.json
 
 # The service on CPU with the default bundles (built first if missing): http://127.0.0.1:8000/
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.
@@ -184,19 +252,26 @@ bundles/%/manifest.json: $(STAMP) models/students/%/model.safetensors models/stu
 # teacher's served setting (16 steps); otherwise the teacher. The teacher stays served by name.
 # The backend is `auto` (as in the image): ONNX Runtime fp32 and OpenVINO fp32 / bf16 timed at
 # start-up, the fastest the bundle's quality record allows served (BENCHMARKS.md, issue 18). Those
-# timings and the batch profile are kept in .cache/tuning.json (FEWSTEP_TUNING_CACHE): the first
-# start on a machine measures, later ones serve the same choice without measuring.
+# timings and the batch profile are kept once per machine in TUNING_CACHE (FEWSTEP_TUNING_CACHE):
+# the first start on a machine measures, later ones, from any clone, serve the same choice without
+# measuring. It runs from the serving venv: no torch, no test tools.
 DEFAULT_MODEL ?= mm-alt-k8
-serve: bundles
+TUNING_CACHE ?= $(CACHE_HOME)/fewstep/tuning.json
+serve: bundles $(SERVE_STAMP)
 	FEWSTEP_DEFAULT_MODEL=$${FEWSTEP_DEFAULT_MODEL:-$(DEFAULT_MODEL)} FEWSTEP_BACKEND__KIND=$${FEWSTEP_BACKEND__KIND:-auto} \
-		FEWSTEP_TUNING_CACHE=$${FEWSTEP_TUNING_CACHE:-.cache/tuning.json} $(VENV)/bin/fewstep serve --bundles bundles
+		FEWSTEP_TUNING_CACHE=$${FEWSTEP_TUNING_CACHE:-$(TUNING_CACHE)} $(SERVE_VENV)/bin/fewstep serve --bundles bundles
+
+# How long a fresh clone takes to its first image (a clone in a temporary folder, `make serve`, the
+# first POST /generate that succeeds), and the size of what it installed: results/install/.
+first-image:
+	bash scripts/first_image.sh
 
 # docs/example.png (the README's first image, and the reply the live compose test compares byte
 # for byte) from the default model, and its 4x enlargement for the README.
 EXAMPLE_PROMPT := a large red circle at the top left on a white background
-example: bundles
-	$(VENV)/bin/fewstep generate "$(EXAMPLE_PROMPT)" --model $(DEFAULT_MODEL) --bundles bundles --seed 3 -o docs/example.png
-	$(PY) -c "from PIL import Image; Image.open('docs/example.png').resize((128, 128), Image.NEAREST).save('docs/example-128.png')"
+example: bundles $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/fewstep generate "$(EXAMPLE_PROMPT)" --model $(DEFAULT_MODEL) --bundles bundles --seed 3 -o docs/example.png
+	$(SERVE_VENV)/bin/python -c "from PIL import Image; Image.open('docs/example.png').resize((128, 128), Image.NEAREST).save('docs/example-128.png')"
 
 # The rows the bundles and the README quote, at the evaluation's 2,000 images (EVAL_IMAGES): the
 # teacher at its served setting (16 ancestral steps, w = 3) beside the previous teacher
@@ -256,7 +331,7 @@ results-all: $(STAMP)
 	$(MAKE) results-teacher
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SERVE_VENV) $(EXPORT_VENV)
 
 # ---- Deployment (Dockerfile, docker-compose.yml, deploy/; see docs/guides/deploying.md) ----
 DOCKER_DIR := deploy/docker
@@ -265,25 +340,18 @@ WHEEL_PLATFORM ?= --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86
 	--platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --python-version 3.11 --implementation cp \
 	--abi cp311 --abi abi3 --abi none --only-binary=:all:
 
-# The pinned versions the images install: the base install's resolution (plus setuptools, the one
-# build tool, so that the image builds fewstep without build isolation). Commit the result.
-docker-lock: $(STAMP)
-	mkdir -p build
-	$(PY) -m pip install --quiet --dry-run --ignore-installed --report build/pip-report.json .
-	$(PY) deploy/docker/lock.py build/pip-report.json > $(DOCKER_DIR)/requirements.lock
-	$(PY) -m pip install --quiet --dry-run --ignore-installed --report build/pip-report-export.json \
-		torch==2.13.0 '.[distill]'
-	$(PY) deploy/docker/lock.py build/pip-report-export.json > $(DOCKER_DIR)/requirements-export.lock
-
+# The images install the same locks as `make serve` and `make bundles` (requirements/serve.lock,
+# requirements/export.lock; `make lock`), with pip and the same hashes.
 # The offline image build's wheels, downloaded on the host (where pip reaches the registry).
 wheelhouse: $(STAMP)
-	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --dest $(DOCKER_DIR)/wheelhouse -r $(DOCKER_DIR)/requirements.lock
+	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --require-hashes --no-deps --dest $(DOCKER_DIR)/wheelhouse \
+		-r requirements/serve.lock
 
-# Wheels for BUNDLES_SOURCE=export offline: torch (CPU build) and the distill extra (about 400 MB),
-# used only by the bundles build stage.
+# Wheels for BUNDLES_SOURCE=export offline: torch (CPU build) and the exporter (about 400 MB), used
+# only by the bundles build stage.
 wheelhouse-export: $(STAMP)
-	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --dest $(DOCKER_DIR)/wheelhouse-export \
-		-r $(DOCKER_DIR)/requirements-export.lock
+	$(PY) -m pip download --quiet $(WHEEL_PLATFORM) --require-hashes --no-deps --dest $(DOCKER_DIR)/wheelhouse-export \
+		-r requirements/export.lock
 
 # Bundles made here (make bundles) for BUNDLES_SOURCE=context image builds; hard links, no copy.
 docker-bundles: bundles
