@@ -38,7 +38,7 @@ def missing(reason: str) -> NoReturn:
     """What a test does when something it needs is absent: skip, or fail under FEWSTEP_REQUIRE_TOOLS=1."""
     if tools_required():
         pytest.fail(f"{reason} ({REQUIRE_TOOLS}=1: a missing tool fails the test instead of skipping it)")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)  # also at a test module's top, as importorskip is
 
 
 def require_tool(name: str, reason: str) -> str:

@@ -51,3 +51,31 @@ def test_a_typo_in_the_switch_is_an_error_not_a_silent_skip(monkeypatch):
     monkeypatch.setenv(REQUIRE_TOOLS, "on-please")
     with pytest.raises(pytest.UsageError, match=REQUIRE_TOOLS):
         require_tool(ABSENT, "reason")
+
+
+@pytest.mark.parametrize(("value", "outcome"), [("0", "1 skipped"), ("1", "1 error")])
+def test_at_a_modules_top_a_missing_package_skips_the_module_or_fails_its_collection(tmp_path, value, outcome):
+    """As `pytest.importorskip` at a module's top: the whole module skips, or under the switch does
+    not even collect (a real pytest run on a module that requires a package that is not there)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    module = tmp_path / "test_needs_a_package.py"
+    module.write_text(
+        "from tests.conftest import require_module\n"
+        'require_module("fewstep_no_such_module", "the test needs it")\n\n'
+        "def test_never_runs():\n    raise AssertionError('ran without its package')\n"
+    )
+    env = {**os.environ, REQUIRE_TOOLS: value, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(module)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert outcome in proc.stdout, proc.stdout[-2000:]
+    assert "ran without its package" not in proc.stdout

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.conftest import require_module
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy/grafana"
 
-pytest.importorskip("grafanalib", reason="grafanalib (dev extra) generates the dashboard")
+require_module("grafanalib", "grafanalib (dev extra) generates the dashboard")
 
 
 def test_committed_dashboard_is_the_generated_one():

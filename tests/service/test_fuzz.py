@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing
 from tests.service.test_overload import fault_server
 
 EXCLUDED = "positive_data_acceptance"
@@ -32,7 +33,7 @@ def schemathesis_cli() -> list[str]:
         return [str(exe)]
     found = shutil.which("schemathesis") or shutil.which("st")
     if not found:
-        pytest.skip("schemathesis is not installed (dev extra)")
+        missing("schemathesis is not installed (dev extra)")
     return [found]
 
 

@@ -25,10 +25,11 @@ from service.app import create_app
 from service.fakes import fake_pipeline
 from service.pipeline import Pipeline
 from service.settings import ServiceSettings
+from tests.conftest import require_module
 from tests.service.api.conftest import default_pipelines
 from tests.service.engine.conftest import GatedDenoiser
 
-openai = pytest.importorskip("openai", reason="the `openai` package (dev extra) is missing")
+openai = require_module("openai", "the `openai` package (dev extra) drives the API as its users do")
 
 
 def free_port() -> int:
