@@ -190,17 +190,25 @@ def surrogate(
 
 
 def aux_loss(
-    aux_pred: torch.Tensor, x_tilde: torch.Tensor, teacher_pred: torch.Tensor, weight: torch.Tensor | None = None
+    aux_pred: torch.Tensor,
+    x_tilde: torch.Tensor,
+    teacher_pred: torch.Tensor | None,
+    weight: torch.Tensor | None = None,
+    anchor: float = 1.0,
 ) -> torch.Tensor:
-    """L(phi) = w(s) (|sg(x_tilde) - x_hat_phi(z_s)|^2 + |x_hat_theta(z_s) - x_hat_phi(z_s)|^2), the
-    squares a mean per element, then the mean over examples; w(s) = `weight` (B,) or 1.
+    """L(phi) = w(s) (|sg(x_tilde) - x_hat_phi(z_s)|^2 + a |x_hat_theta(z_s) - x_hat_phi(z_s)|^2), the
+    squares a mean per element, then the mean over examples; w(s) = `weight` (B,) or 1, a = `anchor`.
 
     The first term fits the student's conditional mean E[x_tilde | z_s]; the teacher term anchors the
     auxiliary where the student's samples say little (and makes it equal the teacher at the optimum
-    when the student matches). `teacher_weight(s, cap)` as `weight` gives the teacher's own loss."""
-    per = (aux_pred - x_tilde.detach()).pow(2).flatten(1).mean(1) + (aux_pred - teacher_pred.detach()).pow(2).flatten(
-        1
-    ).mean(1)
+    when the student matches). `teacher_weight(s, cap)` as `weight` gives the teacher's own loss.
+    With `anchor` = 0 (no `teacher_pred` needed) it is the plain denoising loss on the student's
+    samples: DMD's "fake score" (`distill.methods.emd`)."""
+    per = (aux_pred - x_tilde.detach()).pow(2).flatten(1).mean(1)
+    if anchor:
+        if teacher_pred is None:
+            raise ValueError("aux_loss: anchor > 0 needs the teacher's prediction")
+        per = per + anchor * (aux_pred - teacher_pred.detach()).pow(2).flatten(1).mean(1)
     if weight is None:
         return per.mean()
     return (weight.to(per.device, per.dtype) * per).mean()

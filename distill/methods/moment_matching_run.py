@@ -100,10 +100,14 @@ class MomentMatchingRun(RunBase):
     def _teacher(self, z, s, cond: TextCond, w) -> torch.Tensor:
         return self.teacher_x(z, s.float(), cond, w, key="forward")
 
-    def _student_direction(self, direction: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        """w(s) d for the surrogate, and the per-s-bin signal of this update (see the module docstring)."""
+    def _student_direction(
+        self, direction: torch.Tensor, s: torch.Tensor, weighted: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """w(s) d for the surrogate, and the per-s-bin signal of this update (see the module docstring).
+        `weighted`: w(s) d when the method weighs the direction itself (emd's DMD normaliser)."""
         cfg = self.cfg
-        d = weighted_direction(direction, cfg.weighting, s, cfg.snr_cap, self.normaliser)
+        d = weighted if weighted is not None else weighted_direction(direction, cfg.weighting, s, cfg.snr_cap,
+                                                                         self.normaliser)  # fmt: skip
         gap_sum, count = per_bin(direction.detach().flatten(1).pow(2).mean(1), s, cfg.s_bins)
         energy, _ = per_bin(d.flatten(1).pow(2).sum(1), s, cfg.s_bins)
         total = sum(energy) or 1.0

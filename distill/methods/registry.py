@@ -8,6 +8,8 @@
     cd        consistency distillation on the teacher's DDIM grid         (distill.methods.consistency)
     shortcut  shortcut model: one student for every power-of-two K        (distill.methods.shortcut)
     add       adversarial diffusion distillation                         (distill.methods.adversarial)
+    emd       one-step distribution matching (DMD/DMD2, EM distillation's
+              practical relative): a fake score on generator samples      (distill.methods.emd)
 
 Every run class subclasses `distill.methods.runloop.RunBase` and is built as `run(cfg, teacher_path,
 device)`; the loop, checkpoints, run directory and packed student are `distill.methods.runloop.run_loop`'s,
@@ -26,6 +28,7 @@ from distill.methods.adversarial import AddRun
 from distill.methods.config import (
     ADD,
     CD,
+    EMD,
     METHOD_NAMES,
     MM_ALT,
     MM_PARAM,
@@ -34,12 +37,14 @@ from distill.methods.config import (
     AddConfig,
     CdConfig,
     DistillConfig,
+    EmdConfig,
     MmAltConfig,
     MmParamConfig,
     PdConfig,
     ShortcutConfig,
 )
 from distill.methods.consistency import ConsistencyRun
+from distill.methods.emd import EmdRun
 from distill.methods.mm_alt import MmAltRun
 from distill.methods.mm_param import MmParamRun
 from distill.methods.progressive import ProgressiveRun
@@ -64,6 +69,7 @@ METHODS: dict[str, Method] = {
         Method(MM_PARAM, MmParamRun, MmParamConfig, "moment matching through the teacher's training gradient"),
         Method(PD, ProgressiveRun, PdConfig, "progressive distillation (DDIM student)"),
         Method(CD, ConsistencyRun, CdConfig, "consistency distillation (DDIM student)"),
+        Method(EMD, EmdRun, EmdConfig, "one-step distribution matching (DMD: fake score on generator samples)"),
         Method(SHORTCUT, ShortcutRun, ShortcutConfig, "shortcut model: every power-of-two K up to steps, one student"),
         Method(ADD, AddRun, AddConfig, "adversarial diffusion distillation (teacher-feature discriminator), K = 1-4"),
     )

@@ -11,8 +11,9 @@ from distill.methods.config import METHOD_CONFIGS, METHOD_NAMES, DistillConfig, 
 from distill.methods.runloop import RunBase, RunOptions
 from tests.conftest import make_packed_model
 
-# What each method needs beyond the tiny preset at K = 2 (pd and cd read the teacher's DDIM grid).
-EXTRA = {"pd": ["teacher_steps=4"], "cd": ["teacher_steps=4"]}
+# What each method needs beyond the tiny preset at K = 2 (pd and cd read the teacher's DDIM grid;
+# emd is a one-step generator).
+EXTRA = {"pd": ["teacher_steps=4"], "cd": ["teacher_steps=4"], "emd": ["steps=1"]}
 
 
 @pytest.fixture(scope="module")
@@ -57,4 +58,4 @@ def test_every_method_runs_two_updates_and_packs_a_student(name, teacher, tmp_pa
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     info = json.loads((tmp_path / "run" / "student" / "config.json").read_text())["student"]
-    assert (info["method"], info["steps"], info["sampler"]) == (name, 2, summary["sampler"])
+    assert (info["method"], info["steps"], info["sampler"]) == (name, cfg.steps, summary["sampler"])
