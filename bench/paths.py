@@ -114,9 +114,9 @@ class _Recorder:
         self.max_batch = inner.max_batch
         self.batches: list[tuple[np.ndarray, ...]] = []
 
-    def __call__(self, z, t, states, mask, w=None):
-        self.batches.append(tuple(np.array(a) for a in (z, t, states, mask, w) if a is not None))
-        return self.inner(z, t, states, mask, w)
+    def __call__(self, z, t, states, mask, w=None, d=None):
+        self.batches.append(tuple(np.array(a) for a in (z, t, states, mask, w, d) if a is not None))
+        return self.inner(z, t, states, mask, w) if d is None else self.inner(z, t, states, mask, w, d)
 
 
 def calibration_batches(

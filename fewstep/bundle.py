@@ -23,6 +23,7 @@ from fewstep.config import StrictModel, format_validation_error
 from fewstep.schedule import StepPlan, step_plan
 
 MANIFEST = "manifest.json"
+STEP_SIZE_INPUT = "d"  # the denoiser input of a shortcut student: the step size 1/K of each row
 FORMAT_VERSION = 1
 
 
@@ -64,10 +65,12 @@ def denoiser_graph(
     file: str = "denoiser.onnx",
     max_batch: int = 64,
     opt_batch: int = 16,
+    step_size_input: bool = False,
 ) -> GraphSpec:
     """The denoiser graph's one declaration: ONNX export names and dynamic axes, TensorRT profiles.
 
-    One network evaluation x_hat = D(z, t, text, [w]); 'batch' is the only dynamic axis.
+    One network evaluation x_hat = D(z, t, text, [w], [d]); 'batch' is the only dynamic axis. d is
+    the sampler's step size 1/K of a shortcut student (`step_size_input`), one value per row.
     """
     inputs = [
         TensorSpec(name="z", dtype="float32", shape=("batch", channels, resolution, resolution)),
@@ -77,6 +80,8 @@ def denoiser_graph(
     ]
     if network_input:
         inputs.append(TensorSpec(name="w", dtype="float32", shape=("batch",)))
+    if step_size_input:
+        inputs.append(TensorSpec(name=STEP_SIZE_INPUT, dtype="float32", shape=("batch",)))
     out = TensorSpec(name="x_hat", dtype="float32", shape=("batch", channels, resolution, resolution))
     return GraphSpec(
         file=file, inputs=tuple(inputs), outputs=(out,), opt_batch=min(opt_batch, max_batch), max_batch=max_batch
@@ -173,7 +178,17 @@ class Manifest(StrictModel):
         missing = {"text_encoder", "denoiser"} - set(self.graphs)
         if missing:
             raise ValueError(f"graphs lacks {sorted(missing)}")
+        if self.takes_step_size:
+            odd = sorted(k for k in self.steps if k & (k - 1))
+            if odd:
+                raise ValueError(f"steps {odd}: a shortcut denoiser (input 'd') serves power-of-two step counts only")
         return self
+
+    @property
+    def takes_step_size(self) -> bool:
+        """Whether the denoiser takes the step size d = 1/K (a shortcut student: one graph for every
+        K in `steps`, each request's rows fed d = 1 / its steps)."""
+        return any(i.name == STEP_SIZE_INPUT for i in self.graphs["denoiser"].inputs)
 
     def plan(self, steps: int) -> StepPlan:
         if steps not in self.steps:

@@ -48,13 +48,13 @@ class FakeTextEncoder:
 
 
 class FakeDenoiser:
-    """x_hat = tanh(z / 2 + text mean [+ w / 10]) per row, sleeping `delay_s + per_image_s * B`."""
+    """x_hat = tanh(z / 2 + text mean [+ w / 10] [+ d]) per row, sleeping `delay_s + per_image_s * B`."""
 
     def __init__(self, max_batch: int = 64, delay_s: float = 0.0, per_image_s: float = 0.0) -> None:
         self.max_batch, self.delay_s, self.per_image_s = max_batch, delay_s, per_image_s
         self.batch_sizes: list[int] = []
 
-    def __call__(self, z, t, states, mask, w=None) -> np.ndarray:
+    def __call__(self, z, t, states, mask, w=None, d=None) -> np.ndarray:
         b = z.shape[0]
         if b > self.max_batch:
             raise ValueError(f"batch {b} over max_batch {self.max_batch}")
@@ -63,7 +63,7 @@ class FakeDenoiser:
             time.sleep(self.delay_s + self.per_image_s * b)
         m = mask[..., None].astype(np.float32)
         text = (states * m).sum((1, 2)) / np.maximum(m.sum((1, 2)), 1.0)
-        shift = text + (0.0 if w is None else w / 10.0)
+        shift = text + (0.0 if w is None else w / 10.0) + (0.0 if d is None else d)
         return np.tanh(z / 2 + shift[:, None, None, None] * (1.0 - t[:, None, None, None])).astype(np.float32)
 
 

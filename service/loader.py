@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fewstep.bundle import Manifest, load_manifest
+from fewstep.bundle import STEP_SIZE_INPUT, Manifest, load_manifest
 from service.backends.base import BackendError, BackendSettings, Denoiser
 from service.pipeline import ImageJob, Pipeline
 from service.text import BundleTokenizer, PromptEncoder
@@ -160,6 +160,8 @@ def denoiser_inputs(manifest: Manifest, batch: int, seed: int = 0) -> list[np.nd
             out.append(rng.random(shape, dtype=np.float32))
         elif spec.name == "w":
             out.append((1 + 4 * rng.random(shape)).astype(np.float32))
+        elif spec.name == STEP_SIZE_INPUT:  # a shortcut student: d = 1/K of a K the bundle serves
+            out.append((1.0 / rng.choice(sorted(manifest.steps), shape)).astype(np.float32))
         else:
             out.append(rng.standard_normal(shape, dtype=np.float32))
     return out

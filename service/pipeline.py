@@ -4,7 +4,9 @@ The k-step loop is `fewstep.sampler` (the one home of the sampling maths) with t
 manifest stores (float64 coefficients computed at export), over a backend's `Denoiser`. Teachers
 get classifier-free guidance as one doubled batch (conditional and null/negative halves) combined
 by `fewstep.guidance.doubled_guidance`; students take w as a network input (one evaluation per
-step). Each image's noise comes from its own seed (`fewstep.rng.SeededNoise`), so an image is the
+step). A shortcut student's bundle (`Manifest.takes_step_size`) serves every K of its manifest
+with one graph: each row is fed d = 1 / its step count beside t and w, and the update is the
+shared sampler's. Each image's noise comes from its own seed (`fewstep.rng.SeededNoise`), so an image is the
 same alone or inside any batch, which is what lets the service batch freely.
 
 `fewstep generate` and the service both call `Pipeline.generate`; nothing else samples.
@@ -105,7 +107,14 @@ class Pipeline:
         m = self.manifest
         w = np.array([j.guidance for j in jobs], dtype=np.float32)
         noise = SeededNoise([j.seed for j in jobs], (m.channels, m.resolution, m.resolution))
-        return self._sample(self.denoise, self._plans[steps], self.text_states(jobs), w, noise, np.zeros(1, np.float32))
+        cond = (*self.text_states(jobs), self.step_sizes(jobs))
+        return self._sample(self.denoise, self._plans[steps], cond, w, noise, np.zeros(1, np.float32))
+
+    def step_sizes(self, jobs: Sequence[ImageJob]) -> np.ndarray | None:
+        """d = 1 / steps per job for a shortcut denoiser (the step size its sampler runs at), else None."""
+        if not self.manifest.takes_step_size:
+            return None
+        return np.array([1.0 / j.steps for j in jobs], dtype=np.float32)
 
     def plan(self, steps: int) -> StepPlan:
         """The manifest's step plan for `steps` (float64 coefficients computed at export)."""
@@ -123,11 +132,21 @@ class Pipeline:
     def denoise(self, z: np.ndarray, t: np.ndarray, cond, w: np.ndarray) -> np.ndarray:
         """One guided evaluation x_hat^w per row: the `denoise` callable of `fewstep.sampler`.
 
+        `cond` is `text_states`' (states, mask, null), with the rows' step sizes d (`step_sizes`)
+        appended for a shortcut denoiser.
+
         Rows are independent (per-row t, text and w), which is what step-level batching relies on:
         a teacher evaluates the null/negative half only for rows with w != 1, and w = 1 rows take
         x_cond exactly, as they would alone (no rounding through the difference).
         """
-        states, mask, null = cond
+        states, mask, null, *step_size = cond
         run = self.denoiser
         network_input = self.manifest.guidance.network_input
-        return guided_call(partial(chunked, run, run.max_batch), z, t, (states, mask), null, w, network_input)
+        call = partial(chunked, run, run.max_batch)
+        if step_size and step_size[0] is not None:
+            d = step_size[0]
+
+            def call(z, t, states, mask, w=None):  # a shortcut student: every row has its own d
+                return chunked(run, run.max_batch, z, t, states, mask, w, d)
+
+        return guided_call(call, z, t, (states, mask), null, w, network_input)

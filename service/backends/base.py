@@ -6,12 +6,13 @@ samplers, guidance or seeds. The k-step loop is the shared `fewstep.sampler` for
 
 Shapes (B = batch, L = max_tokens, D = text hidden size, C/R = channels/resolution):
 
-    denoiser(z (B,C,R,R) f32, t (B,) f32, states (B,L,D) f32, mask (B,L) i64, w (B,) f32 | None)
-        -> x_hat (B,C,R,R) f32
+    denoiser(z (B,C,R,R) f32, t (B,) f32, states (B,L,D) f32, mask (B,L) i64, w (B,) f32 | None,
+             d (B,) f32 | None) -> x_hat (B,C,R,R) f32
     text_encoder(input_ids (B,L) i64, attention_mask (B,L) i64) -> states (B,L,D) f32
 
 `w` is passed only to students (`manifest.guidance.network_input`); a teacher's guidance is the
-doubled batch the pipeline builds.
+doubled batch the pipeline builds. `d`, the step size 1/K, only to shortcut students (a graph
+input "d", `Manifest.takes_step_size`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ class Denoiser(Protocol):
     max_batch: int
 
     def __call__(
-        self, z: np.ndarray, t: np.ndarray, states: np.ndarray, mask: np.ndarray, w: np.ndarray | None = None
+        self,
+        z: np.ndarray,
+        t: np.ndarray,
+        states: np.ndarray,
+        mask: np.ndarray,
+        w: np.ndarray | None = None,
+        d: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
 
@@ -96,6 +103,18 @@ def split_path(name: str) -> tuple[str, str]:
             f"{name!r} is not 'backend-precision' with a backend of {kinds} and a precision of {precisions}"
         )
     return kind, precision
+
+
+def network_inputs(z, t, states, mask, w, d, takes_w: bool, takes_d: bool) -> list[np.ndarray]:
+    """The denoiser graph's inputs in declaration order (`fewstep.bundle.denoiser_graph`): z, t,
+    states, mask, then w for a student and d for a shortcut student; a missing one is an error."""
+    arrays = [z, t, states, mask]
+    for name, value, taken in (("the guidance scale w", w, takes_w), ("the step size d", d, takes_d)):
+        if taken:
+            if value is None:
+                raise ValueError(f"this denoiser takes {name}")
+            arrays.append(value)
+    return arrays
 
 
 def chunked(fn, max_batch: int, *arrays: np.ndarray | None) -> np.ndarray:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fewstep.bundle import GraphSpec
-from service.backends.base import BackendError, BackendSettings
+from fewstep.bundle import STEP_SIZE_INPUT, GraphSpec
+from service.backends.base import BackendError, BackendSettings, network_inputs
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,10 @@ class OrtDenoiser:
         self.graph = OrtGraph(graph, spec, settings)
         self.max_batch = self.graph.max_batch
         self.takes_w = "w" in self.graph.names
+        self.takes_d = STEP_SIZE_INPUT in self.graph.names
 
-    def __call__(self, z, t, states, mask, w=None) -> np.ndarray:
-        if self.takes_w:
-            if w is None:
-                raise ValueError("this denoiser takes the guidance scale w")
-            return self.graph.run(z, t, states, mask, w)
-        return self.graph.run(z, t, states, mask)
+    def __call__(self, z, t, states, mask, w=None, d=None) -> np.ndarray:
+        return self.graph.run(*network_inputs(z, t, states, mask, w, d, self.takes_w, self.takes_d))
 
 
 class OrtTextEncoder:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fewstep.bundle import GraphSpec
-from service.backends.base import BackendError, BackendSettings
+from fewstep.bundle import STEP_SIZE_INPUT, GraphSpec
+from service.backends.base import BackendError, BackendSettings, network_inputs
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class OpenVinoDenoiser:
         self.names = [i.name for i in spec.inputs]
         self.dtypes = [_NP[i.dtype] for i in spec.inputs]
         self.takes_w = "w" in self.names
+        self.takes_d = STEP_SIZE_INPUT in self.names
         self.max_batch = min(settings.max_batch, spec.max_batch)
         self.precision = precision
         log.info(
@@ -96,12 +97,8 @@ class OpenVinoDenoiser:
             config["INFERENCE_NUM_THREADS"],
         )
 
-    def __call__(self, z, t, states, mask, w=None) -> np.ndarray:
-        arrays = [z, t, states, mask]
-        if self.takes_w:
-            if w is None:
-                raise ValueError("this denoiser takes the guidance scale w")
-            arrays.append(w)
+    def __call__(self, z, t, states, mask, w=None, d=None) -> np.ndarray:
+        arrays = network_inputs(z, t, states, mask, w, d, self.takes_w, self.takes_d)
         feeds = {n: np.ascontiguousarray(a, dtype=d) for n, a, d in zip(self.names, arrays, self.dtypes, strict=True)}
         # infer() copies the outputs out of the request's buffers (share_outputs=False), so the
         # array stays valid after the next call.

@@ -181,10 +181,9 @@ def select_denoiser(
     runs = {}
     for c, den in built.items():
         x = inputs(min(images, den.max_batch))
-        w = x[4] if len(x) > 4 else None
 
-        def run(den: Denoiser = den, x: list[np.ndarray] = x, w: np.ndarray | None = w) -> object:
-            return den(x[0], x[1], x[2], x[3], w)
+        def run(den: Denoiser = den, x: list[np.ndarray] = x) -> object:
+            return den(*x)  # z, t, states, mask[, w[, d]]: the graph's declared inputs
 
         for _ in range(warmup):  # warm: first calls' allocations and kernel compilation are not its speed
             run()

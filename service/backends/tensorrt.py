@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fewstep.bundle import GraphSpec, sha256_file
-from service.backends.base import BackendError, BackendSettings
+from fewstep.bundle import STEP_SIZE_INPUT, GraphSpec, sha256_file
+from service.backends.base import BackendError, BackendSettings, network_inputs
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,12 @@ class TensorRTDenoiser:
             self.buffers[t.name] = (ptr, dtype, shape)
             self.context.set_tensor_address(t.name, ptr)
         self.takes_w = any(i.name == "w" for i in spec.inputs)
+        self.takes_d = any(i.name == STEP_SIZE_INPUT for i in spec.inputs)
 
-    def __call__(self, z, t, states, mask, w=None) -> np.ndarray:
+    def __call__(self, z, t, states, mask, w=None, d=None) -> np.ndarray:
         cudart = self.cudart
         kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        arrays = [z, t, states, mask] + ([w] if self.takes_w else [])
+        arrays = network_inputs(z, t, states, mask, w, d, self.takes_w, self.takes_d)
         b = z.shape[0]
         for spec, a in zip(self.spec.inputs, arrays, strict=True):
             ptr, dtype, _ = self.buffers[spec.name]

@@ -51,12 +51,13 @@ class TorchDenoiser:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model, dynamic=True) if settings.compile else model
         self.takes_w = cfg.guidance_input
+        self.takes_d = cfg.step_size_input
         self.max_batch = min(settings.max_batch, spec.max_batch)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.precision)
         self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
         self.precision = settings.precision
 
-    def __call__(self, z, t, states, mask, w=None) -> np.ndarray:
+    def __call__(self, z, t, states, mask, w=None, d=None) -> np.ndarray:
         torch = self.torch
         dev = self.device
 
@@ -70,5 +71,6 @@ class TorchDenoiser:
                 tensor(states),
                 tensor(mask).bool(),
                 tensor(w) if self.takes_w and w is not None else None,
+                tensor(d) if self.takes_d and d is not None else None,
             )
         return x.float().cpu().numpy()

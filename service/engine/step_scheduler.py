@@ -176,7 +176,10 @@ class StepBatch:
                 np.stack([im.states if im.null is None else im.null[0] for im in images]),
                 np.stack([im.mask if im.null is None else im.null[1] for im in images]),
             )
-        return z, t, (states, mask, null), w
+        d = None
+        if self.pipeline.manifest.takes_step_size:  # a shortcut student: d = 1 / each image's own step count
+            d = np.array([1.0 / im.plan.steps for im in images], dtype=np.float32)
+        return z, t, (states, mask, null, d), w
 
     def _update(self, z: np.ndarray, x_hat: np.ndarray, images: list[StepImage]) -> np.ndarray:
         """z at each image's next time: the shared `fewstep.sampler.step_update` with per-image coefficients."""

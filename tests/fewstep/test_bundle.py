@@ -78,3 +78,24 @@ def test_invalid_manifest_names_the_key(tmp_path):
         load_manifest(b)
     with pytest.raises(BundleError, match="not a bundle"):
         load_manifest(tmp_path / "nowhere")
+
+
+def test_a_shortcut_denoiser_serves_power_of_two_step_counts_only(tmp_path):
+    from fewstep.bundle import STEP_SIZE_INPUT, denoiser_graph
+
+    b = _bundle(tmp_path)
+    data = json.loads((b / "manifest.json").read_text())
+    graph = denoiser_graph(32, 3, 28, 384, network_input=True, step_size_input=True)
+    assert [i.name for i in graph.inputs] == ["z", "t", "text_states", "text_mask", "w", STEP_SIZE_INPUT]
+    data["graphs"]["denoiser"] = graph.model_copy(update={"file": "denoiser.onnx"}).model_dump(mode="json")
+    data["steps"] = {str(k): v.model_dump(mode="json") for k, v in step_schedules([1, 2, 4]).items()}
+    data["default_steps"] = 4
+    (b / "manifest.json").write_text(json.dumps(data))
+    m = load_manifest(b)
+    assert m.takes_step_size and sorted(m.steps) == [1, 2, 4]
+    data["steps"] = {str(k): v.model_dump(mode="json") for k, v in step_schedules([3, 4]).items()}
+    (b / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"steps \[3\]: a shortcut denoiser"):
+        load_manifest(b)
+    (tmp_path / "teacher").mkdir()
+    assert not load_manifest(_bundle(tmp_path / "teacher")).takes_step_size

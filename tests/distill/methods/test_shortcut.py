@@ -168,14 +168,22 @@ def test_the_config_names_the_bad_key():
     assert cfg.steps == 4 and cfg.base_fraction is None
 
 
-def test_fewstep_distill_shortcut_tiny_writes_one_student_for_every_k(teacher, tmp_path):
-    from distill.kit.guidance import GuidedDenoiser
-    from fewstep.rng import SeededNoise
+@pytest.fixture(scope="module")
+def run_dir(teacher, tmp_path_factory):
+    """A tiny shortcut run (finest K = 4) through `fewstep distill`."""
     from fewstep_cli.main import main
 
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("shortcut") / "run"
     argv = ["distill", "--teacher", str(teacher), "--method", "shortcut", "--steps", "4", "--preset", "tiny"]
     assert main([*argv, "--set", "base_fraction=0.5", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_fewstep_distill_shortcut_tiny_writes_one_student_for_every_k(run_dir):
+    from distill.kit.guidance import GuidedDenoiser
+    from fewstep.rng import SeededNoise
+
+    out = run_dir
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["iters"] == 4 and summary["sampler"] == "ddim"
     assert summary["steps_supported"] == [1, 2, 4]
@@ -199,6 +207,47 @@ def test_fewstep_distill_shortcut_tiny_writes_one_student_for_every_k(teacher, t
     assert not torch.equal(samples[1], samples[4])
     with pytest.raises(ValueError, match="steps=K"):
         GuidedDenoiser(student)
+
+
+def test_one_bundle_serves_every_k_with_d_fed_per_row(run_dir, tmp_path, onnx_cache):
+    """The export lists K = 1, 2, 4 and declares the input d; the service runs any of them (ONNX
+    Runtime and the torch backend agree), feeds d = 1/K (the graph's output depends on it), and
+    step-level batching mixes step counts in one evaluation with the images a request alone gets."""
+    from distill.export.bundle import ExportOptions, export_bundle
+    from fewstep.bundle import STEP_SIZE_INPUT
+    from service.backends.base import BackendSettings
+    from service.engine.step_scheduler import StepBatch
+    from service.errors import InvalidArgument
+    from service.loader import denoiser_inputs, load_pipeline
+    from service.pipeline import ImageJob
+
+    m = export_bundle(run_dir / "student", tmp_path / "bundle", ExportOptions(cache_dir=onnx_cache))
+    assert sorted(m.steps) == [1, 2, 4] and m.default_steps == 4 and m.sampler == "ddim"
+    assert m.takes_step_size and [i.name for i in m.graphs["denoiser"].inputs][-1] == STEP_SIZE_INPUT
+    ort = load_pipeline(tmp_path / "bundle", BackendSettings(), warmup=())
+    pt = load_pipeline(tmp_path / "bundle", BackendSettings(kind="torch", precision="fp32"), warmup=())
+    jobs = {k: [ImageJob("a red circle", 1, k, 3.0), ImageJob("a blue square", 2, k, 2.0)] for k in (1, 2, 4)}
+    for k, js in jobs.items():
+        np.testing.assert_allclose(ort.sample(js, k), pt.sample(js, k), atol=1e-3)
+    with pytest.raises(InvalidArgument, match="steps"):
+        ort.check(ImageJob("a red circle", 1, 3, 3.0))
+    z, t, s, mask, w, d = denoiser_inputs(m, 2, seed=0)
+    fine, coarse = (
+        ort.denoiser(z, t, s, mask, w, np.full(2, 0.25, np.float32)),
+        ort.denoiser(z, t, s, mask, w, d * 0 + 1),
+    )
+    assert not np.array_equal(fine, coarse)
+    with pytest.raises(ValueError, match="step size d"):
+        ort.denoiser(z, t, s, mask, w)
+    batch = StepBatch(ort)
+    mixed = [jobs[1][0], jobs[4][1], jobs[2][0]]
+    for n, job in enumerate(mixed):
+        batch.admit(n, [job])
+    out = {}
+    while len(batch):
+        out |= {im.owner: im.image for im in batch.iterate().finished}
+    for n, job in enumerate(mixed):
+        np.testing.assert_array_equal(out[n], ort.generate([job])[0])
 
 
 def test_an_interrupted_shortcut_run_resumes_exactly(teacher, tmp_path):
