@@ -142,6 +142,80 @@ class TextSpec(StrictModel):
     null_prompt: str = ""
 
 
+# The stated threshold a reduced-precision path must pass on a bundle to be served by kind=auto
+# (`PrecisionCheck`): adherence on fixed prompts and seeds may drop by at most 2 points from fp32
+# (and the drop's 95% upper bound by at most 5), and the images may move by at most 4 of 255
+# levels on average (a broken path, NaN or garbage, moves them by tens).
+MAX_ADHERENCE_DROP = 0.02
+MAX_ADHERENCE_DROP_UPPER = 0.05
+MAX_PIXEL_MEAN_ABS = 4.0
+
+
+class PrecisionCheck(StrictModel):
+    """One reduced-precision path measured on this bundle against the same backend in fp32.
+
+    Written by `python -m scripts.precision` (the bundle's own sampler on fixed prompts and seeds,
+    scored by the frozen evaluator); `backend.kind = "auto"` serves the path only where `passed`.
+    `passed` is stored for readers and checked against the figures and thresholds, so an edited
+    manifest cannot permit a path its own measurement refused."""
+
+    backend: str
+    precision: Literal["bf16", "fp16", "int8"]
+    reference: str = Field(description="the fp32 path compared against, e.g. 'openvino-fp32'")
+    n_images: int = Field(ge=1)
+    steps: int
+    guidance: float
+    prompts: str = Field(description="which fixed prompts and seeds")
+    denoiser_sha256: str = Field(
+        description="the denoiser graph measured: a re-export keeps the check only while the graph is the same"
+    )
+    pixel_mean_abs: float = Field(ge=0, description="mean |reduced - fp32| over all pixels, in 0-255 levels")
+    pixel_max_abs: float = Field(ge=0)
+    images_moved: float = Field(ge=0, le=1, description="share of images whose mean |difference| exceeds 8 levels")
+    adherence_reference: float = Field(ge=0, le=1)
+    adherence: float = Field(ge=0, le=1)
+    adherence_drop: float = Field(description="adherence_reference - adherence, paired over the same prompts and seeds")
+    adherence_drop_ci: tuple[float, float] = Field(description="95% paired bootstrap interval of the drop")
+    max_adherence_drop: float = MAX_ADHERENCE_DROP
+    max_adherence_drop_upper: float = MAX_ADHERENCE_DROP_UPPER
+    max_pixel_mean_abs: float = MAX_PIXEL_MEAN_ABS
+    passed: bool
+    machine: str = ""
+    measured_at: datetime | None = None
+    command: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    def measured_graph_of(self, manifest: Manifest) -> bool:
+        """Whether this check measured `manifest`'s denoiser graph (not an earlier export's)."""
+        return self.denoiser_sha256 == manifest.files.get(manifest.graphs["denoiser"].file, "")
+
+    def meets_threshold(self) -> bool:
+        """The stated rule: the drop and its upper bound within their limits, the pixels within theirs."""
+        return (
+            self.adherence_drop <= self.max_adherence_drop
+            and self.adherence_drop_ci[1] <= self.max_adherence_drop_upper
+            and self.pixel_mean_abs <= self.max_pixel_mean_abs
+        )
+
+    def why(self) -> str:
+        """The figures against the threshold, in one line (the selection logs it)."""
+        lo, hi = self.adherence_drop_ci
+        return (
+            f"{self.label} vs {self.reference} on {self.n_images} images: adherence drop {self.adherence_drop:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (limit {self.max_adherence_drop:.2f}, upper {self.max_adherence_drop_upper:.2f}), "
+            f"pixels {self.pixel_mean_abs:.2f} levels (limit {self.max_pixel_mean_abs:g})"
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrecisionCheck:
+        if self.passed != self.meets_threshold():
+            raise ValueError(f"passed={self.passed} contradicts the figures: {self.why()}")
+        return self
+
+
 class Manifest(StrictModel):
     format_version: Literal[1] = FORMAT_VERSION
     name: str
@@ -164,9 +238,17 @@ class Manifest(StrictModel):
     parity: dict[str, float] = Field(default_factory=dict, description="export-time checks against torch")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
     evaluation: dict[str, Any] = Field(default_factory=dict)
+    reduced_precision: dict[str, PrecisionCheck] = Field(
+        default_factory=dict,
+        description="measured reduced-precision paths by label ('openvino-bf16'): what backend.kind=auto may serve "
+        "besides fp32 (an unmeasured path is not served)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
+        for label, check in self.reduced_precision.items():
+            if label != check.label:
+                raise ValueError(f"reduced_precision: {label!r} holds a measurement of {check.label!r}")
         if self.default_steps not in self.steps:
             raise ValueError(f"default_steps {self.default_steps} is not among steps {sorted(self.steps)}")
         g = self.guidance

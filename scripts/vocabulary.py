@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import platform
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -143,8 +144,11 @@ def is_listed(figures: dict[str, Any], threshold: float = THRESHOLD) -> bool:
     return figures["ratio"] is not None and figures["ratio"] >= threshold
 
 
-def measure_model(bundle: Path, evaluator_path: Path, n: int, batch: int = 64) -> dict[str, Any]:
-    """Every word's figures for one bundle (ONNX Runtime fp32, the bundle's default steps and guidance)."""
+def measure_model(
+    bundle: Path, evaluator_path: Path, n: int, batch: int = 64, categories: tuple[str, ...] = tuple(TABLES)
+) -> dict[str, Any]:
+    """Every word's figures for one bundle (ONNX Runtime fp32, the bundle's default steps and guidance);
+    only the words of `categories` (a word left unmeasured is not listed for the model)."""
     from tqdm import tqdm
 
     from distill.evaluation.evaluator import load_evaluator, predict
@@ -172,7 +176,7 @@ def measure_model(bundle: Path, evaluator_path: Path, n: int, batch: int = 64) -
         pred, _ = predict(evaluator, images)
         return np.array([shapes.satisfies(s, c.spec)["all"] for s, c in zip(pred, cs, strict=True)], dtype=bool)
 
-    words = alternatives()
+    words = [x for x in alternatives() if x.category in categories]
     values = sorted({(x.category, x.value) for x in words}, key=lambda cv: value_index(*cv))
     canonical: dict[tuple[str, str], np.ndarray] = {}
     rows = []
@@ -193,6 +197,7 @@ def measure_model(bundle: Path, evaluator_path: Path, n: int, batch: int = 64) -
         "backend": "onnxruntime-fp32",
         "weights_sha256": m.source.get("weights_sha256"),
         "n_per_word": n,
+        "categories": list(categories),
         "seconds": round(time.perf_counter() - t0, 1),
         "canonical": {
             f"{c}/{v}": {"word": TABLES[c][v][0][0], "adherence": float(h.mean())} for (c, v), h in canonical.items()
@@ -224,11 +229,23 @@ def _pct(v: float | None) -> str:
 def markdown(data: dict[str, Any]) -> str:
     models = data["models"]
     names = list(models)
-    sizes = ", ".join(f"{k}: {models[k]['n_per_word']}" for k in names)
+    sizes = ", ".join(
+        f"{k}: {models[k]['n_per_word']}"
+        + (
+            ""
+            if set(models[k].get("categories", TABLES)) == set(TABLES)
+            else f" ({' and '.join(models[k]['categories'])} only)"
+        )
+        for k in names
+    )
     lines = [
         "# The words the served models draw",
         "",
-        f"`{data['command']}` on {data['machine']}.",
+        "On "
+        + data["machine"]
+        + ": "
+        + "; ".join(f"`{models[k].get('command', data['command'])}`" for k in names)
+        + ".",
         "",
         "Each word against its canonical word on the same one-object scenes and image seeds "
         f"({sizes} scenes a word), prompted in one "
@@ -249,7 +266,7 @@ def markdown(data: dict[str, Any]) -> str:
         for k in names:
             r = by_model[k].get((x.category, x.word))
             if r is None:
-                cells.append("")
+                cells.append("not measured (unlisted)")
                 continue
             ci = r["ratio_ci"]
             mark = "**listed**" if r["listed"] else "unlisted"
@@ -292,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--default-model", default="mm-alt-k8", help="the model the service serves by default")
     p.add_argument("--evaluator", type=Path, default=Path("models/evaluator"))
     p.add_argument("--n", type=int, default=128, help="scenes per word")
+    p.add_argument(
+        "--categories", nargs="+", choices=list(TABLES), default=list(TABLES), help="measure these words only"
+    )
     p.add_argument("--machine", default=None, help="how the results name the machine (default: platform)")
     args = p.parse_args(argv)
     if args.n < 8:
@@ -304,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = args.bundles / name
         if not (bundle / "manifest.json").is_file():
             p.error(f"--models: no bundle at {bundle}")
-        models[name] = measure_model(bundle, args.evaluator, args.n)
-        models[name]["command"] = "python -m scripts.vocabulary " + " ".join(sys.argv[1:] if argv is None else argv)
+        models[name] = measure_model(bundle, args.evaluator, args.n, categories=tuple(args.categories))
+        models[name]["command"] = "python -m scripts.vocabulary " + shlex.join(sys.argv[1:] if argv is None else argv)
         data = {
             "version": 1,
             "command": "python -m scripts.vocabulary --models " + " ".join(models),

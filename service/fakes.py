@@ -18,7 +18,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fewstep.bundle import GuidanceSpec, Manifest, TextSpec, denoiser_graph, step_schedules, text_encoder_graph
+from fewstep.bundle import (
+    GuidanceSpec,
+    Manifest,
+    PrecisionCheck,
+    TextSpec,
+    denoiser_graph,
+    step_schedules,
+    text_encoder_graph,
+)
 from service.pipeline import Pipeline
 from service.text import PromptEncoder
 
@@ -76,9 +84,11 @@ def fake_manifest(
     max_tokens: int = 8,
     hidden: int = 4,
     evaluation: dict | None = None,
+    reduced_precision: Sequence[PrecisionCheck] = (),
 ) -> Manifest:
     """A valid manifest of no real bundle; `evaluation` gives it evaluation rows (the latency
-    controller's quality per prompt class: `evaluation_row`)."""
+    controller's quality per prompt class: `evaluation_row`), `reduced_precision` measurements of
+    reduced-precision paths (`precision_check`)."""
     return Manifest(
         name=name,
         resolution=resolution,
@@ -91,7 +101,36 @@ def fake_manifest(
             "denoiser": denoiser_graph(resolution, 3, max_tokens, hidden, network_input),
         },
         evaluation=evaluation or {},
+        reduced_precision={c.label: c for c in reduced_precision},
     )
+
+
+def precision_check(
+    label: str = "openvino-bf16", drop: float = 0.0, pixels: float = 1.0, denoiser_sha256: str = ""
+) -> PrecisionCheck:
+    """A measurement of the path `label` whose adherence dropped by `drop` (passed per the rule), of
+    the denoiser graph `denoiser_sha256` (a fake manifest hashes no files: "")."""
+    backend, precision = label.rsplit("-", 1)
+    ci = (drop - 0.01, drop + 0.01)
+    fields = dict(
+        backend=backend,
+        precision=precision,
+        reference=f"{backend}-fp32",
+        n_images=400,
+        steps=4,
+        guidance=3.0,
+        prompts="fake",
+        denoiser_sha256=denoiser_sha256,
+        pixel_mean_abs=pixels,
+        pixel_max_abs=10 * pixels,
+        images_moved=0.0,
+        adherence_reference=0.9,
+        adherence=0.9 - drop,
+        adherence_drop=drop,
+        adherence_drop_ci=ci,
+    )
+    probe = PrecisionCheck.model_construct(**fields, passed=False)
+    return PrecisionCheck(**fields, passed=probe.meets_threshold())
 
 
 def evaluation_row(steps: int, one_object: float, two_objects: float, guidance: float = 3.0) -> dict:

@@ -34,6 +34,25 @@ def _evaluation_rows(files: list[str], model: Path) -> dict[str, dict]:
     return evaluation
 
 
+def _precision_checks(files: list[str]) -> list:
+    """The committed reduced-precision measurements (`scripts.precision`'s results/precision/NAME.json:
+    label -> check) a bundle records; export keeps those of the graph it writes."""
+    import json
+
+    from pydantic import ValidationError
+
+    from fewstep.bundle import PrecisionCheck
+
+    checks = []
+    for f in files:
+        try:
+            data = json.loads(Path(f).read_text())
+            checks += [PrecisionCheck.model_validate(c) for c in data.values()]
+        except (OSError, json.JSONDecodeError, AttributeError, ValidationError) as e:
+            raise SystemExit(f"--precision {f}: not a precision measurement file ({e})") from None
+    return checks
+
+
 def _export(args: argparse.Namespace) -> int:
     from distill.export.bundle import ExportOptions, export_bundle
 
@@ -41,7 +60,7 @@ def _export(args: argparse.Namespace) -> int:
         name=args.name, steps=args.steps, default_steps=args.default_steps,
         guidance=tuple(args.guidance) if args.guidance else None,
         evaluation=_evaluation_rows(args.evaluation, Path(args.model)), cache_dir=args.cache_dir,
-        max_batch=args.max_batch,
+        max_batch=args.max_batch, reduced_precision=tuple(_precision_checks(args.precision)),
     )  # fmt: skip
     manifest = export_bundle(args.model, args.out, options)
     log.info(
@@ -61,6 +80,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--default-steps", type=int, help="default step count (teacher: 16)")
     ex.add_argument("--guidance", type=float, nargs=3, metavar=("MIN", "DEFAULT", "MAX"), help="guidance range")
     ex.add_argument("--evaluation", action="append", default=[], metavar="JSON", help="results row(s) to record")
+    ex.add_argument(
+        "--precision", action="append", default=[], metavar="JSON",
+        help="reduced-precision measurement(s) to record (results/precision/NAME.json); kept where they "
+        "measured the exported denoiser graph, else dropped with a warning (kind=auto then serves fp32)",
+    )  # fmt: skip
     ex.add_argument("--cache-dir", help="where the text encoder graph is cached (default: OUT/../.cache)")
     ex.add_argument("--max-batch", type=int, default=64, help="largest batch the graphs' engines must support")
     ex.set_defaults(handler=_export)

@@ -5,7 +5,8 @@ denoiser_graph` / `text_encoder_graph`) that the TensorRT build reads back from 
 export and engine profiles cannot disagree. Export goes through `torch.onnx.export(dynamo=True)`
 with 'batch' as the only dynamic axis (text is padded to `max_tokens`, so no sequence axis), and
 every graph is checked against torch in ONNX Runtime before the bundle is written: the bundle
-records the measured max abs difference and export fails above `PARITY_TOL`.
+records the measured max abs difference and export fails above `PARITY_TOL`. A re-export keeps the
+bundle's reduced-precision measurements (`scripts.precision`) while its denoiser graph is unchanged.
 
 The denoiser graph of a committed model is kept beside its weights (`models/NAME/denoiser.onnx`,
 with a sidecar naming the weights' sha256), reused while the weights are unchanged and
@@ -38,9 +39,11 @@ from distill.kit.config import TextConfig, TrainConfig
 from distill.kit.text import load_hf_encoder, resolve_encoder_dir
 from fewstep.bundle import (
     STEP_SIZE_INPUT,
+    BundleError,
     GraphSpec,
     GuidanceSpec,
     Manifest,
+    PrecisionCheck,
     TextSpec,
     denoiser_graph,
     load_manifest,
@@ -264,6 +267,28 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def kept_precision_checks(
+    out: Path, denoiser_sha256: str, given: Sequence[PrecisionCheck] = ()
+) -> dict[str, PrecisionCheck]:
+    """The reduced-precision measurements the new bundle records: those `given` (the committed
+    results/precision/NAME.json) and those of the bundle being replaced, where they measured this
+    very denoiser graph. A re-export of the same graph keeps its measured permission (export cannot
+    measure it: it sits below the service and the evaluator; `scripts.precision` does), a changed
+    graph drops it and kind=auto serves fp32 until it is measured again."""
+    try:
+        old = list(load_manifest(out, verify=False).reduced_precision.values())
+    except BundleError:
+        old = []
+    kept: dict[str, PrecisionCheck] = {}
+    for c in [*old, *given]:  # a given measurement wins over the old bundle's
+        if c.denoiser_sha256 == denoiser_sha256:
+            kept[c.label] = c
+        else:
+            log.warning("%s: the %s measurement was of another denoiser graph; measure again (scripts.precision)",
+                        out, c.label)  # fmt: skip
+    return kept
+
+
 def export_time() -> datetime:
     """When the bundle is exported (UTC): `SOURCE_DATE_EPOCH` when set (the reproducible-builds
     convention, so a rebuild can give a byte-identical manifest), else now."""
@@ -288,7 +313,8 @@ class ExportOptions:
     evaluation: results rows to record in the manifest; cache_dir: where the text encoder's graph is
     cached (default: the bundle's parent/.cache); max_batch: the largest batch the graphs' engines
     must support; recipe: how the denoiser is lowered to ONNX (`distill.export.recipe`, recorded in
-    the manifest's `source.graph_recipe`)."""
+    the manifest's `source.graph_recipe`); reduced_precision: committed measurements of reduced-precision
+    paths (`scripts.precision`), recorded where they measured the graph written (`kept_precision_checks`)."""
 
     name: str | None = None
     steps: Sequence[int] | None = None
@@ -298,6 +324,7 @@ class ExportOptions:
     cache_dir: str | Path | None = None
     max_batch: int = 64
     recipe: Recipe = CURRENT
+    reduced_precision: Sequence[PrecisionCheck] = ()
 
 
 def export_bundle(model_path: str | Path, out: str | Path, options: ExportOptions = ExportOptions()) -> Manifest:
@@ -376,6 +403,7 @@ def export_bundle(model_path: str | Path, out: str | Path, options: ExportOption
             },
             parity={"denoiser_max_abs": den_diff, "text_encoder_max_abs": txt_diff},
             evaluation=evaluation or {},
+            reduced_precision=kept_precision_checks(out, sha256_file(stage / den_spec.file), o.reduced_precision),
         )
         write_manifest(stage, manifest)
         load_manifest(stage)  # what the service will do: hashes and references must check out

@@ -4,10 +4,12 @@ Which of ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16 is fastest depends o
 not, cores, cache) and the network, so it is measured on the machine that serves, the way the
 engine's batch profile measures batch sizes. The rules:
 
-- Quality first: fp32 is always allowed; a reduced precision only where the bundle's quality
-  record accepts it (`quality_allows`): the manifest recommends that precision for that backend,
-  or, for a backend the manifest has no entry for, for some other backend (the evaluator's
-  figures were measured on the same network at that precision). Refused candidates are logged.
+- Quality first: fp32 is always allowed; a reduced precision only where this bundle's own
+  measurement of that path passed its stated threshold (`quality_allows`: the manifest's
+  `reduced_precision`, written by `python -m scripts.precision`: the bundle's sampler in that
+  precision and in fp32 on fixed prompts and seeds, pixel difference and evaluator adherence). A
+  path never measured on the bundle, or measured and failed, is not served. Refused candidates
+  are logged with the figures.
 - Stability: every built candidate is timed in interleaved rounds (drift on a shared machine hits
   all alike) and keeps its fastest round; the winner is the *first* candidate in the configured
   order whose time is within `tolerance` of the fastest, so two paths that measure alike keep the
@@ -75,17 +77,18 @@ class Selection:
 
 
 def quality_allows(manifest: Manifest, c: Candidate) -> tuple[bool, str]:
-    """Whether the bundle's quality record allows serving `c` (and why not, if it does not)."""
+    """Whether the bundle's measurement allows serving `c` (and why not, if it does not)."""
     if c.precision == "fp32":
         return True, ""
-    recorded = manifest.precision.get(c.kind)
-    if recorded is not None:
-        if recorded == c.precision:
-            return True, ""
-        return False, f"the bundle recommends {recorded} for {c.kind}"
-    if c.precision in manifest.precision.values():
-        return True, ""
-    return False, f"no quality record for {c.precision} in the bundle (manifest.precision {manifest.precision})"
+    check = manifest.reduced_precision.get(c.label)
+    if check is None:
+        measured = ", ".join(manifest.reduced_precision) or "none"
+        return False, f"{c.label} was not measured on this bundle (measured: {measured}; python -m scripts.precision)"
+    if not check.measured_graph_of(manifest):
+        return False, f"{c.label} was measured on an earlier export's denoiser graph (python -m scripts.precision)"
+    if not check.passed:
+        return False, f"measured below the threshold: {check.why()}"
+    return True, ""
 
 
 def choose(seconds: dict[Candidate, float], order: Sequence[Candidate], tolerance: float = 0.05) -> Candidate:
@@ -181,9 +184,10 @@ def select_denoiser(
     runs = {}
     for c, den in built.items():
         x = inputs(min(images, den.max_batch))
+        w = x[4] if len(x) > 4 else None
 
-        def run(den: Denoiser = den, x: list[np.ndarray] = x) -> object:
-            return den(*x)  # z, t, states, mask[, w[, d]]: the graph's declared inputs
+        def run(den: Denoiser = den, x: list[np.ndarray] = x, w: np.ndarray | None = w) -> object:
+            return den(x[0], x[1], x[2], x[3], w)
 
         for _ in range(warmup):  # warm: first calls' allocations and kernel compilation are not its speed
             run()

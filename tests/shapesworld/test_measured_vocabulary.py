@@ -45,7 +45,9 @@ def test_the_committed_listing_is_exactly_the_words_measured_at_or_above_the_thr
     assert set(listing["models"]) == set(results["models"]) and results["default_model"] in results["models"]
     for name, figures in results["models"].items():
         measured = {(r["category"], r["word"]) for r in figures["words"]}
-        assert measured == {(x.category, x.word) for x in alternatives()}, name  # every word measured
+        every = {(x.category, x.word) for x in alternatives()}
+        # every word measured on the default model; another model's unmeasured words are unlisted
+        assert measured == every if name == results["default_model"] else measured <= every, name
         passing = {
             (r["category"], r["word"]) for r in figures["words"] if r["ratio"] is not None and r["ratio"] >= 0.85
         }

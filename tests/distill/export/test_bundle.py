@@ -69,6 +69,42 @@ def test_export_replaces_an_existing_bundle(tmp_path, tiny_bert_dir, onnx_cache)
     assert sorted(load_manifest(out).steps) == [2, 4]
 
 
+def test_a_re_export_keeps_a_precision_measurement_only_of_the_same_denoiser_graph(tmp_path, tiny_bert_dir):
+    """`scripts.precision` writes the measured bf16 permission into the manifest and into
+    results/precision/NAME.json; a re-export of the same graph keeps it (from the old bundle or from
+    `--precision`), new weights drop it (kind=auto then serves fp32)."""
+    import dataclasses
+
+    from fewstep.bundle import write_manifest
+    from service.fakes import precision_check
+
+    model = make_packed_model(tmp_path / "model", tiny_bert_dir)
+    out, options = tmp_path / "b", ExportOptions(steps=(2,), cache_dir=tmp_path / "cache")
+    m = export_bundle(model, out, options)
+    check = precision_check(denoiser_sha256=m.files["denoiser.onnx"])
+    write_manifest(out, m.model_copy(update={"reduced_precision": {check.label: check}}))
+    again = export_bundle(model, out, options)
+    assert again.reduced_precision == {check.label: check} and check.measured_graph_of(again)
+    # a fresh directory, the committed measurement given (`fewstep export --precision`)
+    stale = precision_check("torch-bf16", denoiser_sha256="0ld")
+    given = export_bundle(model, tmp_path / "fresh", dataclasses.replace(options, reduced_precision=(check, stale)))
+    assert given.reduced_precision == {check.label: check}
+    make_packed_model(model, tiny_bert_dir, seed=5)  # new weights: a new graph
+    assert export_bundle(model, out, options).reduced_precision == {}
+
+
+def test_export_cli_reads_precision_measurements_and_refuses_a_bad_file(tmp_path):
+    from distill.cli.export import _precision_checks
+    from service.fakes import precision_check
+
+    c = precision_check(denoiser_sha256="abc")
+    (tmp_path / "m.json").write_text(json.dumps({c.label: c.model_dump(mode="json")}))
+    assert _precision_checks([str(tmp_path / "m.json")]) == [c]
+    (tmp_path / "bad.json").write_text(json.dumps({c.label: {**c.model_dump(mode="json"), "passed": False}}))
+    with pytest.raises(SystemExit, match="not a precision measurement file"):
+        _precision_checks([str(tmp_path / "bad.json")])
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

@@ -10,7 +10,7 @@ import pytest
 
 from service.backends.base import BackendError, BackendSettings
 from service.backends.select import Candidate, choose, quality_allows, select_denoiser, time_interleaved
-from service.fakes import FakeDenoiser, fake_manifest
+from service.fakes import FakeDenoiser, fake_manifest, precision_check
 from tests.service.backends.conftest import NO_OPENVINO
 
 ORT, OV32, OV16 = Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"), Candidate("openvino", "bf16")
@@ -33,20 +33,47 @@ def test_choose_needs_a_timed_candidate():
         choose({}, ORDER)
 
 
-def test_quality_record_gates_reduced_precision():
+def test_fp32_is_always_allowed_and_an_unmeasured_reduced_precision_never():
     m = fake_manifest()
-    assert m.precision == {"onnxruntime": "fp32", "torch": "bf16", "tensorrt": "fp16"}
     assert quality_allows(m, OV32)[0] and quality_allows(m, ORT)[0]
-    # openvino has no entry: bf16 is allowed because the bundle's figures accept bf16 (for torch)
-    assert quality_allows(m, OV16)[0]
-    # an entry for the backend itself decides
-    assert not quality_allows(m, Candidate("onnxruntime", "int8"))[0]
-    strict = m.model_copy(update={"precision": {"onnxruntime": "fp32", "openvino": "fp32"}})
-    ok, why = quality_allows(strict, OV16)
-    assert not ok and "recommends fp32" in why
-    bare = m.model_copy(update={"precision": {"onnxruntime": "fp32"}})
-    ok, why = quality_allows(bare, OV16)
-    assert not ok and "no quality record" in why
+    # the constant per-backend recommendation is no permission: only a measurement of this bundle is
+    assert m.precision["torch"] == "bf16"
+    ok, why = quality_allows(m, OV16)
+    assert not ok and "not measured on this bundle" in why
+    # a measurement of another path does not stand in for this one
+    other = fake_manifest(reduced_precision=[precision_check("torch-bf16")])
+    ok, why = quality_allows(other, OV16)
+    assert not ok and "measured: torch-bf16" in why
+
+
+def test_a_bundle_measured_good_is_allowed_bf16_and_one_measured_bad_is_not():
+    good = fake_manifest(reduced_precision=[precision_check("openvino-bf16", drop=0.005)])
+    assert quality_allows(good, OV16) == (True, "")
+    bad = fake_manifest(reduced_precision=[precision_check("openvino-bf16", drop=0.08)])
+    ok, why = quality_allows(bad, OV16)
+    assert not ok and "below the threshold" in why and "+0.080" in why
+    blurred = fake_manifest(reduced_precision=[precision_check("openvino-bf16", pixels=30.0)])
+    assert not quality_allows(blurred, OV16)[0]
+    # a measurement of an earlier export (another denoiser graph) permits nothing
+    stale = fake_manifest(reduced_precision=[precision_check("openvino-bf16", denoiser_sha256="0ld")])
+    ok, why = quality_allows(stale, OV16)
+    assert not ok and "earlier export's denoiser graph" in why
+
+
+def test_a_measurement_cannot_claim_a_pass_its_figures_refuse():
+    from pydantic import ValidationError
+
+    from fewstep.bundle import PrecisionCheck
+
+    bad = precision_check("openvino-bf16", drop=0.08)
+    assert not bad.passed
+    with pytest.raises(ValidationError, match="contradicts the figures"):
+        PrecisionCheck.model_validate({**bad.model_dump(), "passed": True})
+    # the threshold's edge: a drop at the limit passes, its upper bound past 0.05 does not
+    assert precision_check(drop=0.02).passed
+    assert not PrecisionCheck.model_validate(
+        {**precision_check(drop=0.0).model_dump(), "adherence_drop_ci": (-0.01, 0.06), "passed": False}
+    ).passed
 
 
 def test_time_interleaved_rotates_and_keeps_the_fastest_round():
@@ -75,7 +102,7 @@ def test_a_round_repeats_a_short_call_until_its_time_floor_and_scores_the_mean()
 def test_a_path_slow_on_its_first_calls_is_judged_at_its_steady_speed():
     """OpenVINO compiles kernels on its first calls at a shape: one warm-up call left its bf16 path
     timed at 2.6x its steady time, and the selection chose fp32 paths."""
-    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4, reduced_precision=[precision_check()])
     clock = _NoisyClock(seed=1)
     steady = {"onnxruntime-fp32": 0.010, "openvino-bf16": 0.004}
 
@@ -163,7 +190,7 @@ def _inputs(b: int):
 
 
 def test_select_denoiser_builds_allowed_candidates_and_keeps_the_fastest():
-    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4, reduced_precision=[precision_check()])
     speed = {"onnxruntime-fp32": 0.004, "openvino-fp32": 0.003, "openvino-bf16": 0.001}  # s per image
     clock = _NoisyClock(seed=0)
     built: list[str] = []
@@ -175,11 +202,14 @@ def test_select_denoiser_builds_allowed_candidates_and_keeps_the_fastest():
     assert set(sel.seconds) == {ORT, OV16} and "openvino missing" in sel.refused[OV32]
     assert den.batch_sizes[-1] == 8  # a teacher: 4 images timed as the doubled guidance batch
     assert "chose openvino-bf16" in sel.summary()
-    # a bundle whose record refuses bf16 never builds it
-    built.clear()
-    strict = m.model_copy(update={"precision": {"onnxruntime": "fp32", "openvino": "fp32"}})
-    _, sel = select_denoiser(strict, _settings(auto_candidates=("onnxruntime-fp32", "openvino-bf16")), build, inputs)
-    assert built == ["onnxruntime-fp32"] and sel.chosen == ORT and OV16 in sel.refused
+    # the same bundle measured bad in bf16 never builds it, though bf16 is the fastest path here
+    for bad in (
+        fake_manifest(resolution=8, max_tokens=8, hidden=4, reduced_precision=[precision_check(drop=0.1)]),
+        fake_manifest(resolution=8, max_tokens=8, hidden=4),  # never measured
+    ):
+        built.clear()
+        _, sel = select_denoiser(bad, _settings(auto_candidates=("onnxruntime-fp32", "openvino-bf16")), build, inputs)
+        assert built == ["onnxruntime-fp32"] and sel.chosen == ORT and OV16 in sel.refused
 
 
 def test_no_runnable_candidate_is_a_clear_error():
@@ -244,7 +274,7 @@ def test_load_pipeline_auto_serves_the_path_that_is_fastest_here(tiny_bundle, mo
 def test_a_tuning_cache_keeps_the_timings_and_later_starts_build_only_the_choice(tmp_path):
     from service.tuning import TuningCache
 
-    m = fake_manifest(resolution=8, max_tokens=8, hidden=4)
+    m = fake_manifest(resolution=8, max_tokens=8, hidden=4, reduced_precision=[precision_check()])
     built: list[str] = []
     speed = {"onnxruntime-fp32": 0.004, "openvino-fp32": 0.003, "openvino-bf16": 0.001}
     clock = _NoisyClock(seed=1)
