@@ -56,7 +56,7 @@ class ServiceMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 self._observe(scope, status, time.perf_counter() - start)
 
-        if scope["method"] in _BODY_METHODS:
+        if scope["method"] in _BODY_METHODS or _declares_body(scope):
             try:
                 async with asyncio.timeout(self.body_timeout_s):
                     body = await self._read_body(scope, receive)
@@ -101,6 +101,15 @@ class ServiceMiddleware:
         path = getattr(route, "path", None) or "unmatched"
         model = (scope.get("state") or {}).get("model", "")
         self.metrics.request_duration.labels(path, str(status), model).observe(seconds)
+
+
+def _declares_body(scope: Scope) -> bool:
+    """A request of any method that announces a body (a GET with one is legal HTTP): read and
+    bounded like the others, or a client could trickle it past the route's answer."""
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -22,8 +22,9 @@ class Trickler(threading.Thread):
     """A raw-socket client: whole headers at once, then the body one byte every BYTE_EVERY_S, reading
     whatever the server sends meanwhile, until the server closes the connection (or `give_up_s`)."""
 
-    def __init__(self, url: str, give_up_s: float = 15.0) -> None:
+    def __init__(self, url: str, give_up_s: float = 15.0, method: str = "POST", path: str = "/generate") -> None:
         super().__init__(daemon=True)
+        self.method, self.path = method, path
         u = urlsplit(url)
         self.address = (u.hostname or "127.0.0.1", u.port or 80)
         self.give_up_s = give_up_s
@@ -42,7 +43,7 @@ class Trickler(threading.Thread):
     def _run(self) -> None:
         with socket.create_connection(self.address, timeout=5) as s:
             head = (
-                f"POST /generate HTTP/1.1\r\nHost: {self.address[0]}\r\nContent-Type: application/json\r\n"
+                f"{self.method} {self.path} HTTP/1.1\r\nHost: {self.address[0]}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(self.body)}\r\n\r\n"
             )
             s.sendall(head.encode())
@@ -87,7 +88,8 @@ class Trickler(threading.Thread):
 
 def test_trickling_bodies_get_408_and_the_server_keeps_serving_others(tmp_path):
     with fault_server(tmp_path, body_timeout_s=BODY_TIMEOUT_S, max_batch_images=4, max_wait_s=0.0) as server:
-        slow = [Trickler(server.url) for _ in range(3)]
+        # two bodies to /generate, one to a GET route (a GET may carry a body too)
+        slow = [Trickler(server.url), Trickler(server.url), Trickler(server.url, method="GET", path="/v1/models")]
         for t in slow:
             t.start()
         # while they trickle, ordinary clients are served as usual
