@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.defaults import STUDENT_K4
+from fewstep.provenance import provenance
 
 DEFAULT_MODEL = f"bundles/{STUDENT_K4}"
 
@@ -141,7 +142,7 @@ def run_starts(
         print(f"start {i + 1}/{starts}: max_batch_images {results[-1]['max_batch_images']}", file=sys.stderr)
     return {
         "model": model, "backend": backend, "precision": precision, "budget_s": budget_s,
-        "tuning_cache": tuning_cache, "runs": results, "spread": spread(results),
+        "tuning_cache": tuning_cache, "runs": results, "spread": spread(results), **provenance(),
     }  # fmt: skip
 
 

@@ -298,7 +298,9 @@ class GpuRun:
         self.conds = {b: Cond(b, self.tokens, self.net.text_dim, seed=b) for b in cfg.batches}
         self.seeds = {b: list(range(b)) for b in cfg.batches}
         self.flops = 0.0  # per image per network evaluation, set by `count_flops_and_peaks`
-        self.doc: dict[str, Any] = {"model": model, **header, "rows": [], "notes": []}
+        from fewstep.provenance import provenance  # `unknown` on a device given the files without the repository
+
+        self.doc: dict[str, Any] = {"model": model, **header, **provenance(), "rows": [], "notes": []}
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -27,6 +27,7 @@ from typing import Any
 from bench.measure import denoiser_flops, matmul_peak
 from bench.paths import PATHS, BenchPath, bundle_prompts, make_path_denoiser, with_steps
 from fewstep.bundle import Manifest, load_manifest
+from fewstep.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def machine_info() -> dict[str, Any]:
     import os
 
     info: dict[str, Any] = {
+        **provenance(),  # the commit, `-dirty` when the tree had uncommitted changes
         "platform": platform.platform(),
         "python": platform.python_version(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (torch spins)"),

@@ -52,6 +52,7 @@ def test_outside_a_repository_is_unknown(tmp_path: Path) -> None:
 def test_the_writers_of_results_record_it(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bundle manifests, evaluation rows, training runs and the benchmarks' machine record all say dirty."""
     pytest.importorskip("torch")
+    from bench.sampler import machine_info
     from bench.server import machine
     from distill.evaluation.evaluate import git_sha as eval_git_sha
     from distill.export.bundle import git_sha as bundle_git_sha
@@ -63,5 +64,5 @@ def test_the_writers_of_results_record_it(repo: Path, monkeypatch: pytest.Monkey
     assert bundle_git_sha() == expected
     assert eval_git_sha() == expected
     assert run_git_revision() == expected
-    record = machine()
-    assert record["git_sha"] == expected and record["dirty"] is True
+    for record in (machine(), machine_info()):
+        assert record["git_sha"] == expected and record["dirty"] is True
