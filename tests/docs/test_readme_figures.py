@@ -5,6 +5,7 @@ current values, the models named the ones the Makefile serves, and the links mus
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -91,6 +92,15 @@ def test_the_vocabulary_is_the_shapes_worlds() -> None:
     for table in (COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS, CELL_WORDS, BACKGROUND_WORDS):
         for word in table:
             assert word in section, f"the README's vocabulary lacks {word!r}"
+    # the synonyms it promises are ones the default model was measured to draw
+    measured_file = ROOT / "shapesworld" / "measured_vocabulary.json"
+    if measured_file.is_file():
+        measured = json.loads(measured_file.read_text())
+        drawn = {w for words in measured["models"][_makefile_value("DEFAULT_MODEL")].values() for w in words}
+        promised = re.search(r"Some synonyms work too \(([^)]*)\)", " ".join(section.split()))
+        assert promised, "the README's vocabulary names no synonyms"
+        words = [w.strip() for w in promised.group(1).split(",") if w.strip() not in ("", "...")]
+        assert words and set(words) <= drawn, f"synonyms the default model does not draw: {set(words) - drawn}"
 
 
 def test_the_first_screen_has_the_first_request_vocabulary_and_settings() -> None:
