@@ -93,6 +93,7 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
     reply = json.loads(Path(args.reply).read_text())
     t0 = args.t0
     cache = Path(args.cache_root)
+    served = ".venv-serve" if (clone / ".venv-serve").is_dir() else ".venv"
     return {
         "run": args.run,
         "seconds_to_first_image": round(args.t_first - t0, 1),
@@ -101,6 +102,7 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
             "clone": since(args.t_clone, t0),
             "serve_venv": since(stamp_time(clone / ".venv-serve"), t0),
             "export_venv": since(stamp_time(clone / ".venv-export"), t0),
+            "dev_venv": since(stamp_time(clone / ".venv"), t0),
             "bundles": since(max((p.stat().st_mtime for p in bundles), default=None), t0),
             "service_ready": since(ready_time(log), t0),
             "first_image": since(args.t_first, t0),
@@ -110,13 +112,43 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
             "bundles": du_mb(clone / "bundles"),
             "uv_cache": du_mb(cache / "uv"),
         },
-        "torch_in_serve_venv": any((clone / ".venv-serve").glob("lib/python*/site-packages/torch")),
+        # the venv `make serve` ran the service from: .venv-serve, or .venv before it existed
+        "served_from": served,
+        "torch_in_served_venv": any((clone / served).glob("lib/python*/site-packages/torch")),
         "served_model": reply.get("model"),
         "load_average": {"start": args.load_start, "end": args.load_end},
         "commit": subprocess.run(
             ["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip(),
     }
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The runs of one results file as a table (written beside it, from it alone)."""
+    m = doc["machine"]
+    amx = "AMX" if m["amx"] else "no AMX"
+    lines = [
+        f"# Fresh clone to first image: commit {doc['commit'][:10]}",
+        "",
+        f"Written by `{doc['command']}` from {Path(doc.get('json', 'first_image.json')).name}; machine: "
+        f"{m['cores']}-core {m['cpu']} VM ({amx}), {m['memory_gb']} GB, Python {m['python']}. Wall times grow "
+        "with the machine's load (its load average at the start of each run is given); CPU seconds much less.",
+        "",
+        "| run | first image (s) | CPU (s) | what was done when (s from the start of the clone) "
+        "| serving venv (MB) | export venv (MB) | torch where it serves | load average |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in doc["runs"].items():
+        done = sorted((t, k.replace("_", " ")) for k, t in r["phases_s_from_start"].items() if t is not None)
+        sz = r["sizes_mb"]
+        lines.append(
+            f"| {name} | {r['seconds_to_first_image']} | {r['cpu_seconds']} | "
+            + ", ".join(f"{k} {t}" for t, k in done)
+            + f" | {sz.get('venv-serve') or sz.get('venv')} | {sz.get('venv-export') or '-'} "
+            f"| {'yes' if r['torch_in_served_venv'] else 'no'} ({r['served_from']}) "
+            f"| {r['load_average']['start'].split()[0]} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     doc["commit"] = row["commit"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown({**doc, "json": str(out)}))
     print(
         f"{args.run}: first image after {row['seconds_to_first_image']} s ({args.cpu_seconds} CPU s); serve venv "
         f"{row['sizes_mb']['venv-serve']} MB, export venv {row['sizes_mb']['venv-export']} MB "

@@ -82,9 +82,13 @@ def test_a_run_records_time_to_first_image_phases_sizes_and_commit(tmp_path):
         assert phases["service_ready"] is not None and phases["service_ready"] <= phases["first_image"] + 1
         assert phases["export_venv"] is None  # this stand-in builds no export venv
         assert row["sizes_mb"]["venv-serve"] >= 2.0 and row["sizes_mb"]["venv-export"] is None
-        assert row["torch_in_serve_venv"] is False and row["served_model"] == "stand-in"
+        assert row["torch_in_served_venv"] is False and row["served_from"] == ".venv-serve"
+        assert row["served_model"] == "stand-in"
         assert row["cpu_seconds"] >= 0.1  # at least the stand-in server and the 2 MB write
     assert "first image after" in done.stdout
+    table = out.with_suffix(".md").read_text()  # the same figures, as the table beside the JSON
+    for name, row in doc["runs"].items():
+        assert f"| {name} | {row['seconds_to_first_image']} | {row['cpu_seconds']} |" in table
 
 
 def test_a_make_that_fails_stops_the_script_with_its_log(tmp_path):
