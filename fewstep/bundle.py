@@ -229,9 +229,10 @@ class Manifest(StrictModel):
     graphs: dict[str, GraphSpec]
     precision: dict[str, str] = Field(
         default_factory=lambda: {"onnxruntime": "fp32", "torch": "bf16", "tensorrt": "fp16"},
-        description="recommended precision per backend, chosen on the evaluator's figures (BENCHMARKS.md: "
-        "torch bf16 is 1.5-2x faster from batch 16 on this CPU at FD and adherence within noise of fp32; "
-        "ONNX Runtime int8/fp16 graphs are no faster here)",
+        description="the precision a backend pinned with precision=auto runs, a default of every bundle, not a "
+        "measurement of this one (BENCHMARKS.md: torch bf16 is 1.5-2x faster from batch 16 on this CPU at FD "
+        "and adherence within noise of fp32; ONNX Runtime int8/fp16 graphs are no faster here); "
+        "backend.kind=auto reads reduced_precision instead",
     )
     source: dict[str, Any] = Field(default_factory=dict, description="weights, config and git sha exported from")
     exported_at: datetime | None = Field(None, description="when the bundle was exported (UTC); None if not recorded")
