@@ -31,7 +31,7 @@ UV_TORCH := $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: install install-serve install-export lock test test-slow docs lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
-	results-distill-recipe long-runs results-long-runs \
+	results-distill-recipe long-runs results-long-runs results-methods \
 	results-default results-default-rows \
 	wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy first-image
 
@@ -200,6 +200,14 @@ long-runs: $(STAMP)
 
 results-long-runs: $(STAMP)
 	$(PY) -m distill.reports.long_runs runs/long results/long_runs.md
+
+# The methods table (results/methods.md, docs/design/emd-pso.md): every distillation method at K = 1, 2,
+# 4, 8 where it applies, at equal training image passes (BUDGET, default 48,000 images a run), each row
+# 2,000 images at w = 3 scored by the evaluator and the analytic judge, pso on each K's winner, paired
+# intervals against the teacher's 64-step ceiling and mm-alt, the winner per K. Days of CPU in all:
+# time-sliced (SLICE_MINUTES a run per call, JOBS side by side), resumable from models/methods-runs/.
+results-methods: $(STAMP)
+	FEWSTEP=$(VENV)/bin/fewstep PY=$(PY) SLICE_MINUTES=$(SLICE_MINUTES) scripts/methods_table.sh
 
 # The table's other rows: mm-param at K = 8 and w = 3 (into runs/equal-w3, so the table above gains
 # its row), and the w = 1 pair, mm-alt and pd at K = 8, against the teacher's 64-step ceiling at w = 1
