@@ -11,7 +11,7 @@ import pytest
 from fewstep_cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("distill", "export", "data", "train", "pack", "eval", "serve", "generate", "build-engines", "bench")
+COMMANDS = ("distill", "tune", "export", "data", "train", "pack", "eval", "serve", "generate", "build-engines", "bench")
 
 
 def test_the_console_script_runs_this_main():
