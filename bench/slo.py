@@ -393,13 +393,14 @@ def family_quality(cfg: SloBenchConfig) -> dict[str, Any]:
     return {"adherence": rows, "adherence_ci": intervals}
 
 
-def report(doc: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The figures (with the scoring pass's verdicts where `out` has them), saved, and the plot."""
+def report(doc: dict[str, Any], out: Path, measured: bool = True) -> dict[str, Any]:
+    """The figures (with the scoring pass's verdicts where `out` has them and `measured`), saved, and
+    the plot."""
     from bench.slo_markdown import plot
     from bench.slo_report import analyse
     from bench.slo_score import load_scores
 
-    doc["analysis"] = analyse(doc, load_scores(out))
+    doc["analysis"] = analyse(doc, load_scores(out) if measured else None)
     save(doc, out)
     try:
         plot(doc, out)
@@ -448,4 +449,6 @@ def run_slo_bench(cfg: SloBenchConfig, out: Path, score: ScoreConfig | None = No
         from bench.slo_score import score_run
 
         score_run(doc, out, score)
-    return report(doc, out)
+    # without a scoring pass, verdicts left in `out` by an earlier run stay there as a cache for
+    # `--score-only`, but describe other outcomes: the figures are the predicted ones
+    return report(doc, out, measured=score is not None)

@@ -207,11 +207,12 @@ def analyse(doc: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[s
                 if other != "controller":
                     paired[other] = _paired(figures["controller"], figures[other])
         rule = equal_violation_rule(figures, basis)
-        if rule is not None and basis == "measured":
-            predicted = equal_violation_rule(figures, "predicted")
-            assert predicted is not None
-            rule["predicted_diff"] = predicted["adherence_diff"]
-            rule["predicted_diff_ci"] = predicted["adherence_diff_ci"]
+        if rule is not None and basis == "measured":  # the prediction against the same rules
+            c = figures["controller"]
+            adherence = sum(w * figures[n]["adherence"] for n, w in rule["rules"].items())
+            draws = sum(w * figures[n]["_adherence_draws"] for n, w in rule["rules"].items())
+            rule["predicted_diff"] = c["adherence"] - adherence
+            rule["predicted_diff_ci"] = _interval(c["_adherence_draws"] - draws)
         for f in figures.values():
             for k in [k for k in f if k.startswith("_")]:
                 f.pop(k)

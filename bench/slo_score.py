@@ -266,14 +266,29 @@ class EvaluatorJudge:
         return verdicts(self.model, images, [_Scored(s) for s in specs])
 
 
+# The parts of a bundle's manifest that determine its images: the sha256 of every file, the sampler,
+# the step plans, the guidance, the text encoder. Not its evaluation rows or later records (a
+# precision check adds one), which change no image.
+IMAGE_FIELDS = (
+    "name", "resolution", "channels", "sampler", "steps", "guidance", "text", "graphs", "precision", "files",
+)  # fmt: skip
+
+
+def bundle_identity(bundle: str | Path) -> str:
+    """sha256 over `IMAGE_FIELDS` of the bundle's manifest."""
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    fields = {k: manifest.get(k) for k in IMAGE_FIELDS}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
 def identity(doc: dict[str, Any], cfg: ScoreConfig) -> dict[str, Any]:
     """What the verdicts depend on besides their keys: the evaluator's weights, each bundle's
-    manifest (which holds the sha256 of every file of the bundle), the backend, the prompts' seed."""
+    image-determining manifest fields (`bundle_identity`), the backend, the prompts' seed."""
     from fewstep.bundle import sha256_file
 
     return {
         "evaluator_sha256": sha256_file(Path(cfg.evaluator) / "weights.safetensors"),
-        "bundles": {Path(b).name: sha256_file(Path(b) / "manifest.json") for b in doc["config"]["bundles"]},
+        "bundles": {Path(b).name: bundle_identity(b) for b in doc["config"]["bundles"]},
         "backend": cfg.backend,
         "device": cfg.device,
         "prompt_seed": captions(doc)[0],
@@ -288,7 +303,9 @@ def score_run(doc: dict[str, Any], out: Path, cfg: ScoreConfig) -> dict[str, Any
     previous = load_scores(out)
     known = previous["verdicts"] if previous and previous["identity"] == ident else {}
     if previous and not known:
-        log.warning("%s was measured by other bundles, evaluator or backend: scoring again", out / SCORES)
+        aside = out / f"{SCORES}.previous"
+        (out / SCORES).replace(aside)
+        log.warning("%s was measured by other bundles, evaluator or backend: kept as %s, scoring again", SCORES, aside)
     renderer = BundleRenderer(doc["config"]["bundles"], cfg)
     judge = EvaluatorJudge(cfg.evaluator)
 

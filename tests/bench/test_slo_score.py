@@ -225,6 +225,26 @@ def test_score_only_over_a_saved_run(tmp_path, run_bench, monkeypatch):
     assert scores is not None and scores["stats"]["rendered"] > 0
     assert run_bench(["slo", "--score-only", "--out", str(out)]) == 0  # all reused
     assert load_scores(out)["stats"]["rendered"] == 0
+    # a fresh run without the pass leaves the verdicts as a cache but reports what it can: the prediction
+    assert run_bench(argv) == 0
+    assert "scoring pass was not run" in (out / "slo.md").read_text() and (out / score.SCORES).exists()
+
+
+def test_a_bundle_is_identified_by_what_makes_its_images(tmp_path):
+    """A record added to a manifest (a precision check's) keeps the verdicts; a new graph does not."""
+    import json
+
+    from tests.bench.test_slo import family_bundles
+
+    k8, _ = family_bundles(tmp_path)
+    path = Path(k8) / "manifest.json"
+    before = score.bundle_identity(k8)
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "reduced_precision": {"openvino-bf16": {"passed": True}}}))
+    assert score.bundle_identity(k8) == before
+    manifest["files"] = {**manifest["files"], "denoiser.onnx": "0" * 64}
+    path.write_text(json.dumps(manifest))
+    assert score.bundle_identity(k8) != before
 
 
 @pytest.mark.slow
