@@ -211,8 +211,9 @@ def test_fewstep_distill_shortcut_tiny_writes_one_student_for_every_k(run_dir):
 
 def test_one_bundle_serves_every_k_with_d_fed_per_row(run_dir, tmp_path, onnx_cache):
     """The export lists K = 1, 2, 4 and declares the input d; the service runs any of them (ONNX
-    Runtime and the torch backend agree), feeds d = 1/K (the graph's output depends on it), and
-    step-level batching mixes step counts in one evaluation with the images a request alone gets."""
+    Runtime, the torch backend and OpenVINO where installed agree), feeds d = 1/K (the graph's
+    output depends on it), and step-level batching mixes step counts in one evaluation with the
+    images a request alone gets."""
     from distill.export.bundle import ExportOptions, export_bundle
     from fewstep.bundle import STEP_SIZE_INPUT
     from service.backends.base import BackendSettings
@@ -227,8 +228,16 @@ def test_one_bundle_serves_every_k_with_d_fed_per_row(run_dir, tmp_path, onnx_ca
     ort = load_pipeline(tmp_path / "bundle", BackendSettings(), warmup=())
     pt = load_pipeline(tmp_path / "bundle", BackendSettings(kind="torch", precision="fp32"), warmup=())
     jobs = {k: [ImageJob("a red circle", 1, k, 3.0), ImageJob("a blue square", 2, k, 2.0)] for k in (1, 2, 4)}
+    others = [pt]
+    try:
+        import openvino  # noqa: F401 - the OpenVINO backend, where installed
+
+        others.append(load_pipeline(tmp_path / "bundle", BackendSettings(kind="openvino", precision="fp32"), warmup=()))
+    except ImportError:
+        pass
     for k, js in jobs.items():
-        np.testing.assert_allclose(ort.sample(js, k), pt.sample(js, k), atol=1e-3)
+        for other in others:
+            np.testing.assert_allclose(ort.sample(js, k), other.sample(js, k), atol=1e-3)
     with pytest.raises(InvalidArgument, match="steps"):
         ort.check(ImageJob("a red circle", 1, 3, 3.0))
     z, t, s, mask, w, d = denoiser_inputs(m, 2, seed=0)
