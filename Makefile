@@ -53,7 +53,7 @@ define venv
 endef
 
 $(STAMP): requirements/dev.lock pyproject.toml | $(UV)
-	$(call venv,$(VENV),requirements/dev.lock,install --no-deps)
+	$(call venv,$(VENV),-r requirements/dev.lock,install --no-deps)
 
 $(SERVE_STAMP): requirements/serve.lock pyproject.toml | $(UV)
 	$(call venv,$(SERVE_VENV),requirements/serve.lock,sync)
@@ -239,12 +239,15 @@ bundles: bundles/teacher/manifest.json $(foreach m,$(STUDENTS),bundles/$(m)/mani
 
 bundles/teacher/manifest.json: models/teacher/model.safetensors models/teacher/config.json
 	$(MAKE) --no-print-directory install-export
-	$(EXPORT) --model models/teacher --out bundles/teacher --evaluation results/teacher/ancestral-16.json
+	$(EXPORT) --model models/teacher --out bundles/teacher --evaluation results/teacher/ancestral-16.json \
+		$(addprefix --precision ,$(wildcard results/precision/teacher.json))
 
-# Students serve exactly their K and guidance range (from their packed config).
+# Students serve exactly their K and guidance range (from their packed config). --precision: the
+# committed bf16 measurement (python -m scripts.precision), kept where it measured the same graph.
 bundles/%/manifest.json: models/students/%/model.safetensors models/students/%/config.json
 	$(MAKE) --no-print-directory install-export
-	$(EXPORT) --model models/students/$* --out bundles/$* --evaluation results/students/$*.json
+	$(EXPORT) --model models/students/$* --out bundles/$* --evaluation results/students/$*.json \
+		$(addprefix --precision ,$(wildcard results/precision/$*.json))
 
 # The service on CPU with the default bundles (built first if missing): http://127.0.0.1:8000/
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.
