@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.evaluation.bootstrap import mean_resampled, percentile_interval, resample_counts
 from distill.evaluation.compare import paired
-from distill.evaluation.per_image import PerImage
+from distill.evaluation.per_image import PerImage, check_paired
 from distill.reports import winners
 from distill.reports.distill_table import _paired_cell
 from distill.reports.tables import _fmt, _fmt_ci
@@ -119,8 +120,23 @@ def compare_rows(a: Row, b: Row) -> dict[str, Any]:
         raise FileNotFoundError(f"{a.name} or {b.name}: no per-image sidecar (re-run fewstep eval)")
     out = paired(ra, rb)
     aa, ab = a.record("analytic"), b.record("analytic")
-    out["analytic"] = paired(aa, ab)["adherence"] if aa is not None and ab is not None else None
+    out["analytic"] = paired_adherence(aa, ab) if aa is not None and ab is not None else None
     return out
+
+
+def paired_adherence(a: PerImage, b: PerImage) -> dict[str, Any]:
+    """B - A of overall adherence with its paired 95% interval (the resampling of
+    `distill.evaluation.compare.paired`, without the feature distances the analytic judge does not
+    change: its sidecar holds the evaluator's features)."""
+    check_paired(a, b)
+    counts = resample_counts(a.n)
+    (_, mask, c) = next(g for g in a.adherence_groups() if g[0] == ("overall",))
+    if not mask.any():
+        return {"overall": {"diff": None, "ci": None}}
+    va, vb = mean_resampled(counts, a.checks[:, c], mask), mean_resampled(counts, b.checks[:, c], mask)
+    diff = float(b.checks[mask, c].mean() - a.checks[mask, c].mean())
+    return {"overall": {"a": float(a.checks[mask, c].mean()), "b": float(b.checks[mask, c].mean()), "diff": diff,
+                        "ci": percentile_interval(vb - va)}}  # fmt: skip
 
 
 def _paired_cells(c: dict[str, Any]) -> str:
@@ -275,12 +291,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--grid", action="store_true", help="also sample methods_grid.png from every row's model")
     ap.add_argument("--winners", action="store_true", help="print each K's winning row name (for the pso step) only")
     args = ap.parse_args(argv)
-    text, won = methods_markdown(args.run_dir)
-    if args.winners:
-        for k, w in won.items():
+    rows, ceiling = load_rows(args.run_dir)
+    if args.winners:  # only the comparisons the rule needs
+        for k, w in pick_winners(rows, {}).items():
             print(k, w["winner"])
         return 0
-    rows, ceiling = load_rows(args.run_dir)
+    text, won = methods_markdown(args.run_dir)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     out = args.markdown.with_suffix("")
     out.mkdir(exist_ok=True)
