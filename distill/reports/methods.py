@@ -34,7 +34,7 @@ from distill.evaluation.bootstrap import mean_resampled, percentile_interval, re
 from distill.evaluation.compare import paired
 from distill.evaluation.per_image import PerImage, check_paired
 from distill.reports import winners
-from distill.reports.distill_table import _paired_cell
+from distill.reports.distill_table import _flipped, _paired_cell
 from distill.reports.tables import _fmt, _fmt_ci
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,10 @@ def pick_winners(rows: list[Row], pairs: dict[tuple[str, str], dict[str, Any]]) 
 
     def pair(a: winners.Candidate, b: winners.Candidate) -> dict[str, Any]:
         if (a.name, b.name) not in pairs:
-            pairs[(a.name, b.name)] = compare_rows(by_name[a.name], by_name[b.name])
+            if (b.name, a.name) in pairs:  # made the other way round: B - A = -(A - B)
+                pairs[(a.name, b.name)] = _flipped({**pairs[(b.name, a.name)], "a": b.name, "b": a.name})
+            else:
+                pairs[(a.name, b.name)] = compare_rows(by_name[a.name], by_name[b.name])
         return pairs[(a.name, b.name)]
 
     out = {}
