@@ -31,7 +31,7 @@ UV_TORCH := $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: install install-serve install-export lock test test-slow docs lint teacher evaluator results-teacher preview clean-venv serve bundles students results-distill results-distill-extra results-distill-gpu results-distill-misses example results-all \
-	results-distill-recipe long-runs results-long-runs results-methods \
+	results-distill-recipe long-runs results-long-runs results-methods queue \
 	results-default results-default-rows \
 	wheelhouse wheelhouse-export docker-bundles docker-offline test-deploy first-image
 
@@ -197,6 +197,12 @@ SLICE_MINUTES ?= 60
 long-runs: $(STAMP)
 	FEWSTEP=$(VENV)/bin/fewstep PY=$(PY) SLICE_MINUTES=$(SLICE_MINUTES) scripts/long_runs.sh
 	$(MAKE) results-long-runs
+
+# The one queue of background CPU runs for distillation (scripts/queue.sh): the long runs until all
+# reach their budget, then the methods table; SLICE_MINUTES a call. Commit models/long-runs/ and
+# models/methods-runs/ (the checkpoints the next call resumes from) and results/ after each call.
+queue: $(STAMP)
+	FEWSTEP=$(VENV)/bin/fewstep PY=$(PY) SLICE_MINUTES=$(SLICE_MINUTES) scripts/queue.sh
 
 results-long-runs: $(STAMP)
 	$(PY) -m distill.reports.long_runs runs/long results/long_runs.md

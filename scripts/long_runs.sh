@@ -26,9 +26,14 @@ SLICE_MINUTES=${SLICE_MINUTES:-60}
 EVAL_IMAGES=${EVAL_IMAGES:-2000}
 JOBS=${JOBS:-2}
 if [ -z "${RECIPE:-}" ]; then
-  RECIPE=$($PY -m distill.reports.recipe --chosen runs/mm-recipe results/mm_recipe)
+  # The recipe the ablation chose, as committed (regenerate it with
+  # `python -m distill.reports.recipe --chosen runs/mm-recipe results/mm_recipe > results/mm_recipe/chosen.txt`).
+  RECIPE=$(cat results/mm_recipe/chosen.txt)
 fi
 mkdir -p "$OUT/eval" "$SAVED"
+# Milestones evaluated in an earlier session (maybe on another machine) are not evaluated again on a
+# later checkpoint: their rows come back from the committed results.
+cp -n results/long_runs/*.json "$OUT/eval/" 2>/dev/null || true
 COMMON="--teacher models/teacher --preset shapes32-cpu --set threads=1 --set batch_size=32 --set warmup=50
         --set sample_every=100000 --set guidance_min=1 --set guidance_max=5 --set guidance_default=3
         --set ema_decay=0.99 --budget-images $BUDGET --no-progress"
