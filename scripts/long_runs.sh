@@ -33,7 +33,7 @@ fi
 mkdir -p "$OUT/eval" "$SAVED"
 # Milestones evaluated in an earlier session (maybe on another machine) are not evaluated again on a
 # later checkpoint: their rows come back from the committed results.
-cp -n results/long_runs/*.json "$OUT/eval/" 2>/dev/null || true
+cp -n results/long_runs/*.json results/long_runs/*.npz "$OUT/eval/" 2>/dev/null || true
 COMMON="--teacher models/teacher --preset shapes32-cpu --set threads=1 --set batch_size=32 --set warmup=50
         --set sample_every=100000 --set guidance_min=1 --set guidance_max=5 --set guidance_default=3
         --set ema_decay=0.99 --budget-images $BUDGET --no-progress"
@@ -83,4 +83,4 @@ export -f one
 export FEWSTEP PY OUT SAVED COMMON MILESTONES SLICE_MINUTES EVAL_IMAGES
 printf '%s\n' "${RUNS[@]}" | xargs -P "$JOBS" -d '\n' -I{} bash -c 'one "$@"' _ {}
 mkdir -p results/long_runs
-cp "$OUT"/eval/*.json results/long_runs/ 2>/dev/null || true
+cp "$OUT"/eval/*.json "$OUT"/eval/*.npz results/long_runs/ 2>/dev/null || true  # rows and per-image scores (the pairing)
