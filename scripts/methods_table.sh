@@ -29,6 +29,8 @@ JOBS=${JOBS:-2}
 PSO_SET=${PSO_SET:-"--preset shapes32-cpu"}
 CEILING_STEPS=${CEILING_STEPS:-64}
 REPORT=${REPORT:-results/methods.md}
+# mm-alt in the recipe the ablation chose (results/mm_recipe.md), as the long runs train it.
+RECIPE=${RECIPE-$(cat results/mm_recipe/chosen.txt)}
 mkdir -p "$OUT/eval" "$SAVED"
 COMMON="--teacher models/teacher --preset shapes32-cpu --set threads=1 --set batch_size=$BATCH --set warmup=50
         --set sample_every=100000 --set guidance_min=1 --set guidance_max=5 --set guidance_default=$GUIDANCE
@@ -37,7 +39,7 @@ if [ "$BUDGET" -lt 1000 ]; then COMMON="$COMMON --set warmup=1 --set log_every=1
 
 # name | method | K (of the run) | overrides | the K it is evaluated at (default: its own)
 RUNS=(
-  "mm-alt-k1|mm-alt|1||" "mm-alt-k2|mm-alt|2||" "mm-alt-k4|mm-alt|4||" "mm-alt-k8|mm-alt|8||"
+  "mm-alt-k1|mm-alt|1|$RECIPE|" "mm-alt-k2|mm-alt|2|$RECIPE|" "mm-alt-k4|mm-alt|4|$RECIPE|" "mm-alt-k8|mm-alt|8|$RECIPE|"
   "pd-k1|pd|1|--set teacher_steps=64|" "pd-k2|pd|2|--set teacher_steps=64|"
   "pd-k4|pd|4|--set teacher_steps=64|" "pd-k8|pd|8|--set teacher_steps=64|"
   "cd-k1|cd|1|--set teacher_steps=64|" "cd-k2|cd|2|--set teacher_steps=64|"
