@@ -57,6 +57,36 @@ def require_module(name: str, reason: str) -> ModuleType:
         missing(f"no Python package `{name}`: {reason}")
 
 
+def signal_stack_problem() -> str | None:
+    """What is wrong with this thread's signal stack (`sigaltstack`), or None: enabled but not
+    mapped memory. A native library that leaves the stack on memory it freed makes the next signal
+    with a Python handler (they run on that stack) kill the process with SIGSEGV, far from the
+    cause: CI once lost its whole test process that way (service.backends.openvino.shared_core)."""
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    st = Stack()
+    if ctypes.CDLL(None).sigaltstack(None, ctypes.byref(st)) != 0 or st.flags & 2 or not st.sp:  # 2: SS_DISABLE
+        return None
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= st.sp and st.sp + st.size <= hi:
+                return None
+    return f"the signal stack at {st.sp:#x} ({st.size} bytes) is not mapped memory"
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_stays_valid():
+    """Fails the test that left the process's signal stack on freed memory, instead of a segfault
+    at some later test's first signal (Linux only: /proc/self/maps)."""
+    yield
+    if os.path.exists("/proc/self/maps") and (problem := signal_stack_problem()):
+        pytest.fail(f"after this test {problem}: the next signal with a Python handler would crash the process")
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from distill.kit.config import TextConfig

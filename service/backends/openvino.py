@@ -15,6 +15,7 @@ hint with one stream (the service runs one batch at a time) and `threads` infere
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -38,30 +39,48 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.cache
+def shared_core():
+    """The process's one OpenVINO `Core`, kept for the life of the process.
+
+    Why one, and never freed: each `Core` loads its own instance of the CPU plugin, and the plugin
+    (OpenVINO 2026.4) swaps the loading thread's signal stack (`sigaltstack`) for one it allocates,
+    putting back the one it found when it unloads. Two plugins unloaded in the order they loaded
+    leave that thread on the first plugin's freed stack; the next signal whose handler runs on the
+    signal stack (every Python handler: SIGINT, SIGTERM from `docker stop`, torch's SIGCHLD)
+    then kills the process with SIGSEGV instead of running the handler. That was CI's segfault of
+    the test process (tests/service/backends/test_openvino.py reproduces it). One plugin that
+    outlives every compiled model is never unloaded, so the stack it installed stays valid. OpenVINO
+    documents `Core` as safe to share between threads, and compiling through one `Core` also shares
+    the plugin's thread pools instead of building one per model.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 def cpu_capabilities() -> set[str]:
     """OpenVINO's CPU plugin capabilities (e.g. {'FP32', 'BF16', 'INT8'}); empty without openvino."""
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return set()
-    return {str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+    return {str(c).upper() for c in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
 
 
 class OpenVinoDenoiser:
     """One compiled model and one infer request, called from the engine's single runner thread."""
 
     def __init__(self, graph: Path, spec: GraphSpec, settings: BackendSettings) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise BackendError("backend 'openvino' needs the openvino package (pip install openvino)") from None
+        if not openvino_available():
+            raise BackendError("backend 'openvino' needs the openvino package (pip install openvino)")
         if settings.device != "cpu":
             raise BackendError(f"backend 'openvino' runs on the CPU here, not device {settings.device!r}")
         precision = settings.precision
         if precision not in HINTS:
             raise BackendError(f"backend 'openvino' runs fp32, bf16 or fp16, not {precision}")
         try:  # a runtime without its CPU plugin (a trimmed install) fails here: `auto` skips the path
-            core = ov.Core()
+            core = shared_core()
             caps = {str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
         except Exception as e:  # openvino raises RuntimeError subclasses of its own
             raise BackendError(f"openvino cannot use the CPU here: {e}") from None

@@ -63,12 +63,49 @@ def test_a_runtime_without_its_cpu_plugin_is_a_backend_error_auto_can_skip(tiny_
     """The CPU image trims OpenVINO's plugins; if the CPU plugin went missing, `ov.Core()` or its
     property query raises OpenVINO's own RuntimeError. It must surface as a BackendError, which
     `kind=auto` logs and skips, not as a failed start-up."""
-    import openvino as ov
+    from service.backends import openvino as backend
 
-    class Broken:
-        def __init__(self) -> None:
-            raise RuntimeError("Device with 'CPU' name is not registered in the OpenVINO Runtime")
+    def broken():
+        raise RuntimeError("Device with 'CPU' name is not registered in the OpenVINO Runtime")
 
-    monkeypatch.setattr(ov, "Core", Broken)
+    monkeypatch.setattr(backend, "shared_core", broken)
     with pytest.raises(BackendError, match=r"openvino cannot use the CPU here: Device with 'CPU'"):
         make_denoiser(tiny_bundle, load_manifest(tiny_bundle), BackendSettings(kind="openvino", precision="fp32"))
+
+
+SIGNAL_AFTER_FREEING = """
+import gc, os, signal, sys
+from pathlib import Path
+from fewstep.bundle import load_manifest
+from service.backends.base import BackendSettings
+from service.loader import make_denoiser
+bundle = Path(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *_: print("handled", flush=True))  # CPython: SA_ONSTACK
+first, second = (make_denoiser(bundle, load_manifest(bundle), BackendSettings(kind="openvino")) for _ in "ab")
+del first
+gc.collect()
+del second
+gc.collect()
+os.kill(os.getpid(), signal.SIGUSR1)
+"""
+
+
+@NO_OPENVINO
+def test_signals_are_still_handled_after_denoisers_are_freed(tiny_bundle):
+    """Two OpenVINO denoisers freed in the order they were made, then a signal with a Python
+    handler: it must run. With a `Core` per denoiser, each CPU plugin swapped the thread's signal
+    stack for its own and the second put back the first's freed one, so the signal killed the
+    process with SIGSEGV (CI's crash of the test process at its next SIGCHLD; a served process
+    would crash the same way at `docker stop`). `shared_core` keeps one plugin for the process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AFTER_FREEING, str(tiny_bundle)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert done.returncode == 0 and "handled" in done.stdout, (done.returncode, done.stderr[-2000:])
