@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Native backtraces from the core files a crashed test run left (called by .ci/run when `make test`
-# fails). CI once saw pytest die of a segfault that printed no Python traceback: a fault on a
-# thread where faulthandler cannot run (a stack overflow off the main thread, or a native worker
-# thread). The next such crash then names its thread and library instead of nothing.
+# fails). CI twice saw pytest die of a segfault that printed no Python traceback. The second time the
+# signal's si_code was SI_KERNEL (128): the kernel could not deliver a signal to a handler on the
+# thread's signal stack (OpenVINO had left it on freed memory; service.backends.openvino.shared_core),
+# so no handler, faulthandler's included, ever ran. The report prints si_code for that reason: 128
+# means look for a broken signal stack, not for a bad pointer at the faulting instruction.
 # Usage: scripts/crash-report.sh [DIR]   (DIR/core, DIR/core.N; prints nothing when there is none)
 set -uo pipefail
 dir="${1:-.}"
@@ -21,6 +23,6 @@ for core in "${cores[@]}"; do
     # The faulting thread first (gdb selects it): native frames, then its Python frames (py-bt,
     # from CPython's gdb extension where the interpreter ships it), then every thread's innermost
     # native frames.
-    gdb -batch -nx -iex "set auto-load safe-path /" -ex "bt 40" -ex "py-bt" -ex "info threads" \
+    gdb -batch -nx -iex "set auto-load safe-path /" -ex 'p $_siginfo.si_code' -ex "bt 40" -ex "py-bt" -ex "info threads" \
         -ex "thread apply all bt 12" "$python" "$core" 2>&1 | head -n 600
 done

@@ -42,6 +42,7 @@ def test_a_crash_on_a_worker_thread_is_reported_with_its_python_frames(tmp_path)
     ).stdout
     assert "=== crash report" in out and "SIGSEGV" in out
     assert "a_worker_that_faults" in out  # the faulting thread's Python frame (py-bt)
+    assert "$1 = 1\n" in out  # si_code SEGV_MAPERR: a real bad pointer (128, SI_KERNEL, would be a bad signal stack)
 
 
 def test_no_core_no_report(tmp_path):
