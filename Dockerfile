@@ -72,6 +72,8 @@ COPY models/teacher/ /src/models/teacher/
 COPY models/students/ /src/models/students/
 COPY results/teacher/ /src/results/teacher/
 COPY results/students/ /src/results/students/
+COPY results/precision/ /src/results/precision/
+COPY scripts/export-bundle.sh /src/scripts/export-bundle.sh
 COPY deploy/docker/host-bundles/ /prebuilt/
 RUN set -eu; \
     if [ "$BUNDLES_SOURCE" = context ]; then \
@@ -86,11 +88,8 @@ RUN set -eu; \
         /opt/export/bin/pip install ${PIP_OPTIONS} --require-hashes --no-deps --find-links /wheelhouse-export \
             --extra-index-url "$TORCH_INDEX" -r /tmp/export.lock; \
         /opt/export/bin/pip install ${PIP_OPTIONS} --no-deps --no-build-isolation /src; \
-        cd /src && HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model models/teacher --out /bundles/teacher \
-            --evaluation results/teacher/ancestral-16.json --evaluation results/teacher/ancestral-64.json; \
-        for m in $STUDENTS; do \
-            HF_HUB_OFFLINE=1 /opt/export/bin/fewstep export --model "models/students/$m" --out "/bundles/$m" \
-                --evaluation "results/students/$m.json"; \
+        for m in teacher $STUDENTS; do \
+            HF_HUB_OFFLINE=1 FEWSTEP_EXPORT="/opt/export/bin/fewstep export" bash /src/scripts/export-bundle.sh "$m" "/bundles/$m"; \
         done; \
         rm -rf /bundles/.cache; \
     else \

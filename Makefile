@@ -245,15 +245,14 @@ bundles: bundles/teacher/manifest.json $(foreach m,$(STUDENTS),bundles/$(m)/mani
 
 bundles/teacher/manifest.json: models/teacher/model.safetensors models/teacher/config.json
 	$(MAKE) --no-print-directory install-export
-	$(EXPORT) --model models/teacher --out bundles/teacher --evaluation results/teacher/ancestral-16.json \
-		$(addprefix --precision ,$(wildcard results/precision/teacher.json))
+	FEWSTEP_EXPORT="$(EXPORT)" scripts/export-bundle.sh teacher bundles/teacher
 
-# Students serve exactly their K and guidance range (from their packed config). --precision: the
-# committed bf16 measurement (python -m scripts.precision), kept where it measured the same graph.
+# Students serve exactly their K and guidance range (from their packed config). scripts/export-bundle.sh
+# (which the image's bundles stage runs too) adds each model's results row and its committed bf16
+# measurement (python -m scripts.precision), kept where it measured the same graph.
 bundles/%/manifest.json: models/students/%/model.safetensors models/students/%/config.json
 	$(MAKE) --no-print-directory install-export
-	$(EXPORT) --model models/students/$* --out bundles/$* --evaluation results/students/$*.json \
-		$(addprefix --precision ,$(wildcard results/precision/$*.json))
+	FEWSTEP_EXPORT="$(EXPORT)" scripts/export-bundle.sh $* bundles/$*
 
 # The service on CPU with the default bundles (built first if missing): http://127.0.0.1:8000/
 # (playground), /docs, /metrics. FEWSTEP_* variables and `fewstep serve --help` give the options.

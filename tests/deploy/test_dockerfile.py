@@ -170,3 +170,17 @@ def test_the_image_compose_kubernetes_and_make_serve_keep_the_start_up_timings()
     serve = re.search(r"^serve:.*\n((?:\t.*\n)+)", makefile, re.M)
     assert serve and "FEWSTEP_TUNING_CACHE=$${FEWSTEP_TUNING_CACHE:-$(TUNING_CACHE)}" in serve.group(1)
     assert re.search(r"^TUNING_CACHE \?= \$\(CACHE_HOME\)/fewstep/tuning\.json$", makefile, re.M)
+
+
+def test_the_image_and_make_bundles_export_through_one_script():
+    """The bundles stage and `make bundles` export with scripts/export-bundle.sh, so the image's
+    bundles record the same results rows and bf16 measurements as the host's (the stage once named
+    a teacher row that had moved away, which only its export path would have hit)."""
+    body = " ".join(rest for word, rest in stages(ROOT / "Dockerfile")["bundles"] if word == "RUN")
+    assert 'bash /src/scripts/export-bundle.sh "$m" "/bundles/$m"' in body
+    assert "for m in teacher $STUDENTS" in body and "fewstep export --model" not in body
+    copies = [rest for word, rest in stages(ROOT / "Dockerfile")["bundles"] if word == "COPY"]
+    assert "results/precision/ /src/results/precision/" in copies
+    make = (ROOT / "Makefile").read_text()
+    assert make.count("scripts/export-bundle.sh $* bundles/$*") == 1
+    assert make.count("scripts/export-bundle.sh teacher bundles/teacher") == 1
