@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,6 +51,7 @@ from distill.kit.grid import save_grid
 from distill.kit.guidance import GuidedDenoiser, encode_cond, nfe_per_step
 from distill.kit.text import TextEncoder
 from fewstep.bundle import sha256_file
+from fewstep.provenance import git_revision
 from fewstep.rng import SeededNoise
 from fewstep.sampler import SAMPLERS
 
@@ -212,12 +212,8 @@ def machine() -> str:
 
 
 def git_sha() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return sha + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The commit the row was measured at, `-dirty` with uncommitted changes (`fewstep.provenance`)."""
+    return git_revision()
 
 
 def identity(model_path: str | Path, evaluator_path: str | Path) -> dict[str, str]:

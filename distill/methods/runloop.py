@@ -55,6 +55,7 @@ from distill.kit.text import TextEncoder
 from distill.methods.config import RESUMABLE, DistillConfig
 from fewstep.bundle import sha256_file
 from fewstep.networks import Denoiser, count_params
+from fewstep.provenance import provenance
 from fewstep.rng import SeededNoise
 from fewstep.sampler import SAMPLERS
 
@@ -417,6 +418,8 @@ def run_loop(
         "student_params": count_params(run.student),
         "device": str(device),
         "finished": step >= cfg.iters,
+        # The code of this slice (a resumed run may span commits; each slice's log names its own).
+        **provenance(),
         **run.summary_extra(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

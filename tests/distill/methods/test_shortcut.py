@@ -181,12 +181,14 @@ def run_dir(teacher, tmp_path_factory):
 
 def test_fewstep_distill_shortcut_tiny_writes_one_student_for_every_k(run_dir):
     from distill.kit.guidance import GuidedDenoiser
+    from fewstep.provenance import provenance
     from fewstep.rng import SeededNoise
 
     out = run_dir
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["iters"] == 4 and summary["sampler"] == "ddim"
     assert summary["steps_supported"] == [1, 2, 4]
+    assert (summary["git_sha"], summary["dirty"]) == tuple(provenance().values())  # the code that trained it
     ev = summary["evals"]
     # each of the 16 examples is either a base example (a guided teacher pass: 2 images) or a
     # coarser one (two target passes of the student: 2 images); one student pass and backward each
