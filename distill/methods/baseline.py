@@ -30,13 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.kit.checkpoint import load_denoiser
-from distill.kit.config import ConfigError
 from distill.kit.guidance import TextCond, encode_cond
-from distill.kit.text import TextEncoder
 from distill.methods.config import DistillConfig
 from distill.methods.runloop import RunBase, ema_update, lr_schedule
-from distill.methods.student import make_student
 from fewstep.networks import Denoiser
 
 log = logging.getLogger(__name__)
@@ -53,12 +49,7 @@ class BaselineRun(RunBase):
     eval_keys: tuple[str, ...] = ("teacher_forward", "student_forward", "backward")
 
     def __init__(self, cfg: DistillConfig, teacher_path: str | Path, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        self.teacher, self.tcfg = load_denoiser(teacher_path, device=device)
-        if self.teacher.cfg.guidance_input:
-            raise ConfigError("--teacher must be a teacher (no guidance input), not a student")
-        self.encoder = TextEncoder(self.tcfg.text, device)
-        self.student = make_student(self.teacher, cfg.seed)
+        self._start_from_teacher(cfg, teacher_path, device)
         self.opt = self.new_optimizer()
         self.ema = self._frozen_copy(self.student) if cfg.ema_decay > 0 else None
         self.gen = torch.Generator(device=device)

@@ -8,7 +8,7 @@ maps each name to its run class and config type.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, create_model, model_validator
 
@@ -22,6 +22,26 @@ METHOD_NAMES = (MM_ALT, MM_PARAM, PD, CD, EMD, SHORTCUT, ADD)
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
 MM_METHODS = frozenset({MM_ALT, MM_PARAM})
 TEACHER_P_TWO_OBJECTS = 0.7  # distill.kit.config's composing and binding teacher presets
+
+# The settings two methods share, declared once (type, range, help) so the two configs cannot drift
+# apart; each config still gives the default where it lists the field.
+TeacherSteps = Annotated[
+    int,
+    Field(
+        ge=2,
+        le=1024,
+        description="pd: the teacher's DDIM step count the halving starts from (K * 2^S, S >= 1 stages); "
+        "cd: N, the teacher's DDIM discretisation of [0, 1] (a multiple of K: N / K teacher steps per segment)",
+    ),
+]
+TeacherWeightCap = Annotated[
+    float,
+    Field(
+        ge=1,
+        description="cap on the x-space weight 1 + SNR(s) = 1 / sigma_s^2 of the teacher's loss (mm-param's "
+        "teacher gradient G; mm-alt with aux_weighting=teacher): exact for sigma_s >= cap^-1/2",
+    ),
+]
 
 
 class DistillConfig(StrictModel):
@@ -156,12 +176,7 @@ class MmAltConfig(MomentMatchingConfig):
         "min(1 + SNR(s), snr_cap), the student's weighting=snr-cap weight, so both networks weigh noise "
         "levels alike)",
     )
-    teacher_weight_cap: float = Field(
-        1000.0,
-        ge=1,
-        description="cap on the x-space weight 1 + SNR(s) = 1 / sigma_s^2 of the teacher's loss (mm-param's "
-        "teacher gradient G; mm-alt with aux_weighting=teacher): exact for sigma_s >= cap^-1/2",
-    )
+    teacher_weight_cap: TeacherWeightCap = 1000.0
 
     def _uses_snr_cap(self) -> bool:
         return self.weighting == "snr-cap" or self.aux_weighting == "snr-cap"
@@ -178,12 +193,7 @@ class MmParamConfig(MomentMatchingConfig):
     """mm-param: moment matching in parameter space, through the teacher's preconditioned gradient."""
 
     method: Literal["mm-param"] = MM_PARAM
-    teacher_weight_cap: float = Field(
-        1000.0,
-        ge=1,
-        description="cap on the x-space weight 1 + SNR(s) = 1 / sigma_s^2 of the teacher's loss (mm-param's "
-        "teacher gradient G; mm-alt with aux_weighting=teacher): exact for sigma_s >= cap^-1/2",
-    )
+    teacher_weight_cap: TeacherWeightCap = 1000.0
 
 
 class EmdConfig(MmAltConfig):
@@ -218,13 +228,7 @@ class PdConfig(DistillConfig):
     """pd: progressive distillation, halving the teacher's DDIM steps down to K."""
 
     method: Literal["pd"] = PD
-    teacher_steps: int = Field(
-        64,
-        ge=2,
-        le=1024,
-        description="pd: the teacher's DDIM step count the halving starts from (K * 2^S, S >= 1 stages); "
-        "cd: N, the teacher's DDIM discretisation of [0, 1] (a multiple of K: N / K teacher steps per segment)",
-    )
+    teacher_steps: TeacherSteps = 64
 
     @model_validator(mode="after")
     def _check_pd(self) -> PdConfig:
@@ -238,13 +242,7 @@ class CdConfig(DistillConfig):
     """cd: multistep consistency distillation on the teacher's DDIM grid."""
 
     method: Literal["cd"] = CD
-    teacher_steps: int = Field(
-        64,
-        ge=2,
-        le=1024,
-        description="pd: the teacher's DDIM step count the halving starts from (K * 2^S, S >= 1 stages); "
-        "cd: N, the teacher's DDIM discretisation of [0, 1] (a multiple of K: N / K teacher steps per segment)",
-    )
+    teacher_steps: TeacherSteps = 64
     cd_target_ema: float = Field(
         0.0,
         ge=0,

@@ -37,11 +37,10 @@ from typing import Any
 
 import torch
 
-from distill.kit.diffusion import posterior_draw
 from distill.kit.guidance import TextCond, encode_cond
 from distill.methods.config import EmdConfig
 from distill.methods.mm_alt import MmAltRun
-from distill.methods.moment_matching import MIN_GAP, aux_loss, surrogate, teacher_weight
+from distill.methods.moment_matching import MIN_GAP, surrogate
 
 
 def dmd_direction(x_tilde: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -69,7 +68,9 @@ def draw_renoise_times(
 
 class EmdRun(MmAltRun):
     """emd: the generator (the student at K = 1), its fake score (mm-alt's auxiliary) and their
-    optimisers; `mm_update` is `aux_steps` fake-score updates and one generator update."""
+    optimisers; `mm_update` is `aux_steps` fake-score updates and one generator update, both
+    mm-alt's own (`MmAltRun.aux_update`, `student_update`: only the network each is for changes)
+    with emd's input (`draw`), fake-score anchor (`aux_anchor`) and DMD weight (`weigh_direction`)."""
 
     cfg: EmdConfig
 
@@ -86,33 +87,12 @@ class EmdRun(MmAltRun):
         z_1 = torch.randn((b, self.tcfg.model.in_channels, res, res), generator=self.gen, device=dev)
         return z_1, cond, w, s, t
 
-    def aux_update(self, batch: dict[str, Any], lr: float) -> float:
-        """One fake-score update: denoise the generator's re-noised samples (plus `fake_anchor` times
-        the teacher anchor). Only the fake score changes; with no anchor the teacher is not run."""
-        cfg, aux = self.cfg, self.aux
-        z_1, cond, w, s, t = self.draw(batch)
-        with torch.no_grad():
-            x_tilde = self._student(self.student, z_1, t, cond, w)
-        z_s = posterior_draw(z_1, x_tilde, t, s, self.noise(z_1))
-        target = self._teacher(z_s, s, cond, w) if cfg.fake_anchor else None
-        pred = self._student(aux, z_s, s, cond, w)
-        cap = {"none": None, "teacher": cfg.teacher_weight_cap, "snr-cap": cfg.snr_cap}[cfg.aux_weighting]
-        weight = None if cap is None else teacher_weight(s, cap)
-        loss = aux_loss(pred, x_tilde, target, weight, anchor=cfg.fake_anchor)
-        self._step(loss, aux, self.opt_aux, (cfg.aux_lr or cfg.lr) * lr / cfg.lr, z_1.shape[0])
-        return loss.item()
+    def aux_anchor(self) -> float:
+        """The fake score's teacher-anchor weight, `fake_anchor` (0, the default: DMD's plain denoising
+        of the generator's re-noised samples, and no teacher pass in its update)."""
+        return self.cfg.fake_anchor
 
-    def student_update(self, batch: dict[str, Any], lr: float) -> dict[str, Any]:
-        """One generator update along fake - real at the re-noised sample. Only the generator changes."""
-        z_1, cond, w, s, t = self.draw(batch)
-        x_tilde = self._student(self.student, z_1, t, cond, w)
-        z_s = posterior_draw(z_1, x_tilde, t, s, self.noise(z_1))
-        real = self._teacher(z_s, s, cond, w)
-        with torch.no_grad():
-            fake = self._student(self.aux, z_s, s, cond, w)
-        weighted = dmd_direction(x_tilde, fake, real) if self.cfg.weighting == "dmd" else None
-        d, signal = self._student_direction(fake - real, s, weighted)
-        loss = surrogate(x_tilde, d, "none")
-        norm = self._step(loss, self.student, self.opt, lr, z_1.shape[0])
-        gap = (fake - real).pow(2).mean().sqrt().item()
-        return {"student_loss": loss.item(), "gap_rms": gap, "grad_norm": norm, **signal}
+    def weigh_direction(self, x_tilde: torch.Tensor, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor | None:
+        """The generator moves along fake - real weighed by DMD's per-example normaliser
+        (`dmd_direction`, Yin et al. 2024, eq. 8) with weighting=dmd; else as mm-alt weighs it."""
+        return dmd_direction(x_tilde, fake, real) if self.cfg.weighting == "dmd" else None

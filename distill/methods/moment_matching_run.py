@@ -29,15 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from distill.kit.checkpoint import load_denoiser
-from distill.kit.config import ConfigError
 from distill.kit.diffusion import diffuse
 from distill.kit.guidance import TextCond, encode_cond
-from distill.kit.text import TextEncoder
 from distill.methods.config import MomentMatchingConfig
 from distill.methods.moment_matching import SBinNormaliser, per_bin, sample_times, weighted_direction
 from distill.methods.runloop import RunBase, ema_update, lr_schedule
-from distill.methods.student import make_student
 from fewstep.networks import Denoiser
 
 log = logging.getLogger(__name__)
@@ -54,12 +50,7 @@ class MomentMatchingRun(RunBase):
     cfg: MomentMatchingConfig
 
     def __init__(self, cfg: MomentMatchingConfig, teacher_path: str | Path, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        self.teacher, self.tcfg = load_denoiser(teacher_path, device=device)
-        if self.teacher.cfg.guidance_input:
-            raise ConfigError("--teacher must be a teacher (no guidance input), not a student")
-        self.encoder = TextEncoder(self.tcfg.text, device)
-        self.student = make_student(self.teacher, cfg.seed)
+        self._start_from_teacher(cfg, teacher_path, device)
         self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.lr, betas=cfg.betas)
         self._init_method(teacher_path)
         self.ema = copy.deepcopy(self.student).eval().requires_grad_(False) if cfg.ema_decay > 0 else None

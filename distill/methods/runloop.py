@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from distill.kit.checkpoint import (
     _contiguous,
+    load_denoiser,
     load_optimizer_tensors,
     optimizer_tensors,
     staging_dir,
@@ -53,6 +54,7 @@ from distill.kit.plots import plot_loss
 from distill.kit.runinfo import MetricsLog, sample_prompts, setup_distributed
 from distill.kit.text import TextEncoder
 from distill.methods.config import RESUMABLE, DistillConfig
+from distill.methods.student import make_student
 from fewstep.bundle import sha256_file
 from fewstep.networks import Denoiser, count_params
 from fewstep.provenance import provenance
@@ -140,6 +142,18 @@ class RunBase:
     device: torch.device
     teacher: Denoiser
     ema: Denoiser | None = None  # the student's EMA when cfg.ema_decay > 0 (subclasses create it)
+
+    def _start_from_teacher(self, cfg: DistillConfig, teacher_path: str | Path, device: torch.device) -> None:
+        """What every method's constructor begins with, so that all distil the same teacher into the
+        same starting student: the config and device, the frozen teacher (a packed student is refused:
+        it already has the guidance input the student adds), its text encoder, and the student, the
+        teacher plus a zero-initialised guidance input (`make_student`, seeded by `cfg.seed`)."""
+        self.cfg, self.device = cfg, device
+        self.teacher, self.tcfg = load_denoiser(teacher_path, device=device)
+        if self.teacher.cfg.guidance_input:
+            raise ConfigError("--teacher must be a teacher (no guidance input), not a student")
+        self.encoder = TextEncoder(self.tcfg.text, device)
+        self.student = make_student(self.teacher, cfg.seed)
 
     def autocast(self) -> AbstractContextManager[Any]:
         """bf16 autocast for network forward passes on CUDA when `cfg.bf16` (a no-op on CPU)."""

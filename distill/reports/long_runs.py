@@ -17,6 +17,7 @@ from typing import Any
 
 from distill.evaluation.compare import paired
 from distill.evaluation.per_image import PerImage
+from distill.kit.plots import panel_figure
 from distill.reports.recipe import CEILING, _diff, ceiling_row
 from distill.reports.tables import _fmt, _fmt_ci
 
@@ -109,31 +110,19 @@ def long_runs_markdown(out: Path, ceiling: Path = CEILING) -> str:
 def plot_long_runs(out: Path, png: Path, ceiling: Path = CEILING) -> None:
     """FD at infinite images, adherence and grain against image passes, one line per run, the
     teacher's ceiling dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = curves(out)
     top = ceiling_row(ceiling) if ceiling.is_file() else None
     panels = [("fd_infinity", "FD (inf. images)"), ("adherence", "adherence"), ("grain", "grain (8-bit levels)")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (key, label) in zip(axes, panels, strict=True):
+    with panel_figure(png, "training image passes", [label for _, label in panels]) as axes:
+        for ax, (key, _) in zip(axes, panels, strict=True):
 
-        def value(r: dict[str, Any], key: str = key) -> float | None:
-            return r["adherence"]["overall"] if key == "adherence" else r.get(key)
+            def value(r: dict[str, Any], key: str = key) -> float | None:
+                return r["adherence"]["overall"] if key == "adherence" else r.get(key)
 
-        for name, points in runs.items():
-            ax.plot([p[0] for p in points], [value(p[1]) for p in points], marker="o", label=name)
-        if top is not None and value(top) is not None:
-            ax.axhline(value(top), color="black", linestyle="--", label="teacher ceiling (64 steps)")
-        ax.set_xlabel("training image passes")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+            for name, points in runs.items():
+                ax.plot([p[0] for p in points], [value(p[1]) for p in points], marker="o", label=name)
+            if top is not None and value(top) is not None:
+                ax.axhline(value(top), color="black", linestyle="--", label="teacher ceiling (64 steps)")
 
 
 def main(argv: list[str]) -> int:

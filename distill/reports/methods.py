@@ -33,6 +33,7 @@ from typing import Any
 from distill.evaluation.bootstrap import mean_resampled, percentile_interval, resample_counts
 from distill.evaluation.compare import paired
 from distill.evaluation.per_image import PerImage, check_paired
+from distill.kit.plots import panel_figure
 from distill.reports import winners
 from distill.reports.distill_table import _flipped, _paired_cell
 from distill.reports.tables import _fmt, _fmt_ci
@@ -246,32 +247,20 @@ def methods_markdown(run_dir: Path) -> tuple[str, dict[int, dict[str, Any]]]:
 
 def plot_steps(rows: list[Row], ceiling: Row | None, png: Path) -> None:
     """FD and both judges' adherence against K, one line per method, the ceiling dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [
         ("FD", lambda x: x.get("fd")),
         ("adherence (evaluator)", lambda x: (x.get("adherence") or {}).get("overall")),
         ("adherence (analytic judge)", lambda x: (x.get("adherence_analytic") or {}).get("overall")),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (label, value) in zip(axes, panels, strict=True):
-        for method in dict.fromkeys(r.method for r in rows):
-            pts = sorted((r.k, value(r.row)) for r in rows if r.method == method and value(r.row) is not None)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        if ceiling is not None and value(ceiling.row) is not None:
-            ax.axhline(value(ceiling.row), color="black", linestyle="--", label=f"teacher ({ceiling.k} steps)")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sampling steps K")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    with panel_figure(png, "sampling steps K", [label for label, _ in panels]) as axes:
+        for ax, (_, value) in zip(axes, panels, strict=True):
+            for method in dict.fromkeys(r.method for r in rows):
+                pts = sorted((r.k, value(r.row)) for r in rows if r.method == method and value(r.row) is not None)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            if ceiling is not None and value(ceiling.row) is not None:
+                ax.axhline(value(ceiling.row), color="black", linestyle="--", label=f"teacher ({ceiling.k} steps)")
+            ax.set_xscale("log", base=2)
 
 
 def sample_grid(rows: list[Row], png: Path) -> None:

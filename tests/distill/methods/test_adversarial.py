@@ -25,7 +25,7 @@ from distill.methods.discriminator import (
 from distill.methods.registry import distill
 from distill.methods.runloop import RunOptions
 from fewstep.schedule import alpha_sigma
-from tests.conftest import make_packed_model
+from tests.distill.methods.conftest import assert_resumed_exactly
 
 
 def test_hinge_losses_on_known_logits():
@@ -56,11 +56,6 @@ def test_the_distillation_loss_weighs_by_alpha_s():
     alpha, _ = alpha_sigma(np.array([0.1, 0.9]))  # the schedule's float64 alpha_s
     x_hat[1] = 2.0  # the second example's squared error is 4
     assert distillation_loss(x_hat, x_t, s).item() == pytest.approx((alpha[0] + 4 * alpha[1]) / 2, rel=1e-5)
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
 
 
 def test_teacher_features_pass_gradients_to_the_image_but_not_to_the_teacher(teacher):
@@ -137,9 +132,7 @@ def test_an_interrupted_add_run_resumes_exactly_discriminator_included(teacher, 
     distill(cfg, teacher, tmp_path / "a", RunOptions(progress=False))
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=2))
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
-    a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
-    b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = assert_resumed_exactly(tmp_path / "a", tmp_path / "b")
     for f in ("discriminator.safetensors", "discriminator_optim.safetensors"):
         da, db = (load_file(tmp_path / r / "checkpoint" / f) for r in ("a", "b"))
         assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)

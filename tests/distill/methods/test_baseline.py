@@ -22,11 +22,6 @@ def baseline_run(teacher, **overrides):
     return Run(cfg, teacher, torch.device("cpu"))
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
-
-
 def test_a_student_is_refused_as_the_teacher(tmp_path, tiny_bert_dir):
     from distill.kit.config import ConfigError
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from distill.kit.checkpoint import load_denoiser
 from distill.kit.config import ConfigError
 from distill.methods.config import load_distill_config
 from distill.methods.consistency import cd_loss, consistency_target, segment_boundary
@@ -16,7 +15,7 @@ from distill.methods.registry import distill
 from distill.methods.runloop import RunOptions
 from fewstep.sampler import ddim_sample, ddim_step, ddim_x_for
 from fewstep.schedule import alpha_sigma, step_plan, time_grid
-from tests.conftest import make_packed_model
+from tests.distill.methods.conftest import assert_ddim_student_samples, assert_resumed_exactly
 from tests.distill.methods.test_progressive import Noise, toy_teacher
 
 
@@ -108,14 +107,7 @@ def test_the_exact_consistency_function_is_the_fixed_point_and_samples_like_the_
     )
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
-
-
 def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path, onnx_cache):
-    from distill.kit.guidance import GuidedDenoiser
-    from fewstep.rng import SeededNoise
     from fewstep_cli.main import main
 
     out = tmp_path / "run"
@@ -128,15 +120,7 @@ def test_fewstep_distill_cd_tiny_writes_a_ddim_student_that_samples(teacher, tmp
     assert summary["network_forward_images"] == 64 and summary["segment_steps"] == 4
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
-    info = json.loads((out / "student" / "config.json").read_text())["student"]
-    assert (info["method"], info["steps"], info["sampler"]) == ("cd", 2, "ddim")
-    student, scfg = load_denoiser(out / "student")
-    assert scfg.model.guidance_input
-    cond = type("C", (), {})()
-    cond.states, cond.mask = torch.randn(2, 16, 32), torch.ones(2, 16, dtype=torch.bool)
-    with torch.no_grad():
-        x = ddim_sample(GuidedDenoiser(student), 2, cond, 3.0, SeededNoise([1, 2], (3, 16, 16)), torch.zeros(1))
-    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    assert_ddim_student_samples(out / "student", "cd", 2)
     from distill.export.bundle import ExportOptions, export_bundle
 
     m = export_bundle(out / "student", tmp_path / "bundle", ExportOptions(cache_dir=onnx_cache))
@@ -150,6 +134,4 @@ def test_an_interrupted_cd_run_resumes_exactly(teacher, tmp_path):
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=3))
     assert (tmp_path / "b" / "checkpoint" / "target.safetensors").is_file()
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
-    a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
-    b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumed_exactly(tmp_path / "a", tmp_path / "b")

@@ -13,7 +13,7 @@ from distill.kit.diffusion import posterior_draw, schedule_at
 from distill.methods.config import load_distill_config
 from distill.methods.emd import EmdRun, dmd_direction, draw_renoise_times, generator_loss
 from distill.methods.moment_matching import aux_loss
-from tests.conftest import make_packed_model
+from tests.distill.methods.conftest import same, snapshot
 
 MU, STD = 1.5, 0.5  # the data: N(MU, STD^2), one dimension
 
@@ -95,30 +95,17 @@ def test_aux_loss_without_anchor_is_plain_denoising_and_with_anchor_needs_the_te
         aux_loss(pred, x, None)
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
-
-
-def _snapshot(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_each_update_moves_only_its_own_network_and_the_fake_score_skips_the_teacher(teacher):
     cfg = load_distill_config("tiny", None, ["method=emd", "data.resolution=16"])
     run = EmdRun(cfg, teacher, torch.device("cpu"))
     batches = iter(build_dataset(cfg.data.model_copy(update={"resolution": 16}), 4))
-    student, aux = _snapshot(run.student), _snapshot(run.aux)
+    student, aux = snapshot(run.student), snapshot(run.aux)
     run.aux_update(next(batches), cfg.lr)
-    assert _same(student, _snapshot(run.student)) and not _same(aux, _snapshot(run.aux))
+    assert same(student, snapshot(run.student)) and not same(aux, snapshot(run.aux))
     assert run.evals["forward"] == 4 + 4  # generator and fake score: no teacher pass without an anchor
-    aux = _snapshot(run.aux)
+    aux = snapshot(run.aux)
     row = run.student_update(next(batches), cfg.lr)
-    assert _same(aux, _snapshot(run.aux)) and not _same(student, _snapshot(run.student))
+    assert same(aux, snapshot(run.aux)) and not same(student, snapshot(run.student))
     assert row["gap_rms"] > 0 and len(row["sbin_energy"]) == cfg.s_bins
 
 

@@ -14,33 +14,21 @@ from distill.methods.mm_alt import MmAltRun
 from distill.methods.registry import METHODS, distill
 from distill.methods.runloop import RunOptions
 from tests.conftest import make_packed_model
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
-
-
-def _snapshot(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[k], b[k]) for k in a)
+from tests.distill.methods.conftest import assert_resumed_exactly, same, snapshot
 
 
 def test_each_update_moves_only_its_own_network(teacher):
     cfg = load_distill_config("tiny", None, ["steps=2", "data.resolution=16"])
     run = MmAltRun(cfg, teacher, torch.device("cpu"))
     batches = iter(build_dataset(cfg.data.model_copy(update={"resolution": 16}), 4))
-    student, aux, t0 = _snapshot(run.student), _snapshot(run.aux), _snapshot(run.teacher)
+    student, aux, t0 = snapshot(run.student), snapshot(run.aux), snapshot(run.teacher)
     run.aux_update(next(batches), cfg.lr)
-    assert _same(student, _snapshot(run.student)) and _same(t0, _snapshot(run.teacher))
-    assert not _same(aux, _snapshot(run.aux))
-    aux = _snapshot(run.aux)
+    assert same(student, snapshot(run.student)) and same(t0, snapshot(run.teacher))
+    assert not same(aux, snapshot(run.aux))
+    aux = snapshot(run.aux)
     run.student_update(next(batches), cfg.lr)
-    assert _same(aux, _snapshot(run.aux)) and _same(t0, _snapshot(run.teacher))
-    assert not _same(student, _snapshot(run.student))
+    assert same(aux, snapshot(run.aux)) and same(t0, snapshot(run.teacher))
+    assert not same(student, snapshot(run.student))
 
 
 def test_students_start_equal_to_the_teacher(teacher):
@@ -87,9 +75,7 @@ def test_an_interrupted_distillation_resumes_exactly(teacher, tmp_path):
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=2))
     assert not (tmp_path / "b" / "student").exists()
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
-    a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
-    b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumed_exactly(tmp_path / "a", tmp_path / "b")
 
 
 def test_a_run_leaves_no_data_workers_behind(teacher, tmp_path):
@@ -149,9 +135,7 @@ def test_mm_alt_with_ema_sbin_teacher_weighting_and_grid_times_resumes_exactly(t
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=3))
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
     for packed in ("student", "student-raw"):
-        a = load_denoiser(tmp_path / "a" / packed)[0].state_dict()
-        b = load_denoiser(tmp_path / "b" / packed)[0].state_dict()
-        assert all(torch.equal(a[k], b[k]) for k in a), packed
+        assert_resumed_exactly(tmp_path / "a", tmp_path / "b", packed)
     ema = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
     raw = load_denoiser(tmp_path / "a" / "student-raw")[0].state_dict()
     assert not all(torch.equal(ema[k], raw[k]) for k in ema)
@@ -217,13 +201,13 @@ def test_guided_warm_start_fits_the_guided_teacher_then_seeds_the_auxiliary_and_
     cfg = load_distill_config("tiny", None, ["steps=2", "data.resolution=16", "warm_start=3", "iters=5", "lr=1e-3"])
     run = MmAltRun(cfg, teacher, torch.device("cpu"))
     batches = iter(build_dataset(cfg.data.model_copy(update={"resolution": 16}), 4))
-    aux0 = _snapshot(run.aux)
+    aux0 = snapshot(run.aux)
     rows = [run.iteration(batches, step) for step in range(3)]
     assert all(set(r) == {"warm_loss", "loss", "lr"} for r in rows)  # regression rows, no moment matching yet
     # After the last warm-start update the auxiliary and the EMA start from the fitted student.
-    student = _snapshot(run.student)
-    assert _same(student, _snapshot(run.aux)) and _same(student, _snapshot(run.ema))
-    assert not _same(aux0, student)
+    student = snapshot(run.student)
+    assert same(student, snapshot(run.aux)) and same(student, snapshot(run.ema))
+    assert not same(aux0, student)
     row = run.iteration(batches, 3)
     assert "gap_rms" in row and "warm_loss" not in row  # moment matching from here on
 
@@ -257,9 +241,9 @@ def test_aux_weighting_snr_cap_weighs_the_auxiliary_like_the_student(teacher, mo
 
     seen = {}
 
-    def spy(pred, x_tilde, target, weight=None):
+    def spy(pred, x_tilde, target, weight=None, **kw):
         seen["weight"] = weight
-        return real(pred, x_tilde, target, weight)
+        return real(pred, x_tilde, target, weight, **kw)
 
     real = mod.aux_loss
     monkeypatch.setattr(mod, "aux_loss", spy)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from distill.kit.checkpoint import load_denoiser
 from distill.kit.config import ConfigError
 from distill.methods.config import load_distill_config
 from distill.methods.progressive import pd_loss, stage_at, stage_lengths, stage_steps, two_step_target
@@ -15,7 +14,7 @@ from distill.methods.registry import distill
 from distill.methods.runloop import RunOptions
 from fewstep.sampler import ddim_sample, ddim_step
 from fewstep.schedule import step_plan
-from tests.conftest import make_packed_model
+from tests.distill.methods.conftest import assert_ddim_student_samples, assert_resumed_exactly
 
 
 def toy_teacher(z, t, cond, w):
@@ -119,14 +118,7 @@ def test_stage_schedule():
         load_distill_config("tiny", None, ["method=pd", "steps=4", "teacher_steps=24"])
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
-
-
 def test_fewstep_distill_pd_tiny_writes_a_ddim_student_that_samples(teacher, tmp_path):
-    from distill.kit.guidance import GuidedDenoiser
-    from fewstep.rng import SeededNoise
     from fewstep_cli.main import main
 
     out = tmp_path / "run"
@@ -143,15 +135,7 @@ def test_fewstep_distill_pd_tiny_writes_a_ddim_student_that_samples(teacher, tmp
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
     assert [r["student_steps"] for r in rows] == [4, 2]
-    info = json.loads((out / "student" / "config.json").read_text())["student"]
-    assert (info["method"], info["steps"], info["sampler"]) == ("pd", 2, "ddim")
-    student, scfg = load_denoiser(out / "student")
-    assert scfg.model.guidance_input
-    cond = type("C", (), {})()
-    cond.states, cond.mask = torch.randn(2, 16, 32), torch.ones(2, 16, dtype=torch.bool)
-    with torch.no_grad():
-        x = ddim_sample(GuidedDenoiser(student), 2, cond, 3.0, SeededNoise([1, 2], (3, 16, 16)), torch.zeros(1))
-    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    assert_ddim_student_samples(out / "student", "pd", 2)
     assert (out / "samples" / "step000004.png").is_file() and (out / "student" / "samples.png").is_file()
 
 
@@ -164,9 +148,7 @@ def test_an_interrupted_pd_run_resumes_exactly_across_a_stage_boundary(teacher, 
         distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=stop))
         assert not (tmp_path / "b" / "student").exists()
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
-    a = load_denoiser(tmp_path / "a" / "student")[0].state_dict()
-    b = load_denoiser(tmp_path / "b" / "student")[0].state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumed_exactly(tmp_path / "a", tmp_path / "b")
     sa, sb = (json.loads((tmp_path / r / "summary.json").read_text()) for r in "ab")
     assert sa["stages"] == sb["stages"] and sa["evals"] == sb["evals"]
     with pytest.raises(ConfigError, match="iters"):

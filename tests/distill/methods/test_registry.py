@@ -9,16 +9,10 @@ import pytest
 import distill.methods.registry as M
 from distill.methods.config import METHOD_CONFIGS, METHOD_NAMES, DistillConfig, load_distill_config
 from distill.methods.runloop import RunBase, RunOptions
-from tests.conftest import make_packed_model
 
 # What each method needs beyond the tiny preset at K = 2 (pd and cd read the teacher's DDIM grid;
 # emd is a one-step generator).
 EXTRA = {"pd": ["teacher_steps=4"], "cd": ["teacher_steps=4"], "emd": ["steps=1"]}
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
 
 
 def test_every_configurable_method_has_a_run_class():

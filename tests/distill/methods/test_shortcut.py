@@ -17,7 +17,7 @@ from distill.methods.runloop import RunOptions
 from distill.methods.shortcut import Grid, draw_levels, shortcut_target, step_counts
 from fewstep.sampler import ddim_sample
 from fewstep.schedule import alpha_sigma
-from tests.conftest import make_packed_model
+from tests.distill.methods.conftest import assert_resumed_exactly
 from tests.distill.methods.test_progressive import Noise, toy_teacher
 
 VAR = 0.3  # toy data: x ~ N(0, VAR) per pixel
@@ -132,11 +132,6 @@ def test_at_its_fixed_point_every_k_of_a_shortcut_student_samples_like_the_teach
         torch.testing.assert_close(got, exact, rtol=0, atol=2e-3 * float(exact.abs().max()))
     # before training (gain 0) the 1-step sample is far from it: the test can fail
     assert float(exact.abs().max()) > 0.1
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_bert_dir):
-    return make_packed_model(tmp_path_factory.mktemp("teacher") / "t", tiny_bert_dir)
 
 
 def test_the_warm_start_is_the_teacher_at_every_step_size(teacher):
@@ -267,8 +262,6 @@ def test_an_interrupted_shortcut_run_resumes_exactly(teacher, tmp_path):
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False, stop_at=2))
     distill(cfg, teacher, tmp_path / "b", RunOptions(progress=False))
     for packed in ("student", "student-raw"):
-        a = load_denoiser(tmp_path / "a" / packed)[0].state_dict()
-        b = load_denoiser(tmp_path / "b" / packed)[0].state_dict()
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        a = assert_resumed_exactly(tmp_path / "a", tmp_path / "b", packed)
     t0 = load_denoiser(teacher)[0].state_dict()
     assert any(not torch.equal(a[k], t0[k]) for k in t0)  # it trained
