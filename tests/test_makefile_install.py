@@ -79,9 +79,9 @@ def test_an_out_of_date_bundle_installs_the_export_venv_first_and_only_that_bund
     student = students()[0]
     (tree / "models/students" / student / "model.safetensors").touch()  # newer than its bundle
     lines = dry_run(tree, "serve")
-    exports = [i for i, line in enumerate(lines) if " export --cache-dir " in line]
-    assert len(exports) == 1 and f"--model models/students/{student} " in lines[exports[0]]
-    assert lines[exports[0]].startswith(".venv-export/bin/fewstep export")
+    exports = [i for i, line in enumerate(lines) if "scripts/export-bundle.sh" in line]
+    assert len(exports) == 1 and lines[exports[0]].endswith(f"scripts/export-bundle.sh {student} bundles/{student}")
+    assert lines[exports[0]].startswith('FEWSTEP_EXPORT=".venv-export/bin/fewstep export --cache-dir ')
     synced = [i for i, line in enumerate(lines) if "pip sync" in line and "requirements/export.lock" in line]
     assert synced and synced[0] < exports[0]
     if Path("/opt/wheels").is_dir():  # torch's CPU build comes from the file on disk (TORCH_WHEELS)
@@ -91,9 +91,12 @@ def test_an_out_of_date_bundle_installs_the_export_venv_first_and_only_that_bund
 def test_a_fresh_clone_builds_every_bundle_in_the_export_venv(tree):
     shutil.rmtree(tree / "bundles")
     lines = dry_run(tree, "serve")
-    exported = re.findall(r"--model (\S+) --out (\S+)", " ".join(lines))
-    assert [m for m, _ in exported] == ["models/teacher", *(f"models/students/{s}" for s in students())]
-    assert all(line.startswith(".venv-export/bin/fewstep export") for line in lines if " export --cache-dir" in line)
+    # scripts/export-bundle.sh NAME OUT, run with the export venv's fewstep (tests/scripts/test_export_bundle.py
+    # checks the arguments it passes on)
+    exported = re.findall(r"scripts/export-bundle\.sh (\S+) (\S+)", " ".join(lines))
+    assert exported == [(m, f"bundles/{m}") for m in ["teacher", *students()]]
+    calls = [line for line in lines if "scripts/export-bundle.sh" in line]
+    assert all(line.startswith('FEWSTEP_EXPORT=".venv-export/bin/fewstep export') for line in calls)
 
 
 def test_make_test_installs_the_development_lock_into_the_development_venv_without_removing_anything(tree):
