@@ -61,9 +61,7 @@ def shared_core():
 
 def cpu_capabilities() -> set[str]:
     """OpenVINO's CPU plugin capabilities (e.g. {'FP32', 'BF16', 'INT8'}); empty without openvino."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    if not openvino_available():
         return set()
     return {str(c).upper() for c in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
 
